@@ -1,0 +1,34 @@
+"""The server's settings, with defaults for the embedded localhost server."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path(os.environ.get("SERVER_EXT_DATA", "./server-data"))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Everything ``server-ext serve`` can be told; defaults suit a laptop or a test."""
+
+    domain: str = "localhost"
+    data_dir: Path = DEFAULT_DATA_DIR
+    host: str = "127.0.0.1"
+    port: int = 5222  # STARTTLS (RFC 6120 §14.7)
+    direct_tls_port: int | None = 5223  # XEP-0368; None disables it
+    cert_file: Path | None = None  # operator-provided certificate; generated if None
+    key_file: Path | None = None
+    max_stanza_bytes: int = 256 * 1024
+    auth_timeout: float = 20.0  # seconds an unauthenticated stream may live
+    max_unauthenticated_per_address: int = 64
+    failed_logins_per_account: int = 5
+    failed_logins_per_address: int = 20
+    failed_login_window: float = 300.0
+    backlog: int = 1024
+    admins: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"

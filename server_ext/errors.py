@@ -1,0 +1,35 @@
+"""The error root of the ``server_ext`` package."""
+
+from __future__ import annotations
+
+
+class ServerExtError(Exception):
+    """Base class for every error raised by ``server_ext``."""
+
+
+class ConfigError(ServerExtError):
+    """The server's configuration or data directory is unusable."""
+
+
+class RegistryError(ServerExtError):
+    """A registry operation was refused; the message says why and what to do."""
+
+
+class AccountExists(RegistryError):
+    """An account with that JID already exists."""
+
+
+class UnknownAccount(RegistryError):
+    """No account has that JID."""
+
+
+class DuplicateName(RegistryError):
+    """The account already has a certificate with that name (XEP-0257 §3.1)."""
+
+
+class DuplicateCertificate(RegistryError):
+    """A certificate with the same SHA-256 fingerprint is already registered."""
+
+
+class UnknownCertificate(RegistryError):
+    """No certificate matches the given name or fingerprint."""

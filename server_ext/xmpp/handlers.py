@@ -1,0 +1,43 @@
+"""Shared types for the server's own IQ handlers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pairing.protocol.jid import JID
+from server_ext.registry import Registry
+from server_ext.xmpp.router import SessionTable
+
+
+class Requester(Protocol):
+    """The bound session that sent a request."""
+
+    @property
+    def jid(self) -> JID: ...
+
+    @property
+    def auth_method(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str | None: ...
+
+    @property
+    def address(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServerContext:
+    """What every handler may use: the domain, the registry, live sessions and the clock."""
+
+    domain: str
+    registry: Registry
+    sessions: SessionTable
+    clock: Callable[[], dt.datetime]
+
+
+#: A handler returns the result payload (or None for an empty result), or raises StanzaError.
+IQHandler = Callable[[ServerContext, Requester, ET.Element], ET.Element | None]

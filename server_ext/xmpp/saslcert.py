@@ -1,0 +1,191 @@
+"""XEP-0257 (``urn:xmpp:saslcert:1``) on the server: append, items, disable, revoke.
+
+Where Prosody's ``mod_client_certs`` is lax (see docs/server.md), this module refuses: a
+duplicate name is a ``conflict``, expired or foreign certificates are ``not-acceptable``,
+unknown names are ``item-not-found``, and ``no-cert-management`` is enforced.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import xml.etree.ElementTree as ET
+
+from pairing.errors import CertificateError
+from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
+from server_ext.errors import DuplicateCertificate, DuplicateName, RegistryError
+from server_ext.model import CertificateRecord, CertState
+from server_ext.xmpp import namespaces as ns
+from server_ext.xmpp.handlers import Requester, ServerContext
+from server_ext.xmpp.stanzas import ErrorType, StanzaError, local_name
+
+log = logging.getLogger(__name__)
+
+_NAME = ns.clark(ns.SASLCERT, "name")
+_CERT = ns.clark(ns.SASLCERT, "x509cert")
+_NO_MANAGEMENT = ns.clark(ns.SASLCERT, "no-cert-management")
+MAX_NAME_LENGTH = 1023
+MAX_CERTIFICATE_BYTES = 16 * 1024
+
+
+def handle(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Element | None:
+    """Answer one XEP-0257 IQ from ``requester`` (TLS and authentication are given)."""
+    payload = iq[0]
+    action = local_name(payload)
+    iq_type = iq.get("type")
+    _refuse_restricted_session(ctx, requester)
+    if action == "items" and iq_type == "get":
+        return _items(ctx, requester)
+    if iq_type == "set":
+        if action == "append":
+            _append(ctx, requester, payload)
+            return None
+        if action in ("disable", "revoke"):
+            _change_state(ctx, requester, payload, action)
+            return None
+    raise StanzaError(ErrorType.CANCEL, "bad-request", f"unknown XEP-0257 request {action!r}")
+
+
+def _refuse_restricted_session(ctx: ServerContext, requester: Requester) -> None:
+    # XEP-0257 §3.1: a client that logged in with a certificate appended with
+    # <no-cert-management/> must not manage certificates. Prosody never enforces this.
+    if requester.fingerprint is None:
+        return
+    record = ctx.registry.certificate_by_fingerprint(requester.fingerprint)
+    if record is not None and record.no_cert_management:
+        raise StanzaError(
+            ErrorType.AUTH,
+            "forbidden",
+            "this session logged in with a certificate that may not manage certificates",
+        )
+
+
+def _items(ctx: ServerContext, requester: Requester) -> ET.Element:
+    account = requester.jid.bare
+    items = ET.Element(ns.clark(ns.SASLCERT, "items"))
+    for record in ctx.registry.list_certificates(account):
+        if record.state is CertState.REVOKED:
+            continue
+        item = ET.SubElement(items, ns.clark(ns.SASLCERT, "item"))
+        ET.SubElement(item, _NAME).text = record.name
+        ET.SubElement(item, _CERT).text = base64.b64encode(record.der).decode()
+        online = ctx.sessions.with_certificate(record.fingerprint)
+        if online:
+            # XEP-0257 §3.2: <users/> lists the resources logged in with this certificate.
+            users = ET.SubElement(item, ns.clark(ns.SASLCERT, "users"))
+            for session in online:
+                ET.SubElement(users, ns.clark(ns.SASLCERT, "resource")).text = session.jid.resource
+    return items
+
+
+def _text_of(payload: ET.Element, tag: str, what: str) -> str:
+    el = payload.find(tag)
+    text = (el.text or "").strip() if el is not None else ""
+    if not text:
+        raise StanzaError(ErrorType.MODIFY, "bad-request", f"the <{what}/> element is required")
+    return text
+
+
+def _append(ctx: ServerContext, requester: Requester, payload: ET.Element) -> None:
+    account = requester.jid.bare
+    name = _text_of(payload, _NAME, "name")
+    if len(name) > MAX_NAME_LENGTH:
+        raise StanzaError(ErrorType.MODIFY, "bad-request", "the name is longer than 1023 chars")
+    encoded = "".join(_text_of(payload, _CERT, "x509cert").split())
+    if len(encoded) > MAX_CERTIFICATE_BYTES * 4 // 3 + 4:
+        raise StanzaError(ErrorType.MODIFY, "not-acceptable", "the certificate is too large")
+    try:
+        der = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise StanzaError(
+            ErrorType.MODIFY, "bad-request", "<x509cert/> is not valid base64 DER"
+        ) from None
+    try:
+        cert = load_certificate(der)
+        jids = xmpp_addrs(cert)
+    except CertificateError as exc:
+        raise StanzaError(ErrorType.MODIFY, "bad-request", str(exc)) from None
+    now = ctx.clock()
+    # XEP-0257 §2: expired certificates MUST be rejected (Prosody accepts them on upload).
+    if cert.not_valid_after_utc <= now:
+        raise StanzaError(ErrorType.MODIFY, "not-acceptable", "the certificate has expired")
+    if cert.not_valid_before_utc > now:
+        raise StanzaError(ErrorType.MODIFY, "not-acceptable", "the certificate is not valid yet")
+    if not allows_client_auth(cert):
+        raise StanzaError(
+            ErrorType.MODIFY,
+            "not-acceptable",
+            "the certificate's extendedKeyUsage does not allow TLS client authentication",
+        )
+    if not jids:
+        raise StanzaError(
+            ErrorType.MODIFY,
+            "not-acceptable",
+            f"the certificate has no xmppAddr; it must name {account} (XEP-0178)",
+        )
+    foreign = [str(jid) for jid in jids if jid.bare != account]
+    if foreign:
+        raise StanzaError(
+            ErrorType.MODIFY,
+            "not-acceptable",
+            f"the certificate names {', '.join(foreign)}, not only {account}",
+        )
+    try:
+        ctx.registry.add_certificate(
+            account,
+            name,
+            der,
+            no_cert_management=payload.find(_NO_MANAGEMENT) is not None,
+            added_by=str(requester.jid),
+            added_via="xep-0257",
+            now=now,
+        )
+    except DuplicateName:
+        raise StanzaError(
+            ErrorType.CANCEL,
+            "conflict",
+            f"a certificate named {name!r} already exists (names stay taken after revocation)",
+        ) from None
+    except DuplicateCertificate:
+        raise StanzaError(
+            ErrorType.CANCEL, "conflict", "this certificate is already registered"
+        ) from None
+    except RegistryError as exc:
+        log.error("cannot store certificate: %s", exc)
+        raise StanzaError(
+            ErrorType.WAIT, "resource-constraint", "the server cannot store it now; try later"
+        ) from None
+
+
+def _change_state(
+    ctx: ServerContext, requester: Requester, payload: ET.Element, action: str
+) -> None:
+    account = requester.jid.bare
+    name = _text_of(payload, _NAME, "name")
+    record = ctx.registry.get_certificate(account, name)
+    if record is None or record.state is CertState.REVOKED:
+        # Prosody answers success for unknown names; the client deserves to know.
+        raise StanzaError(ErrorType.CANCEL, "item-not-found", f"no certificate named {name!r}")
+    state = CertState.REVOKED if action == "revoke" else CertState.DISABLED
+    try:
+        updated = ctx.registry.set_certificate_state(
+            account, name, state, actor=str(requester.jid), reason=f"xep-0257 {action}"
+        )
+    except RegistryError as exc:
+        log.error("cannot change certificate state: %s", exc)
+        raise StanzaError(
+            ErrorType.WAIT, "resource-constraint", "the server cannot store it now; try later"
+        ) from None
+    if state is CertState.REVOKED:
+        close_sessions(ctx, updated)
+
+
+def close_sessions(ctx: ServerContext, record: CertificateRecord) -> int:
+    """End every live session that logged in with ``record`` (XEP-0257 §3.4 revoke)."""
+    sessions = ctx.sessions.with_certificate(record.fingerprint)
+    for session in sessions:
+        # RFC 6120 §4.9.3.16 and §13.7.2.3: <reset/> is the condition for a certificate that
+        # was revoked during the life of the stream.
+        session.terminate("reset", f"the client certificate {record.name!r} was revoked")
+    return len(sessions)

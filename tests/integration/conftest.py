@@ -1,0 +1,160 @@
+"""Fixtures: a real embedded server on loopback, real TLS, a real SQLite file."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from pairing.protocol.identity import (
+    build_device_certificate,
+    certificate_der,
+    fingerprint,
+    generate_key,
+)
+from pairing.protocol.jid import JID
+from server_ext.config import ServerConfig
+from server_ext.registry import Registry
+from server_ext.server import Server, load_certificate_for
+from tests.support.rawclient import RawClient, client_context
+
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class RunningServer:
+    server: Server
+    config: ServerConfig
+    registry: Registry
+
+    @property
+    def domain(self) -> str:
+        return self.config.domain
+
+    @property
+    def host(self) -> str:
+        return self.config.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def direct_tls_port(self) -> int:
+        port = self.server.direct_tls_port
+        assert port is not None
+        return port
+
+    @property
+    def cert_path(self) -> Path:
+        return self.server.certificate.cert_path
+
+    @property
+    def fingerprint(self) -> str:
+        return self.server.certificate.fingerprint
+
+    def add_user(self, local: str, password: str = PASSWORD, *, admin: bool = False) -> JID:
+        jid = JID(local, self.domain)
+        self.registry.add_account(jid, password, admin=admin)
+        return jid
+
+    async def raw(self) -> RawClient:
+        return await RawClient.connect(self.host, self.port, self.domain)
+
+    async def raw_tls(self, device: Device | None = None) -> RawClient:
+        client = await self.raw()
+        ctx = client_context(
+            self.cert_path,
+            device.cert_path if device else None,
+            device.key_path if device else None,
+        )
+        await client.starttls(ctx)
+        return client
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device identity on disk: a P-256 key and a self-signed xmppAddr certificate."""
+
+    jids: tuple[JID, ...]
+    cert_path: Path
+    key_path: Path
+    der: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.der)
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+DeviceFactory = Callable[..., Device]
+
+
+@pytest.fixture
+async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    started: list[tuple[Server, Registry]] = []
+
+    async def factory(**overrides: object) -> RunningServer:
+        config = ServerConfig(
+            domain="localhost",
+            data_dir=tmp_path / f"server{len(started)}",
+            host="127.0.0.1",
+            port=0,
+            direct_tls_port=0,
+            auth_timeout=10.0,
+        )
+        config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+        registry = Registry.open(config.database_path)
+        server = Server(config, registry, load_certificate_for(config))
+        await server.start()
+        started.append((server, registry))
+        return RunningServer(server, config, registry)
+
+    yield factory
+    for server, registry in started:
+        await server.stop()
+        registry.close()
+
+
+@pytest.fixture
+async def xmpp_server(make_server: ServerFactory) -> RunningServer:
+    return await make_server()
+
+
+@pytest.fixture
+def make_device(tmp_path: Path) -> DeviceFactory:
+    counter = [0]
+
+    def factory(
+        *jids: str,
+        valid_for: dt.timedelta = dt.timedelta(days=30),
+        now: dt.datetime | None = None,
+        client_auth: bool = True,
+    ) -> Device:
+        counter[0] += 1
+        parsed: Sequence[JID] = [JID.parse(j) for j in jids]
+        key = generate_key()
+        cert = build_device_certificate(
+            key, parsed, valid_for=valid_for, now=now, client_auth=client_auth
+        )
+        folder = tmp_path / f"device{counter[0]}"
+        folder.mkdir()
+        key_path = folder / "device.key"
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_path.chmod(0o600)
+        cert_path = folder / "device.crt"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return Device(tuple(parsed), cert_path, key_path, certificate_der(cert))
+
+    return factory
