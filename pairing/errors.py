@@ -13,3 +13,35 @@ class InvalidJID(PairingError, ValueError):
 
 class CertificateError(PairingError, ValueError):
     """A certificate cannot be parsed or lacks what XEP-0178 requires."""
+
+
+class ConnectionFailed(PairingError):
+    """The server could not be reached or the connection dropped before login finished."""
+
+
+class ServerIdentityMismatch(PairingError):
+    """The server's TLS certificate is not the pinned one; nothing secret was sent."""
+
+
+class AuthenticationFailed(PairingError):
+    """The server refused the login; ``condition`` is the RFC 6120 §6.5 condition."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        detail = f" ({text})" if text else ""
+        super().__init__(f"authentication refused: {condition}{detail}")
+        self.condition = condition
+        self.text = text
+
+
+class RequestFailed(PairingError):
+    """The server answered a request with an error stanza (RFC 6120 §8.3)."""
+
+    def __init__(self, what: str, condition: str, text: str = "") -> None:
+        detail = f": {text}" if text else ""
+        super().__init__(f"{what} failed: {condition}{detail}")
+        self.condition = condition
+        self.text = text
+
+
+class CredentialFileError(PairingError):
+    """A certificate or key file is missing, unreadable or does not match."""

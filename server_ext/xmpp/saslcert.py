@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 import xml.etree.ElementTree as ET
 
+from cryptography import x509
+
 from pairing.errors import CertificateError
 from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
+from pairing.protocol.jid import JID
 from server_ext.errors import DuplicateCertificate, DuplicateName, RegistryError
 from server_ext.model import CertificateRecord, CertState
 from server_ext.xmpp import namespaces as ns
@@ -107,30 +111,9 @@ def _append(ctx: ServerContext, requester: Requester, payload: ET.Element) -> No
     except CertificateError as exc:
         raise StanzaError(ErrorType.MODIFY, "bad-request", str(exc)) from None
     now = ctx.clock()
-    # XEP-0257 §2: expired certificates MUST be rejected (Prosody accepts them on upload).
-    if cert.not_valid_after_utc <= now:
-        raise StanzaError(ErrorType.MODIFY, "not-acceptable", "the certificate has expired")
-    if cert.not_valid_before_utc > now:
-        raise StanzaError(ErrorType.MODIFY, "not-acceptable", "the certificate is not valid yet")
-    if not allows_client_auth(cert):
-        raise StanzaError(
-            ErrorType.MODIFY,
-            "not-acceptable",
-            "the certificate's extendedKeyUsage does not allow TLS client authentication",
-        )
-    if not jids:
-        raise StanzaError(
-            ErrorType.MODIFY,
-            "not-acceptable",
-            f"the certificate has no xmppAddr; it must name {account} (XEP-0178)",
-        )
-    foreign = [str(jid) for jid in jids if jid.bare != account]
-    if foreign:
-        raise StanzaError(
-            ErrorType.MODIFY,
-            "not-acceptable",
-            f"the certificate names {', '.join(foreign)}, not only {account}",
-        )
+    problem = validate_for_account(cert, account, now, jids=jids)
+    if problem:
+        raise StanzaError(ErrorType.MODIFY, "not-acceptable", problem)
     try:
         ctx.registry.add_certificate(
             account,
@@ -156,6 +139,34 @@ def _append(ctx: ServerContext, requester: Requester, payload: ET.Element) -> No
         raise StanzaError(
             ErrorType.WAIT, "resource-constraint", "the server cannot store it now; try later"
         ) from None
+
+
+def validate_for_account(
+    cert: x509.Certificate,
+    account: JID,
+    now: dt.datetime,
+    *,
+    jids: tuple[JID, ...] | None = None,
+) -> str | None:
+    """Why ``cert`` cannot be registered for ``account`` now, or None if it can."""
+    if jids is None:
+        try:
+            jids = xmpp_addrs(cert)
+        except CertificateError as exc:
+            return str(exc)
+    # XEP-0257 §2: expired certificates MUST be rejected (Prosody accepts them on upload).
+    if cert.not_valid_after_utc <= now:
+        return "the certificate has expired"
+    if cert.not_valid_before_utc > now:
+        return "the certificate is not valid yet"
+    if not allows_client_auth(cert):
+        return "the certificate's extendedKeyUsage does not allow TLS client authentication"
+    if not jids:
+        return f"the certificate has no xmppAddr; it must name {account} (XEP-0178)"
+    foreign = [str(jid) for jid in jids if jid.bare != account]
+    if foreign:
+        return f"the certificate names {', '.join(foreign)}, not only {account}"
+    return None
 
 
 def _change_state(

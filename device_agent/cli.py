@@ -1,0 +1,117 @@
+"""``device-agent``: the device's own identity and login, without ever knowing a password."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from pathlib import Path
+
+import click
+
+from device_agent.errors import DeviceAgentError
+from device_agent.keystore import KeyStore
+from pairing.cli_output import emit_record, friendly_group
+from pairing.errors import InvalidJID
+from pairing.protocol.identity import format_fingerprint
+from pairing.protocol.jid import JID
+from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+
+DEFAULT_STATE = (
+    Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "device-agent"
+)
+
+
+@click.group(cls=friendly_group(DeviceAgentError))
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="DEVICE_AGENT_STATE",
+    default=DEFAULT_STATE,
+    show_default=True,
+    help="Where the device keeps its key (mode 0600) and certificate.",
+)
+@click.version_option(package_name="xmpp-device-pairing")
+@click.pass_context
+def main(ctx: click.Context, state_dir: Path) -> None:
+    """The device side: make a key, show the certificate to register, log in with it.
+
+    The private key is created here and never leaves this machine. Register the certificate
+    for the account (`pairing certs add`, or `server-ext certs add` as an admin), then the
+    device logs in with SASL EXTERNAL.
+    """
+    ctx.obj = KeyStore(state_dir)
+
+
+@main.command()
+@click.option("--jid", required=True, help="The full JID to log in as, e.g. alice@example.org/bot.")
+@click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
+@click.option("--force", is_flag=True, help="Replace an existing identity (destroys its key).")
+@click.pass_obj
+def init(store: KeyStore, jid: str, valid_days: int, force: bool) -> None:
+    """Create the device key and its self-signed certificate."""
+    try:
+        parsed = JID.parse(jid)
+    except InvalidJID as exc:
+        raise click.BadParameter(str(exc), param_hint="--jid") from None
+    if valid_days < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--valid-days")
+    identity = store.create(parsed, valid_for=dt.timedelta(days=valid_days), force=force)
+    click.echo(f"created the identity for {identity.jid}")
+    click.echo(f"certificate: {identity.cert_path}")
+    click.echo(f"SHA-256:     {format_fingerprint(identity.fingerprint)}")
+    click.echo("register it with: pairing certs add NAME " + str(identity.cert_path))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def show(store: KeyStore, as_json: bool) -> None:
+    """Show the device identity (never the key)."""
+    identity = store.load()
+    emit_record(
+        {
+            "jid": str(identity.jid),
+            "fingerprint": identity.fingerprint
+            if as_json
+            else format_fingerprint(identity.fingerprint),
+            "not_after": identity.not_after.isoformat(timespec="seconds"),
+            "certificate": str(identity.cert_path),
+            "key": str(identity.key_path),
+        },
+        as_json=as_json,
+    )
+
+
+@main.command("login")
+@click.option("--server", "server_text", required=True, help="HOST or HOST:PORT (STARTTLS).")
+@click.option("--pin", help="The server certificate's SHA-256 fingerprint.")
+@click.option(
+    "--cafile", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Or a CA file."
+)
+@click.option("--direct-tls", is_flag=True, help="The port speaks TLS from the start (XEP-0368).")
+@click.pass_obj
+def login_command(
+    store: KeyStore, server_text: str, pin: str | None, cafile: Path | None, direct_tls: bool
+) -> None:
+    """Log in once with the device certificate (SASL EXTERNAL) and report the bound JID."""
+    if (pin is None) == (cafile is None):
+        raise click.UsageError("give exactly one of --pin or --cafile")
+    identity = store.load()
+    address = ServerAddress.parse(server_text)
+    server = ServerAddress(address.host, address.port, direct_tls=direct_tls)
+
+    async def once() -> JID:
+        client = make_client(
+            str(identity.jid),
+            server=server,
+            trust=TrustAnchor(fingerprint=pin, cafile=cafile),
+            certfile=identity.cert_path,
+            keyfile=identity.key_path,
+        )
+        bound = await login(client)
+        await logout(client)
+        return bound
+
+    bound = asyncio.run(once())
+    click.echo(f"logged in as {bound}")

@@ -1,0 +1,136 @@
+"""The device's identity on disk: its private key (mode 0600) and self-signed certificate.
+
+The key is made here and never leaves the device; only the certificate is shown to anyone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from device_agent.errors import DeviceAgentError
+from pairing.errors import CertificateError
+from pairing.protocol.identity import (
+    build_device_certificate,
+    certificate_der,
+    fingerprint,
+    generate_key,
+    xmpp_addrs,
+)
+from pairing.protocol.jid import JID
+
+KEY_NAME = "device.key"
+CERT_NAME = "device.crt"
+
+
+class KeyStoreError(DeviceAgentError):
+    """The identity on disk is missing, unreadable or unsafe; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    jid: JID
+    cert_path: Path
+    key_path: Path
+    fingerprint: str
+    not_after: dt.datetime
+    certificate_der: bytes
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` with ``mode`` from the first byte, then rename into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class KeyStore:
+    """One device identity in ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.key_path = self.state_dir / KEY_NAME
+        self.cert_path = self.state_dir / CERT_NAME
+
+    def exists(self) -> bool:
+        return self.key_path.exists() or self.cert_path.exists()
+
+    def create(
+        self,
+        jid: JID,
+        *,
+        valid_for: dt.timedelta = dt.timedelta(days=365),
+        force: bool = False,
+    ) -> DeviceIdentity:
+        """Make a new P-256 key and a certificate naming ``jid`` (XEP-0178 xmppAddr)."""
+        if self.exists() and not force:
+            raise KeyStoreError(
+                f"{self.state_dir} already holds a device identity; "
+                "use --force to replace it (the old key is destroyed)"
+            )
+        if not jid.local:
+            raise KeyStoreError(f"{jid} has no user part; a device logs in as user@domain")
+        key = generate_key()
+        cert = build_device_certificate(key, jid, valid_for=valid_for)
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _atomic_write(
+                self.key_path,
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                ),
+                0o600,
+            )
+            _atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
+        return self.load()
+
+    def load(self) -> DeviceIdentity:
+        """Read and check the identity; refuses a key that others can read."""
+        if not self.key_path.exists() or not self.cert_path.exists():
+            raise KeyStoreError(
+                f"no device identity in {self.state_dir}; create one with `device-agent init`"
+            )
+        mode = stat.S_IMODE(self.key_path.stat().st_mode)
+        if mode & 0o077:
+            raise KeyStoreError(
+                f"{self.key_path} is readable by others (mode {mode:o}); run chmod 600 on it"
+            )
+        try:
+            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            jids = xmpp_addrs(cert)
+        except (OSError, ValueError, TypeError, CertificateError) as exc:
+            raise KeyStoreError(f"the identity in {self.state_dir} is unreadable: {exc}") from exc
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise KeyStoreError(f"{self.key_path} does not belong to {self.cert_path}")
+        if not jids:
+            raise KeyStoreError(f"{self.cert_path} has no xmppAddr")
+        der = certificate_der(cert)
+        return DeviceIdentity(
+            jid=jids[0],
+            cert_path=self.cert_path,
+            key_path=self.key_path,
+            fingerprint=fingerprint(der),
+            not_after=cert.not_valid_after_utc,
+            certificate_der=der,
+        )

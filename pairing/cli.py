@@ -1,0 +1,197 @@
+"""``pairing``: the user's side. Log in with your password and manage your devices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import slixmpp
+
+from pairing.cli_output import emit, friendly_group, read_secret
+from pairing.errors import InvalidJID
+from pairing.protocol.identity import (
+    certificate_der,
+    fingerprint,
+    format_fingerprint,
+    load_certificate,
+)
+from pairing.protocol.jid import JID
+from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+from pairing.xmpp.saslcert import (
+    PLUGINS,
+    add_certificate,
+    disable_certificate,
+    list_certificates,
+    revoke_certificate,
+)
+
+PASSWORD_ENV = "PAIRING_PASSWORD"  # noqa: S105 - a variable name, not a secret
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Account:
+    jid: JID
+    server: ServerAddress
+    trust: TrustAnchor
+    password_file: Path | None
+
+    def run(self, action: Callable[[slixmpp.ClientXMPP], Awaitable[T]]) -> T:
+        """Log in with the password, run ``action``, log out."""
+        password = read_secret(
+            file=self.password_file, env=PASSWORD_ENV, prompt=f"Password for {self.jid}"
+        )
+
+        async def session() -> T:
+            client = make_client(
+                str(self.jid),
+                server=self.server,
+                trust=self.trust,
+                password=password,
+                plugins=PLUGINS,
+            )
+            await login(client)
+            try:
+                return await action(client)
+            finally:
+                await logout(client)
+
+        return asyncio.run(session())
+
+
+@click.group(cls=friendly_group())
+@click.option(
+    "--jid", envvar="PAIRING_JID", required=True, help="Your account, e.g. alice@example.org."
+)
+@click.option(
+    "--server",
+    "server_text",
+    envvar="PAIRING_SERVER",
+    help="HOST[:PORT] of the server (default: the JID's domain, port 5222).",
+)
+@click.option("--pin", envvar="PAIRING_PIN", help="The server certificate's SHA-256 fingerprint.")
+@click.option(
+    "--cafile",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Or a CA (or the server's own certificate) to check it with.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Read your password from this file (else ${PASSWORD_ENV}, else a prompt).",
+)
+@click.version_option(package_name="xmpp-device-pairing")
+@click.pass_context
+def main(
+    ctx: click.Context,
+    jid: str,
+    server_text: str | None,
+    pin: str | None,
+    cafile: Path | None,
+    password_file: Path | None,
+) -> None:
+    """Manage the devices that log in to your XMPP account without your password.
+
+    Each device has its own certificate (made with `device-agent init`). Register it here
+    and the device logs in with it; revoke it here and it is cut off at once.
+    """
+    try:
+        account = JID.parse(jid).bare
+    except InvalidJID as exc:
+        raise click.BadParameter(str(exc), param_hint="--jid") from None
+    if (pin is None) == (cafile is None):
+        raise click.UsageError(
+            "say how to recognise the server: --pin FINGERPRINT (from `server-ext fingerprint`) "
+            "or --cafile FILE"
+        )
+    server = (
+        ServerAddress.parse(server_text) if server_text else ServerAddress(account.domain, 5222)
+    )
+    ctx.obj = Account(account, server, TrustAnchor(fingerprint=pin, cafile=cafile), password_file)
+
+
+@main.group()
+def certs() -> None:
+    """List, register, disable and revoke device certificates (XEP-0257)."""
+
+
+@certs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def certs_list(account: Account, as_json: bool) -> None:
+    """List your registered certificates and who is online with each."""
+    items = account.run(list_certificates)
+    rows: list[dict[str, Any]] = [
+        {
+            "name": item.name,
+            "fingerprint": fingerprint(item.der) if item.der else None,
+            "jids": [str(j) for j in _jids(item.der)],
+            "online": list(item.users),
+        }
+        for item in items
+    ]
+    emit(
+        rows,
+        [("name", "NAME"), ("jids", "JIDS"), ("online", "ONLINE AS"), ("fingerprint", "SHA-256")],
+        as_json=as_json,
+        empty="no certificates registered",
+    )
+
+
+def _jids(der: bytes) -> tuple[JID, ...]:
+    from pairing.protocol.identity import xmpp_addrs
+
+    try:
+        return xmpp_addrs(load_certificate(der))
+    except ValueError:
+        return ()
+
+
+@certs.command("add")
+@click.argument("name")
+@click.argument("certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--no-cert-management",
+    is_flag=True,
+    help="The device may not manage certificates itself (recommended for bots).",
+)
+@click.pass_obj
+def certs_add(account: Account, name: str, certfile: Path, no_cert_management: bool) -> None:
+    """Register the device certificate CERTFILE (PEM or DER) under NAME."""
+    der = certificate_der(load_certificate(certfile.read_bytes()))
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        await add_certificate(client, name, der, allow_management=not no_cert_management)
+
+    account.run(action)
+    click.echo(f"registered {name!r}: {format_fingerprint(fingerprint(der))}")
+
+
+@certs.command("disable")
+@click.argument("name")
+@click.pass_obj
+def certs_disable(account: Account, name: str) -> None:
+    """Stop NAME from logging in again (sessions already open stay)."""
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        await disable_certificate(client, name)
+
+    account.run(action)
+    click.echo(f"disabled {name!r}")
+
+
+@certs.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def certs_revoke(account: Account, name: str) -> None:
+    """Revoke NAME: its sessions are closed now and it can never log in again."""
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        await revoke_certificate(client, name)
+
+    account.run(action)
+    click.echo(f"revoked {name!r}")

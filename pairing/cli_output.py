@@ -1,0 +1,104 @@
+"""What the three CLIs share: errors as one clear line, and tables or JSON for listings."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pairing.errors import PairingError
+
+
+class FriendlyGroup(click.Group):
+    """A click group that turns the package's own errors into one line and exit status 1."""
+
+    error_types: tuple[type[Exception], ...] = (PairingError,)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except self.error_types as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
+    """A :class:`FriendlyGroup` subclass that also catches ``error_types``."""
+    return type("Group", (FriendlyGroup,), {"error_types": (PairingError, *error_types)})
+
+
+def emit(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    empty: str = "(none)",
+) -> None:
+    """Print ``rows`` as a JSON array or as an aligned table of ``(key, heading)`` columns."""
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2, default=str))
+        return
+    if not rows:
+        click.echo(empty)
+        return
+    cells = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    headings = [heading for _, heading in columns]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headings)]
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headings, widths, strict=True)).rstrip())
+    for row_cells in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row_cells, widths, strict=True)).rstrip())
+
+
+def emit_record(record: Mapping[str, Any], *, as_json: bool) -> None:
+    """Print one record as JSON or as ``key: value`` lines."""
+    if as_json:
+        click.echo(json.dumps(dict(record), indent=2, default=str))
+        return
+    width = max(len(k) for k in record)
+    for key, value in record.items():
+        click.echo(f"{key.ljust(width)}  {_cell(value)}")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def read_secret(
+    *,
+    file: Path | None,
+    env: str,
+    prompt: str,
+    confirm: bool = False,
+    stdin_ok: Callable[[], bool] = lambda: sys.stdin.isatty(),
+) -> str:
+    """A password from a file, then an environment variable, then a hidden prompt.
+
+    Never from a command-line argument: those end up in shell history and ``ps``.
+    """
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot read the password file {file}: {exc}") from None
+        secret = text.rstrip("\r\n")
+    elif os.environ.get(env):
+        secret = os.environ[env]
+    elif stdin_ok():
+        secret = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    else:
+        raise click.ClickException(
+            f"no password given: use --password-file FILE or set {env} (no terminal to ask on)"
+        )
+    if not secret:
+        raise click.ClickException("the password is empty")
+    return secret

@@ -1,0 +1,437 @@
+"""``server-ext``: run the embedded XMPP server and administer its registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pairing.cli_output import emit, emit_record, friendly_group, read_secret
+from pairing.errors import InvalidJID
+from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
+from pairing.protocol.jid import JID
+from server_ext.config import ServerConfig
+from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
+from server_ext.model import CertificateRecord, CertState
+from server_ext.registry import Registry
+from server_ext.xmpp.saslcert import validate_for_account
+
+PASSWORD_ENV = "SERVER_EXT_PASSWORD"  # noqa: S105 - a variable name, not a secret
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    domain: str
+
+    def registry(self) -> Registry:
+        return Registry.open(self.data_dir / "registry.sqlite3")
+
+    def jid(self, text: str) -> JID:
+        """``alice`` means ``alice@<domain>``; a JID of another domain is refused."""
+        try:
+            jid = JID.parse(text if "@" in text else f"{text}@{self.domain}")
+        except InvalidJID as exc:
+            raise click.BadParameter(str(exc)) from None
+        if jid.domain != self.domain:
+            raise click.BadParameter(f"{jid} is not in this server's domain {self.domain}")
+        return jid.bare
+
+
+pass_settings = click.make_pass_decorator(Settings)
+
+
+@click.group(cls=friendly_group(ServerExtError))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SERVER_EXT_DATA",
+    default=Path("server-data"),
+    show_default=True,
+    help="Where the registry (SQLite) and the generated TLS certificate live.",
+)
+@click.option("--domain", default="localhost", show_default=True, help="The XMPP domain served.")
+@click.version_option(package_name="xmpp-device-pairing")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path, domain: str) -> None:
+    """Passwordless XMPP login for devices: the server side.
+
+    Devices log in with their own certificate (SASL EXTERNAL) once it is registered for an
+    account (XEP-0257). Start with `server-ext serve`, create an account with
+    `server-ext user add alice`, and give clients the fingerprint from
+    `server-ext fingerprint` to pin.
+    """
+    ctx.obj = Settings(data_dir, domain.lower())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=5222, show_default=True, help="STARTTLS port (RFC 6120).")
+@click.option(
+    "--direct-tls-port",
+    default=5223,
+    show_default=True,
+    help="Direct TLS port (XEP-0368); 0 turns it off.",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Your own TLS certificate (PEM).",
+)
+@click.option(
+    "--key", type=click.Path(dir_okay=False, path_type=Path), help="Its private key (PEM)."
+)
+@click.option(
+    "--max-stanza-bytes",
+    default=256 * 1024,
+    show_default=True,
+    help="Larger stanzas end the stream with <policy-violation/>.",
+)
+@click.option(
+    "--auth-timeout",
+    default=20.0,
+    show_default=True,
+    help="Seconds a connection may stay unauthenticated.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@pass_settings
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    direct_tls_port: int,
+    cert: Path | None,
+    key: Path | None,
+    max_stanza_bytes: int,
+    auth_timeout: float,
+    verbose: int,
+) -> None:
+    """Run the XMPP server until Ctrl-C."""
+    if (cert is None) != (key is None):
+        raise click.UsageError("--cert and --key go together")
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server_ext.server import run
+
+    config = ServerConfig(
+        domain=settings.domain,
+        data_dir=settings.data_dir,
+        host=host,
+        port=port,
+        direct_tls_port=direct_tls_port or None,
+        cert_file=cert,
+        key_file=key,
+        max_stanza_bytes=max_stanza_bytes,
+        auth_timeout=auth_timeout,
+    )
+    try:
+        run(config)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins
+        pass
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def fingerprint(settings: Settings, as_json: bool) -> None:
+    """Print the SHA-256 fingerprint of the server certificate (clients pin it)."""
+    from server_ext.server_certificate import ensure_server_certificate
+
+    cert = ensure_server_certificate(settings.data_dir, settings.domain)
+    record = {
+        "sha256": cert.fingerprint,
+        "sha256_colons": format_fingerprint(cert.fingerprint),
+        "certificate": str(cert.cert_path),
+        "not_after": cert.not_after.isoformat(),
+    }
+    if as_json:
+        emit_record(record, as_json=True)
+    else:
+        click.echo(record["sha256_colons"])
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+@main.group()
+def user() -> None:
+    """Create, list, change and delete accounts."""
+
+
+password_file_option = click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Read the password from this file (else ${PASSWORD_ENV}, else a prompt).",
+)
+
+
+@user.command("add")
+@click.argument("jid")
+@click.option("--admin", is_flag=True, help="Make the account an administrator.")
+@password_file_option
+@pass_settings
+def user_add(settings: Settings, jid: str, admin: bool, password_file: Path | None) -> None:
+    """Create the account JID (a bare name like `alice` gets this server's domain)."""
+    account = settings.jid(jid)
+    password = read_secret(
+        file=password_file, env=PASSWORD_ENV, prompt=f"Password for {account}", confirm=True
+    )
+    with settings.registry() as registry:
+        registry.add_account(account, password, admin=admin)
+    click.echo(f"created {account}{' (admin)' if admin else ''}")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def user_list(settings: Settings, as_json: bool) -> None:
+    """List the accounts."""
+    with settings.registry() as registry:
+        rows = [
+            {
+                "jid": str(a.jid),
+                "admin": a.is_admin,
+                "created_at": a.created_at.isoformat(timespec="seconds"),
+                "certificates": len(registry.list_certificates(a.jid, CertState.ACTIVE)),
+            }
+            for a in registry.list_accounts()
+        ]
+    emit(
+        rows,
+        [
+            ("jid", "JID"),
+            ("admin", "ADMIN"),
+            ("certificates", "ACTIVE CERTS"),
+            ("created_at", "CREATED"),
+        ],
+        as_json=as_json,
+        empty="no accounts yet: server-ext user add NAME",
+    )
+
+
+@user.command("passwd")
+@click.argument("jid")
+@password_file_option
+@pass_settings
+def user_passwd(settings: Settings, jid: str, password_file: Path | None) -> None:
+    """Set a new password for JID."""
+    account = settings.jid(jid)
+    with settings.registry() as registry:
+        if registry.get_account(account) is None:
+            raise UnknownAccount(f"no account {account}")
+        password = read_secret(
+            file=password_file, env=PASSWORD_ENV, prompt=f"New password for {account}", confirm=True
+        )
+        registry.set_password(account, password, actor="cli")
+    click.echo(f"password changed for {account}")
+
+
+@user.command("delete")
+@click.argument("jid")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_settings
+def user_delete(settings: Settings, jid: str, yes: bool) -> None:
+    """Delete JID; its certificates are revoked and the audit log is kept."""
+    account = settings.jid(jid)
+    if not yes:
+        click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
+    with settings.registry() as registry:
+        revoked = registry.delete_account(account, actor="cli")
+    click.echo(f"deleted {account}; {len(revoked)} certificate(s) revoked")
+
+
+@user.command("admin")
+@click.argument("jid")
+@click.option("--on/--off", "admin", required=True, help="Grant or withdraw admin rights.")
+@pass_settings
+def user_admin(settings: Settings, jid: str, admin: bool) -> None:
+    """Grant or withdraw administrator rights."""
+    account = settings.jid(jid)
+    with settings.registry() as registry:
+        registry.set_admin(account, admin, actor="cli")
+    click.echo(f"{account} is {'now' if admin else 'no longer'} an admin")
+
+
+# --- certificates --------------------------------------------------------------------------
+
+
+def _cert_row(record: CertificateRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "account": str(record.account),
+        "name": record.name,
+        "state": record.state.value,
+        "fingerprint": record.fingerprint,
+        "subject_jids": list(record.subject_jids),
+        "not_before": record.not_before.isoformat(timespec="seconds"),
+        "not_after": record.not_after.isoformat(timespec="seconds"),
+        "no_cert_management": record.no_cert_management,
+        "added_by": record.added_by,
+        "added_via": record.added_via,
+        "added_at": record.added_at.isoformat(timespec="seconds"),
+        "last_login_at": (
+            record.last_login_at.isoformat(timespec="seconds") if record.last_login_at else None
+        ),
+        "last_login_address": record.last_login_address,
+    }
+
+
+@main.group()
+def certs() -> None:
+    """Inspect and register device certificates (XEP-0257)."""
+
+
+@certs.command("list")
+@click.option("--user", "user_jid", help="Only this account's certificates.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in CertState]),
+    help="Only certificates in this state.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def certs_list(settings: Settings, user_jid: str | None, state: str | None, as_json: bool) -> None:
+    """List registered certificates."""
+    account = settings.jid(user_jid) if user_jid else None
+    with settings.registry() as registry:
+        records = registry.list_certificates(account, CertState(state) if state else None)
+    rows = [_cert_row(r) for r in records]
+    for row in rows:
+        row["fingerprint_short"] = row["fingerprint"][:16]
+    emit(
+        rows,
+        [
+            ("account", "ACCOUNT"),
+            ("name", "NAME"),
+            ("state", "STATE"),
+            ("subject_jids", "JIDS"),
+            ("not_after", "EXPIRES"),
+            ("last_login_at", "LAST LOGIN"),
+            ("fingerprint_short", "SHA-256"),
+        ],
+        as_json=as_json,
+        empty="no certificates registered",
+    )
+
+
+@certs.command("show")
+@click.argument("what")
+@click.option("--user", "user_jid", help="The account, when WHAT is a certificate name.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def certs_show(settings: Settings, what: str, user_jid: str | None, as_json: bool) -> None:
+    """Show one certificate, by name (with --user) or by SHA-256 fingerprint (8+ hex digits)."""
+    with settings.registry() as registry:
+        record = _find_certificate(settings, registry, what, user_jid)
+    row = _cert_row(record)
+    row["fingerprint"] = (
+        format_fingerprint(record.fingerprint) if not as_json else row["fingerprint"]
+    )
+    emit_record(row, as_json=as_json)
+
+
+def _find_certificate(
+    settings: Settings, registry: Registry, what: str, user_jid: str | None
+) -> CertificateRecord:
+    if user_jid:
+        record = registry.get_certificate(settings.jid(user_jid), what)
+        if record is None:
+            raise UnknownCertificate(f"{settings.jid(user_jid)} has no certificate named {what!r}")
+        return record
+    hex_digits = what.replace(":", "").lower()
+    if len(hex_digits) < 8 or any(c not in "0123456789abcdef" for c in hex_digits):
+        raise click.UsageError("give a fingerprint of at least 8 hex digits, or a name with --user")
+    matches = registry.find_certificates(hex_digits)
+    if not matches:
+        raise UnknownCertificate(f"no certificate has a fingerprint starting with {hex_digits}")
+    if len(matches) > 1:
+        raise click.UsageError(f"{len(matches)} certificates match {hex_digits}; give more digits")
+    return matches[0]
+
+
+@certs.command("add")
+@click.argument("name")
+@click.argument("certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--user", "user_jid", required=True, help="The account the device logs in as.")
+@click.option(
+    "--no-cert-management",
+    is_flag=True,
+    help="Sessions using this certificate may not manage certificates (XEP-0257).",
+)
+@pass_settings
+def certs_add(
+    settings: Settings, name: str, certfile: Path, user_jid: str, no_cert_management: bool
+) -> None:
+    """Register the device certificate CERTFILE (PEM or DER) as NAME for an account."""
+    account = settings.jid(user_jid)
+    cert = load_certificate(certfile.read_bytes())
+    der = certificate_der(cert)
+    problem = validate_for_account(cert, account, dt.datetime.now(dt.UTC))
+    if problem:
+        raise click.ClickException(f"refused: {problem}")
+    with settings.registry() as registry:
+        if registry.get_account(account) is None:
+            raise UnknownAccount(f"no account {account}: create it with `server-ext user add`")
+        record = registry.add_certificate(
+            account,
+            name,
+            der,
+            no_cert_management=no_cert_management,
+            added_by="cli",
+            added_via="cli",
+        )
+    click.echo(f"registered {name!r} for {account}: {format_fingerprint(record.fingerprint)}")
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--subject", help="Only events about this JID or certificate fingerprint.")
+@click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
+@click.option("--limit", type=int, help="At most this many events.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def audit(
+    settings: Settings,
+    subject: str | None,
+    since: dt.datetime | None,
+    limit: int | None,
+    as_json: bool,
+) -> None:
+    """Show the append-only audit log."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    with settings.registry() as registry:
+        events = registry.audit_events(subject=subject, since=since, limit=limit)
+    rows = [
+        {
+            "id": e.id,
+            "at": e.at.isoformat(timespec="seconds"),
+            "event": e.event,
+            "actor": e.actor,
+            "subject": e.subject,
+            "address": e.address,
+            "detail": e.detail if as_json else " ".join(f"{k}={v}" for k, v in e.detail.items()),
+        }
+        for e in events
+    ]
+    emit(
+        rows,
+        [
+            ("at", "TIME"),
+            ("event", "EVENT"),
+            ("actor", "ACTOR"),
+            ("subject", "SUBJECT"),
+            ("address", "ADDRESS"),
+            ("detail", "DETAIL"),
+        ],
+        as_json=as_json,
+        empty="no events",
+    )
