@@ -151,8 +151,14 @@ async def drive(
 def measure(
     kind: str, data: Path, port: int, contexts: list[ssl.SSLContext], args: argparse.Namespace
 ) -> dict[str, float]:
+    script = os.environ.get("BENCH_SERVER_SCRIPT") if kind == "ours" else None
+    command = (
+        [sys.executable, script, str(data), str(port)]
+        if script
+        else [sys.executable, __file__, "--serve", kind, str(data), str(port)]
+    )
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, str(data), str(port)],
+        command,
         stdout=subprocess.PIPE,
         text=True,
     )
