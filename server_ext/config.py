@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path(os.environ.get("SERVER_EXT_DATA", "./server-data"))
@@ -27,7 +27,6 @@ class ServerConfig:
     failed_logins_per_address: int = 20
     failed_login_window: float = 300.0
     backlog: int = 1024
-    admins: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def database_path(self) -> Path:
