@@ -11,7 +11,7 @@ import click
 
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.cli_output import emit_record, friendly_group
+from pairing.cli_output import configure_logging, emit_record, friendly_group
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
@@ -31,15 +31,17 @@ DEFAULT_STATE = (
     show_default=True,
     help="Where the device keeps its key (mode 0600) and certificate.",
 )
+@click.option("-v", "--verbose", count=True, help="Show protocol logs (-vv for debug).")
 @click.version_option(package_name="xmpp-device-pairing")
 @click.pass_context
-def main(ctx: click.Context, state_dir: Path) -> None:
+def main(ctx: click.Context, state_dir: Path, verbose: int) -> None:
     """The device side: make a key, show the certificate to register, log in with it.
 
     The private key is created here and never leaves this machine. Register the certificate
     for the account (`pairing certs add`, or `server-ext certs add` as an admin), then the
     device logs in with SASL EXTERNAL.
     """
+    configure_logging(verbose)
     ctx.obj = KeyStore(state_dir)
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import slixmpp
 
-from pairing.cli_output import emit, friendly_group, read_secret
+from pairing.cli_output import configure_logging, emit, friendly_group, read_secret
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import (
     certificate_der,
@@ -84,6 +84,7 @@ class Account:
     type=click.Path(dir_okay=False, path_type=Path),
     help=f"Read your password from this file (else ${PASSWORD_ENV}, else a prompt).",
 )
+@click.option("-v", "--verbose", count=True, help="Show protocol logs (-vv for debug).")
 @click.version_option(package_name="xmpp-device-pairing")
 @click.pass_context
 def main(
@@ -93,12 +94,14 @@ def main(
     pin: str | None,
     cafile: Path | None,
     password_file: Path | None,
+    verbose: int,
 ) -> None:
     """Manage the devices that log in to your XMPP account without your password.
 
     Each device has its own certificate (made with `device-agent init`). Register it here
     and the device logs in with it; revoke it here and it is cut off at once.
     """
+    configure_logging(verbose)
     try:
         account = JID.parse(jid).bare
     except InvalidJID as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,14 @@ class FriendlyGroup(click.Group):
 def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
     """A :class:`FriendlyGroup` subclass that also catches ``error_types``."""
     return type("Group", (FriendlyGroup,), {"error_types": (PairingError, *error_types)})
+
+
+def configure_logging(verbose: int) -> None:
+    """Quiet by default: slixmpp's own error lines would repeat what our message says."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
 
 
 def emit(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import logging
 from pathlib import Path
 from typing import Any
 
 import click
 
-from pairing.cli_output import emit, emit_record, friendly_group, read_secret
+from pairing.cli_output import configure_logging, emit, emit_record, friendly_group, read_secret
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
 from pairing.protocol.jid import JID
@@ -113,8 +112,7 @@ def serve(
     """Run the XMPP server until Ctrl-C."""
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(verbose)
     from server_ext.server import run
 
     config = ServerConfig(

@@ -32,7 +32,7 @@ from server_ext.errors import (
 )
 from server_ext.migrations import migrations
 from server_ext.model import Account, AuditEvent, CertificateRecord, CertState, ScramCredentials
-from server_ext.sasl.scram import HASHES, derive_credentials
+from server_ext.sasl.scram import DEFAULT_ITERATIONS, HASHES, derive_credentials
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class Registry:
     # --- accounts -------------------------------------------------------------------------
 
     def add_account(
-        self, jid: JID, password: str, *, admin: bool = False, iterations: int = 4096
+        self, jid: JID, password: str, *, admin: bool = False, iterations: int = DEFAULT_ITERATIONS
     ) -> Account:
         """Create an account; only SCRAM keys are stored, never the password."""
         jid = jid.bare

@@ -120,11 +120,25 @@ def test_manual_enrollment_login_and_revocation(
     run(*user, "certs", "revoke", "bot")
     refused = run(*device, ok=False)
     assert refused.returncode != 0
-    assert "not-authorized" in refused.stderr and "revoked" in refused.stderr
-    assert "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "Error: authentication refused: not-authorized (this certificate was revoked)"
+    ]
 
     certs = json.loads(run("server-ext", "--data-dir", str(data), "certs", "list", "--json").stdout)
     assert certs[0]["state"] == "revoked"
+    assert certs[0]["last_login_address"] == "127.0.0.1"
+    shown = json.loads(
+        run(
+            "server-ext",
+            "--data-dir",
+            str(data),
+            "certs",
+            "show",
+            certs[0]["fingerprint"][:12],
+            "--json",
+        ).stdout
+    )
+    assert shown["name"] == "bot" and shown["no_cert_management"] is True
     events = [
         e["event"]
         for e in json.loads(run("server-ext", "--data-dir", str(data), "audit", "--json").stdout)

@@ -1,0 +1,46 @@
+"""The server's TLS certificate: generated once and kept, or the operator's own."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from server_ext.errors import ConfigError
+from server_ext.server_certificate import ensure_server_certificate, load_server_certificate
+from tests.integration.conftest import ServerFactory
+
+
+def test_generated_once_and_kept(tmp_path: Path) -> None:
+    first = ensure_server_certificate(tmp_path, "localhost")
+    assert stat.S_IMODE(first.key_path.stat().st_mode) == 0o600
+    again = ensure_server_certificate(tmp_path, "localhost")
+    assert again.fingerprint == first.fingerprint
+    other_domain = ensure_server_certificate(tmp_path, "example.org")
+    assert other_domain.fingerprint != first.fingerprint
+
+
+async def test_operator_certificate_is_served(make_server: ServerFactory, tmp_path: Path) -> None:
+    own = ensure_server_certificate(tmp_path / "operator", "localhost")
+    server = await make_server(cert_file=own.cert_path, key_file=own.key_path)
+    assert server.fingerprint == own.fingerprint
+    client = await server.raw_tls()  # the raw client trusts exactly server.cert_path
+    ssl_object = client.writer.get_extra_info("ssl_object")
+    import hashlib
+
+    assert hashlib.sha256(ssl_object.getpeercert(binary_form=True)).hexdigest() == own.fingerprint
+    assert not (server.config.data_dir / "server.key").exists()
+
+
+def test_mismatched_or_missing_operator_files_are_clear(tmp_path: Path) -> None:
+    one = ensure_server_certificate(tmp_path / "one", "localhost")
+    two = ensure_server_certificate(tmp_path / "two", "localhost")
+    with pytest.raises(ConfigError, match="does not belong"):
+        load_server_certificate(one.cert_path, two.key_path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_server_certificate(tmp_path / "nope.crt", one.key_path)
+    garbage = tmp_path / "garbage.crt"
+    garbage.write_text("hello")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_server_certificate(garbage, one.key_path)
