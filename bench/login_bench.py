@@ -26,14 +26,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-
 from pairing.protocol.identity import (  # noqa: E402
     build_device_certificate,
     certificate_der,
+    certificate_pem,
     generate_key,
+    private_key_pem,
 )
 from pairing.protocol.jid import JID  # noqa: E402
+from pairing.secure_files import write_private, write_public  # noqa: E402
 from tests.support.rawclient import RawClient, client_context  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -48,15 +49,8 @@ def write_device(folder: Path, jid: str) -> tuple[Path, Path, bytes]:
     key = generate_key()
     cert = build_device_certificate(key, JID.parse(jid))
     key_path, cert_path = folder / "device.key", folder / "device.crt"
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, private_key_pem(key))
+    write_public(cert_path, certificate_pem(cert))
     return cert_path, key_path, certificate_der(cert)
 
 

@@ -6,9 +6,7 @@ The key is made here and never leaves the device; only the certificate is shown 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +19,14 @@ from pairing.errors import CertificateError
 from pairing.protocol.identity import (
     build_device_certificate,
     certificate_der,
+    certificate_pem,
     fingerprint,
     generate_key,
+    private_key_pem,
     xmpp_addrs,
 )
 from pairing.protocol.jid import JID
+from pairing.secure_files import write_private, write_public
 
 KEY_NAME = "device.key"
 CERT_NAME = "device.crt"
@@ -43,21 +44,6 @@ class DeviceIdentity:
     fingerprint: str
     not_after: dt.datetime
     certificate_der: bytes
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` with ``mode`` from the first byte, then rename into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class KeyStore:
@@ -90,16 +76,8 @@ class KeyStore:
         cert = build_device_certificate(key, jid, valid_for=valid_for)
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _atomic_write(
-                self.key_path,
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-                0o600,
-            )
-            _atomic_write(self.cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+            write_private(self.key_path, private_key_pem(key))
+            write_public(self.cert_path, certificate_pem(cert))
         except OSError as exc:
             raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
         return self.load()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +12,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from pairing.protocol.identity import certificate_der, fingerprint
+from pairing.protocol.identity import (
+    certificate_der,
+    certificate_pem,
+    fingerprint,
+    private_key_pem,
+)
+from pairing.secure_files import write_private, write_public
 from server_ext.errors import ConfigError
 
 CERT_NAME = "server.crt"
@@ -28,35 +32,6 @@ class ServerCertificate:
     key_path: Path
     fingerprint: str  # SHA-256 of the DER, hex
     not_after: dt.datetime
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` with mode 0600 from the first byte, atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".key")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".crt")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _generate(data_dir: Path, domain: str, now: dt.datetime) -> None:
@@ -79,15 +54,8 @@ def _generate(data_dir: Path, domain: str, now: dt.datetime) -> None:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(
-        data_dir / KEY_NAME,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    _write_public(data_dir / CERT_NAME, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(data_dir / KEY_NAME, private_key_pem(key))
+    write_public(data_dir / CERT_NAME, certificate_pem(cert))
 
 
 def ensure_server_certificate(

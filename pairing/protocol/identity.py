@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from pairing.errors import CertificateError, InvalidJID
@@ -76,6 +80,16 @@ def load_certificate(data: bytes) -> x509.Certificate:
 def certificate_der(cert: x509.Certificate) -> bytes:
     """The DER bytes of ``cert``."""
     return cert.public_bytes(Encoding.DER)
+
+
+def certificate_pem(cert: x509.Certificate) -> bytes:
+    """The PEM text of ``cert``."""
+    return cert.public_bytes(Encoding.PEM)
+
+
+def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM; the file it goes to must be mode 0600 (``secure_files``)."""
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
 
 
 def fingerprint(der: bytes) -> str:

@@ -9,15 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from pairing.protocol.identity import (
     build_device_certificate,
     certificate_der,
+    certificate_pem,
     fingerprint,
     generate_key,
+    private_key_pem,
 )
 from pairing.protocol.jid import JID
+from pairing.secure_files import write_private, write_public
 from server_ext.config import ServerConfig
 from server_ext.registry import Registry
 from server_ext.server import Server, load_certificate_for
@@ -144,17 +146,9 @@ def make_device(tmp_path: Path) -> DeviceFactory:
         )
         folder = tmp_path / f"device{counter[0]}"
         folder.mkdir()
-        key_path = folder / "device.key"
-        key_path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        key_path.chmod(0o600)
-        cert_path = folder / "device.crt"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path, cert_path = folder / "device.key", folder / "device.crt"
+        write_private(key_path, private_key_pem(key))
+        write_public(cert_path, certificate_pem(cert))
         return Device(tuple(parsed), cert_path, key_path, certificate_der(cert))
 
     return factory
