@@ -29,7 +29,7 @@ from pairing.xmpp.saslcert import (
     revoke_certificate,
 )
 
-PASSWORD_ENV = "PAIRING_PASSWORD"  # noqa: S105 - a variable name, not a secret
+PASSWORD_ENV = "PAIRING_PASSWORD"
 T = TypeVar("T")
 
 

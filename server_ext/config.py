@@ -27,6 +27,15 @@ class ServerConfig:
     failed_logins_per_address: int = 20
     failed_login_window: float = 300.0
     backlog: int = 1024
+    public_host: str | None = None  # the host put into enrollment URIs; see connect_host
+
+    @property
+    def connect_host(self) -> str:
+        """Where devices should connect: public_host, else the listening host or the domain."""
+        if self.public_host:
+            return self.public_host
+        wildcard = self.host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
+        return self.domain if wildcard else self.host
 
     @property
     def database_path(self) -> Path:

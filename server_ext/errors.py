@@ -33,3 +33,15 @@ class DuplicateCertificate(RegistryError):
 
 class UnknownCertificate(RegistryError):
     """No certificate matches the given name or fingerprint."""
+
+
+class UnknownToken(RegistryError):
+    """No token has that id (for this account)."""
+
+
+class TooManyTokens(RegistryError):
+    """The account has too many unused tokens."""
+
+
+class TokenRaceLost(RegistryError):
+    """Another redemption of the same token won, or it expired meanwhile."""

@@ -65,3 +65,26 @@ def m001_initial(db: Database) -> None:
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
         """
     )
+
+
+@migrations()
+def m002_tokens(db: Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            account TEXT NOT NULL,
+            resource TEXT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL
+                CHECK (state IN ('pending', 'redeemed', 'cancelled', 'expired')),
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            redeemed_at TEXT,
+            redeemed_fingerprint TEXT
+        );
+        CREATE INDEX tokens_account_state ON tokens(account, state);
+        """
+    )

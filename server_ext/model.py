@@ -75,3 +75,28 @@ class AuditEvent:
     subject: str
     address: str | None
     detail: dict[str, str]
+
+
+class TokenState(StrEnum):
+    """Life cycle of a one-time enrollment token."""
+
+    PENDING = "pending"
+    REDEEMED = "redeemed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An issued token as stored: its hash, never the token."""
+
+    id: int
+    token_hash: str
+    jid: JID  # the full JID the device will log in as
+    name: str  # the certificate name the device gets (XEP-0257 name)
+    state: TokenState
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    created_by: str
+    redeemed_at: dt.datetime | None = None
+    redeemed_fingerprint: str | None = None

@@ -27,11 +27,22 @@ from server_ext.errors import (
     DuplicateCertificate,
     DuplicateName,
     RegistryError,
+    TokenRaceLost,
+    TooManyTokens,
     UnknownAccount,
     UnknownCertificate,
+    UnknownToken,
 )
 from server_ext.migrations import migrations
-from server_ext.model import Account, AuditEvent, CertificateRecord, CertState, ScramCredentials
+from server_ext.model import (
+    Account,
+    AuditEvent,
+    CertificateRecord,
+    CertState,
+    ScramCredentials,
+    TokenRecord,
+    TokenState,
+)
 from server_ext.sasl.scram import DEFAULT_ITERATIONS, HASHES, derive_credentials
 
 log = logging.getLogger(__name__)
@@ -72,6 +83,33 @@ def _cert_record(row: tuple[Any, ...]) -> CertificateRecord:
         last_login_at=_parse_time(row[13]),
         last_login_address=row[14],
     )
+
+
+def _duplicate(exc: sqlite3.IntegrityError, account: JID, name: str) -> RegistryError:
+    if "fingerprint" in str(exc):
+        return DuplicateCertificate("this certificate is already registered")
+    return DuplicateName(f"{account} already has a certificate named {name!r}")
+
+
+def _token_record(row: tuple[Any, ...]) -> TokenRecord:
+    return TokenRecord(
+        id=row[0],
+        token_hash=row[1],
+        jid=JID.parse(f"{row[2]}/{row[3]}"),
+        name=row[4],
+        state=TokenState(row[5]),
+        created_at=dt.datetime.fromisoformat(row[6]),
+        expires_at=dt.datetime.fromisoformat(row[7]),
+        created_by=row[8],
+        redeemed_at=_parse_time(row[9]),
+        redeemed_fingerprint=row[10],
+    )
+
+
+_TOKEN_COLUMNS = (
+    "id, token_hash, account, resource, name, state, created_at, expires_at, created_by, "
+    "redeemed_at, redeemed_fingerprint"
+)
 
 
 def _storage_error(exc: sqlite3.Error, action: str) -> RegistryError:
@@ -312,53 +350,66 @@ class Registry:
         now: dt.datetime | None = None,
     ) -> CertificateRecord:
         """Register ``der`` for ``account`` under ``name`` (unique per account)."""
-        account = account.bare
-        try:
-            cert = load_certificate(der)
-            subjects = [str(j) for j in xmpp_addrs(cert)]
-        except CertificateError as exc:
-            raise RegistryError(str(exc)) from exc
         now = now or _now()
-        fp = fingerprint(der)
         try:
             with self._transaction("register the certificate") as conn:
-                cur = conn.execute(
-                    "INSERT INTO certificates (account, name, fingerprint, der, subject_jids, "
-                    "not_before, not_after, state, no_cert_management, added_by, added_via, "
-                    "added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        str(account),
-                        name,
-                        fp,
-                        der,
-                        json.dumps(subjects),
-                        _iso(cert.not_valid_before_utc),
-                        _iso(cert.not_valid_after_utc),
-                        CertState.ACTIVE.value,
-                        int(no_cert_management),
-                        added_by,
-                        added_via,
-                        _iso(now),
-                    ),
+                cert_id = self._insert_certificate(
+                    conn, account.bare, name, der, no_cert_management, added_by, added_via, now
                 )
-                self._audit_row(
-                    conn,
-                    "cert.added",
-                    actor=added_by,
-                    subject=fp,
-                    now=now,
-                    detail={"account": str(account), "name": name, "via": added_via},
-                )
-                cert_id = cur.lastrowid
         except sqlite3.IntegrityError as exc:
-            if "fingerprint" in str(exc):
-                raise DuplicateCertificate("this certificate is already registered") from None
-            raise DuplicateName(f"{account} already has a certificate named {name!r}") from None
+            raise _duplicate(exc, account.bare, name) from None
         except sqlite3.Error as exc:
             raise _storage_error(exc, "register the certificate") from exc
         record = self._certificate_where("id = ?", (cert_id,))
         assert record is not None
         return record
+
+    def _insert_certificate(
+        self,
+        conn: sqlite3.Connection,
+        account: JID,
+        name: str,
+        der: bytes,
+        no_cert_management: bool,
+        added_by: str,
+        added_via: str,
+        now: dt.datetime,
+    ) -> int:
+        try:
+            cert = load_certificate(der)
+            subjects = [str(j) for j in xmpp_addrs(cert)]
+        except CertificateError as exc:
+            raise RegistryError(str(exc)) from exc
+        fp = fingerprint(der)
+        cur = conn.execute(
+            "INSERT INTO certificates (account, name, fingerprint, der, subject_jids, "
+            "not_before, not_after, state, no_cert_management, added_by, added_via, "
+            "added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                str(account),
+                name,
+                fp,
+                der,
+                json.dumps(subjects),
+                _iso(cert.not_valid_before_utc),
+                _iso(cert.not_valid_after_utc),
+                CertState.ACTIVE.value,
+                int(no_cert_management),
+                added_by,
+                added_via,
+                _iso(now),
+            ),
+        )
+        self._audit_row(
+            conn,
+            "cert.added",
+            actor=added_by,
+            subject=fp,
+            now=now,
+            detail={"account": str(account), "name": name, "via": added_via},
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
 
     def _certificate_where(self, where: str, args: tuple[Any, ...]) -> CertificateRecord | None:
         row = self._conn.execute(
@@ -446,6 +497,188 @@ class Registry:
             )
         except sqlite3.Error as exc:
             raise _storage_error(exc, "record the login") from exc
+
+    # --- tokens ---------------------------------------------------------------------------
+
+    def add_token(
+        self,
+        jid: JID,
+        *,
+        name: str,
+        token_hash: str,
+        expires_at: dt.datetime,
+        created_by: str,
+        max_outstanding: int,
+        now: dt.datetime | None = None,
+    ) -> TokenRecord:
+        """Store an issued token's hash, bound to the full ``jid`` and a certificate name."""
+        now = now or _now()
+        account = jid.bare
+        with self._transaction("issue the token") as conn:
+            if (
+                conn.execute("SELECT 1 FROM accounts WHERE jid = ?", (str(account),)).fetchone()
+                is None
+            ):
+                raise UnknownAccount(f"no account {account}")
+            (outstanding,) = conn.execute(
+                "SELECT count(*) FROM tokens WHERE account = ? AND state = 'pending' "
+                "AND expires_at > ?",
+                (str(account), _iso(now)),
+            ).fetchone()
+            if outstanding >= max_outstanding:
+                raise TooManyTokens(
+                    f"{account} already has {outstanding} unused tokens; cancel some first"
+                )
+            cur = conn.execute(
+                "INSERT INTO tokens (token_hash, account, resource, name, state, created_at, "
+                "expires_at, created_by) VALUES (?,?,?,?,'pending',?,?,?)",
+                (
+                    token_hash,
+                    str(account),
+                    jid.resource,
+                    name,
+                    _iso(now),
+                    _iso(expires_at),
+                    created_by,
+                ),
+            )
+            token_id = cur.lastrowid
+            self._audit_row(
+                conn,
+                "token.issued",
+                actor=created_by,
+                subject=str(jid),
+                now=now,
+                detail={"token_id": str(token_id), "name": name, "expires_at": _iso(expires_at)},
+            )
+        record = self._token_where("id = ?", (token_id,))
+        assert record is not None
+        return record
+
+    def _token_where(self, where: str, args: tuple[Any, ...]) -> TokenRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE {where}", args
+        ).fetchone()
+        return _token_record(row) if row is not None else None
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        return self._token_where("token_hash = ?", (token_hash,))
+
+    def get_token(self, token_id: int) -> TokenRecord | None:
+        return self._token_where("id = ?", (token_id,))
+
+    def list_tokens(
+        self, account: JID | None = None, state: TokenState | None = None
+    ) -> list[TokenRecord]:
+        clauses, args = [], []
+        if account is not None:
+            clauses.append("account = ?")
+            args.append(str(account.bare))
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state.value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._conn.execute(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens{where} ORDER BY id", args
+        ).fetchall()
+        return [_token_record(r) for r in rows]
+
+    def cancel_token(self, token_id: int, *, actor: str, account: JID | None = None) -> TokenRecord:
+        """Cancel a pending token; ``account`` restricts it to that owner's tokens."""
+        with self._transaction("cancel the token") as conn:
+            row = conn.execute(
+                "SELECT account, resource, state FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+            if row is None or (account is not None and row[0] != str(account.bare)):
+                raise UnknownToken(f"no token {token_id}")
+            if row[2] != TokenState.PENDING.value:
+                raise RegistryError(
+                    f"token {token_id} is {row[2]}; only a pending one can be cancelled"
+                )
+            conn.execute("UPDATE tokens SET state = 'cancelled' WHERE id = ?", (token_id,))
+            self._audit_row(
+                conn,
+                "token.cancelled",
+                actor=actor,
+                subject=f"{row[0]}/{row[1]}",
+                detail={"token_id": str(token_id)},
+            )
+        record = self.get_token(token_id)
+        assert record is not None
+        return record
+
+    def redeem_token(
+        self,
+        token_hash: str,
+        der: bytes,
+        *,
+        address: str,
+        now: dt.datetime | None = None,
+    ) -> CertificateRecord:
+        """Burn the token and register ``der`` in one transaction: both happen or neither.
+
+        Of many concurrent redemptions exactly one wins: the UPDATE only matches a token
+        that is still pending, and SQLite serialises writers (BEGIN IMMEDIATE).
+        """
+        now = now or _now()
+        fp = fingerprint(der)
+        try:
+            with self._transaction("redeem the token") as conn:
+                row = conn.execute(
+                    "SELECT id, account, resource, name, created_by FROM tokens "
+                    "WHERE token_hash = ?",
+                    (token_hash,),
+                ).fetchone()
+                cur = conn.execute(
+                    "UPDATE tokens SET state = 'redeemed', redeemed_at = ?, "
+                    "redeemed_fingerprint = ? "
+                    "WHERE token_hash = ? AND state = 'pending' AND expires_at > ?",
+                    (_iso(now), fp, token_hash, _iso(now)),
+                )
+                if row is None or cur.rowcount != 1:
+                    raise TokenRaceLost("this token has already been used")
+                token_id, account_text, resource, name, created_by = row
+                account = JID.parse(account_text)
+                cert_id = self._insert_certificate(
+                    conn, account, name, der, True, created_by, "token", now
+                )
+                self._audit_row(
+                    conn,
+                    "token.redeemed",
+                    actor=f"{account_text}/{resource}",
+                    subject=fp,
+                    address=address,
+                    now=now,
+                    detail={"token_id": str(token_id), "name": name},
+                )
+        except sqlite3.IntegrityError as exc:
+            raise _duplicate(exc, JID.parse(account_text), name) from None
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, "redeem the token") from exc
+        record = self._certificate_where("id = ?", (cert_id,))
+        assert record is not None
+        return record
+
+    def expire_tokens(self, now: dt.datetime | None = None) -> list[TokenRecord]:
+        """Mark pending tokens past their expiry as expired (audit ``token.expired``)."""
+        now = now or _now()
+        with self._transaction("expire tokens") as conn:
+            rows = conn.execute(
+                f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE state = 'pending' AND expires_at <= ?",
+                (_iso(now),),
+            ).fetchall()
+            expired = [_token_record(r) for r in rows]
+            for record in expired:
+                conn.execute("UPDATE tokens SET state = 'expired' WHERE id = ?", (record.id,))
+                self._audit_row(
+                    conn,
+                    "token.expired",
+                    actor="server",
+                    subject=str(record.jid),
+                    now=now,
+                    detail={"token_id": str(record.id)},
+                )
+        return expired
 
     # --- audit ----------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pairing.errors import InvalidJID
+from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
 from server_ext.config import ServerConfig
@@ -30,6 +32,7 @@ from server_ext.server_certificate import (
     load_server_certificate,
 )
 from server_ext.tls import TLSEngine, TLSError, make_server_context
+from server_ext.xmpp import enroll
 from server_ext.xmpp.account_iq import account_handlers
 from server_ext.xmpp.delivery import Dispatcher
 from server_ext.xmpp.handlers import ServerContext
@@ -89,11 +92,20 @@ class Server:
             window=config.failed_login_window,
         )
         self.unauthenticated = ConnectionCap(config.max_unauthenticated_per_address)
-        self.context = ServerContext(config.domain, registry, self.sessions, clock)
+        self.context = ServerContext(
+            config.domain,
+            registry,
+            self.sessions,
+            clock,
+            fingerprint=certificate.fingerprint,
+            connect_host=config.connect_host,
+            connect_port=config.port,
+        )
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.addresses: list[ListeningAddress] = []
         self._listeners: list[asyncio.Server] = []
         self.connections: set[C2SConnection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> list[ListeningAddress]:
         """Bind the listeners (port 0 picks a free port) and start accepting."""
@@ -112,7 +124,20 @@ class Server:
             self._listeners.append(listener)
             bound = listener.sockets[0].getsockname()
             self.addresses.append(ListeningAddress(bound[0], bound[1], direct))
+        if self.config.port == 0:  # tests: URIs must carry the port actually bound
+            self.context = dataclasses.replace(self.context, connect_port=self.port)
+            self.dispatcher = Dispatcher(self.context, account_handlers())
+        self._sweeper = asyncio.create_task(self._sweep_tokens())
         return self.addresses
+
+    async def _sweep_tokens(self) -> None:
+        """Mark tokens expired once a minute, so the audit log says when each one lapsed."""
+        while True:
+            try:
+                self.registry.expire_tokens(self.clock())
+            except RegistryError as exc:
+                log.error("token expiry sweep failed: %s", exc)
+            await asyncio.sleep(60)
 
     @property
     def port(self) -> int:
@@ -124,6 +149,9 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, close every stream with ``system-shutdown``, and wait briefly."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for listener in self._listeners:
             listener.close()
         for conn in list(self.connections):
@@ -156,6 +184,7 @@ class C2SConnection(asyncio.Protocol):
             server.config.domain,
             tls=direct_tls,
             max_stanza_bytes=server.config.max_stanza_bytes,
+            extension_namespaces=(ENROLL_NS,),
         )
         self.transport: asyncio.Transport | None = None
         self.tls: TLSEngine | None = TLSEngine(server.tls_context) if direct_tls else None
@@ -294,13 +323,16 @@ class C2SConnection(asyncio.Protocol):
     def _on_tls_established(self) -> None:
         assert self.tls is not None
         mechanisms = list(PASSWORD_MECHANISMS)
+        features: list[bytes] = []
         if self.tls.peer_certificate_der is not None:
-            # XEP-0178 §3: offer EXTERNAL when the client presented a certificate.
+            # XEP-0178 §3: offer EXTERNAL when the client presented a certificate; a device
+            # with a certificate may also redeem an enrollment token first.
             mechanisms.insert(0, "EXTERNAL")
+            features.append(enroll.FEATURE)
         if self.direct_tls:
-            self.stream.set_pre_auth_offer(mechanisms=mechanisms)
+            self.stream.set_pre_auth_offer(mechanisms=mechanisms, extra_features=features)
         else:
-            self.stream.tls_established(mechanisms=mechanisms)
+            self.stream.tls_established(mechanisms=mechanisms, extra_features=features)
 
     def _write_raw(self, data: bytes) -> None:
         if data and self.transport is not None and not self.transport.is_closing():
@@ -367,7 +399,7 @@ class C2SConnection(asyncio.Protocol):
         elif isinstance(event, BindRequested):
             self._bind(event)
         elif isinstance(event, NonzaReceived):
-            self.stream.close("unsupported-stanza-type", "not supported here")
+            self._enroll(event.element)
         elif isinstance(event, StreamFailed):
             log.info("stream from %s failed: %s", self.address, event.condition)
 
@@ -450,6 +482,36 @@ class C2SConnection(asyncio.Protocol):
             condition=str(outcome.condition),
         )
         self.stream.auth_failed(str(outcome.condition), outcome.text)
+
+    def _enroll(self, element: ET.Element) -> None:
+        server = self.server
+        assert self.tls is not None
+        wait = server.throttle.retry_after(None, self.address)
+        if wait > 0:
+            result = enroll.failure(
+                EnrollCondition.RATE_LIMITED,
+                f"too many failed attempts from your address; retry in {int(wait) + 1} s",
+            )
+        else:
+            result = enroll.redeem(
+                element,
+                peer_certificate_der=self.tls.peer_certificate_der,
+                registry=server.registry,
+                address=self.address,
+                now=server.clock(),
+            )
+        if result.condition is not None:
+            if result.condition.burns_token:
+                # Token guessing is hopeless at 160 bits, but each miss still counts.
+                server.throttle.failed(None, self.address)
+            server.audit(
+                "enroll.failed",
+                actor="unknown",
+                subject=self.address,
+                address=self.address,
+                condition=result.condition.value,
+            )
+        self.stream.send_bytes(result.reply)
 
     def _record_certificate_login(self, account: JID) -> None:
         assert self.fingerprint is not None

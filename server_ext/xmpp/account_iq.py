@@ -12,13 +12,16 @@ import xml.etree.ElementTree as ET
 from pairing import __version__
 from server_ext.errors import RegistryError
 from server_ext.sasl.saslprep import saslprep
+from server_ext.xmpp import adhoc, saslcert
 from server_ext.xmpp import namespaces as ns
+from server_ext.xmpp.adhoc import COMMANDS
 from server_ext.xmpp.handlers import IQHandler, Requester, ServerContext
-from server_ext.xmpp.stanzas import ErrorType, StanzaError, local_name
+from server_ext.xmpp.stanzas import ErrorType, StanzaError
 
 log = logging.getLogger(__name__)
 
 SERVER_FEATURES = (
+    COMMANDS,
     ns.DISCO_INFO,
     ns.DISCO_ITEMS,
     ns.PING,
@@ -34,7 +37,18 @@ def disco_info(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.E
     query = ET.Element(ns.clark(ns.DISCO_INFO, "query"))
     node = iq[0].get("node")
     if node:
-        raise StanzaError(ErrorType.CANCEL, "item-not-found", "no such node")
+        if node not in adhoc.BY_NODE:
+            raise StanzaError(ErrorType.CANCEL, "item-not-found", "no such node")
+        # XEP-0050 §2.3: a command node's identity and features.
+        query.set("node", node)
+        ET.SubElement(
+            query,
+            ns.clark(ns.DISCO_INFO, "identity"),
+            {"category": "automation", "type": "command-node", "name": adhoc.BY_NODE[node].name},
+        )
+        for feature in (COMMANDS, adhoc.DATA):
+            ET.SubElement(query, ns.clark(ns.DISCO_INFO, "feature"), {"var": feature})
+        return query
     to = iq.get("to")
     if to and "@" in to:
         # XEP-0030 §3.1: the account itself.
@@ -59,6 +73,11 @@ def disco_info(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.E
 def disco_items(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Element | None:
     if iq.get("type") != "get":
         raise StanzaError(ErrorType.CANCEL, "bad-request", "disco#items is a get")
+    node = iq[0].get("node")
+    if node == COMMANDS and not (iq.get("to") or "").count("@"):
+        return adhoc.disco_items(ctx.domain)
+    if node:
+        raise StanzaError(ErrorType.CANCEL, "item-not-found", "no such node")
     return ET.Element(ns.clark(ns.DISCO_ITEMS, "query"))
 
 
@@ -122,9 +141,8 @@ def register(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Ele
 
 def account_handlers() -> dict[tuple[str, str], IQHandler]:
     """Handlers by (namespace, element name) for IQs to the server or one's own account."""
-    from server_ext.xmpp import saslcert
-
     return {
+        (COMMANDS, "command"): adhoc.handle,
         (ns.DISCO_INFO, "query"): disco_info,
         (ns.DISCO_ITEMS, "query"): disco_items,
         (ns.PING, "ping"): ping,
@@ -136,6 +154,3 @@ def account_handlers() -> dict[tuple[str, str], IQHandler]:
         (ns.SASLCERT, "disable"): saslcert.handle,
         (ns.SASLCERT, "revoke"): saslcert.handle,
     }
-
-
-__all__ = ["account_handlers", "local_name"]

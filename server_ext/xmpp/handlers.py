@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pairing.protocol.jid import JID
+from server_ext.policy.tokens import TokenRules
 from server_ext.registry import Registry
 from server_ext.xmpp.router import SessionTable
 
@@ -37,6 +38,10 @@ class ServerContext:
     registry: Registry
     sessions: SessionTable
     clock: Callable[[], dt.datetime]
+    fingerprint: str = ""  # the server certificate's SHA-256, for enrollment URIs
+    connect_host: str = "127.0.0.1"
+    connect_port: int = 5222
+    token_rules: TokenRules = field(default_factory=TokenRules)
 
 
 #: A handler returns the result payload (or None for an empty result), or raises StanzaError.
