@@ -82,6 +82,15 @@ class KeyStore:
             raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
         return self.load()
 
+    def remove(self) -> None:
+        """Delete the key and certificate (the key file is overwritten first)."""
+        if self.key_path.exists():
+            size = self.key_path.stat().st_size
+            with self.key_path.open("r+b") as handle:
+                handle.write(b"\0" * size)
+            self.key_path.unlink()
+        self.cert_path.unlink(missing_ok=True)
+
     def load(self) -> DeviceIdentity:
         """Read and check the identity; refuses a key that others can read."""
         if not self.key_path.exists() or not self.cert_path.exists():

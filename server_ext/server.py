@@ -501,8 +501,9 @@ class C2SConnection(asyncio.Protocol):
                 now=server.clock(),
             )
         if result.condition is not None:
-            if result.condition.burns_token:
-                # Token guessing is hopeless at 160 bits, but each miss still counts.
+            if result.condition is EnrollCondition.TOKEN_UNKNOWN:
+                # Guessing is hopeless at 160 bits, but each unknown token still counts
+                # against the address, like a failed password.
                 server.throttle.failed(None, self.address)
             server.audit(
                 "enroll.failed",

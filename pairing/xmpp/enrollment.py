@@ -1,0 +1,111 @@
+"""The device's side of token redemption, as a slixmpp stream feature (docs/protocol.md).
+
+It runs after TLS and before SASL: the pin has been checked by then, and the certificate the
+server registers is the one this connection presented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from xml.sax.saxutils import quoteattr
+
+import slixmpp
+from slixmpp.stanza import StreamFeatures
+from slixmpp.xmlstream import ElementBase, StanzaBase, register_stanza_plugin
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from pairing.errors import PairingError
+from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
+
+_ORDER = 50  # before SASL (slixmpp's mechanisms feature is 100)
+
+
+class EnrollmentRefused(PairingError):
+    """The server refused the token; ``condition`` says why (docs/protocol.md)."""
+
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(f"enrollment refused: {condition}" + (f" ({text})" if text else ""))
+        self.condition = condition
+        self.text = text
+
+    @property
+    def token_burned(self) -> bool:
+        try:
+            return EnrollCondition(self.condition).burns_token
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled:
+    jid: str
+    name: str
+
+
+class _Feature(ElementBase):
+    name = "enroll"
+    namespace = ENROLL_NS
+    plugin_attrib = "enroll"
+    interfaces: ClassVar[set[str]] = set()
+
+
+class _Success(StanzaBase):
+    name = "success"
+    namespace = ENROLL_NS
+    interfaces: ClassVar[set[str]] = {"jid", "name"}
+
+
+class _Failure(StanzaBase):
+    name = "failure"
+    namespace = ENROLL_NS
+    interfaces: ClassVar[set[str]] = set()
+
+
+def offer_token(
+    client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0
+) -> asyncio.Future[Enrolled]:
+    """Redeem ``token`` when the server offers enrollment; the future tells the outcome."""
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[Enrolled] = loop.create_future()
+    answer: asyncio.Queue[StanzaBase] = asyncio.Queue()
+
+    register_stanza_plugin(StreamFeatures, _Feature)
+    client.register_stanza(_Success)
+    client.register_stanza(_Failure)
+    for cls in (_Success, _Failure):
+        client.register_handler(
+            Callback(f"enroll {cls.name}", MatchXPath(cls.tag_name()), answer.put_nowait)
+        )
+
+    async def negotiate(features: Any) -> bool:
+        if outcome.done():
+            return False  # already enrolled on this stream
+        client.send_raw(f"<enroll xmlns='{ENROLL_NS}' token={quoteattr(token)}/>")
+        try:
+            reply = await asyncio.wait_for(answer.get(), timeout)
+        except TimeoutError:
+            outcome.set_exception(EnrollmentRefused("timeout", "the server did not answer"))
+            client.abort()
+            return True
+        if reply.name == "success":
+            outcome.set_result(Enrolled(reply.xml.get("jid", ""), reply.xml.get("name", "")))
+            return False  # go on to SASL EXTERNAL on this same stream
+        condition = next(
+            (child.tag.rpartition("}")[2] for child in reply.xml if not child.tag.endswith("text")),
+            "undefined",
+        )
+        text_el = reply.xml.find(f"{{{ENROLL_NS}}}text")
+        text = text_el.text or "" if text_el is not None else ""
+        if condition == EnrollCondition.ALREADY_REGISTERED:
+            # A retry after a lost reply: the certificate is ours already, so log in.
+            outcome.set_result(Enrolled("", ""))
+            return False
+        outcome.set_exception(EnrollmentRefused(condition, text))
+        client.abort()
+        return True
+
+    client.register_feature("enroll", negotiate, restart=True, order=_ORDER)
+    return outcome
