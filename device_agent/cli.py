@@ -9,12 +9,14 @@ from pathlib import Path
 
 import click
 
+from device_agent import enrollment, runtime
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.cli_output import configure_logging, emit_record, friendly_group
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
+from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 
 DEFAULT_STATE = (
@@ -85,8 +87,74 @@ def show(store: KeyStore, as_json: bool) -> None:
     )
 
 
+@main.command()
+@click.option("--uri", help="The enrollment URI (XMPP-DP:1/...) from the account owner.")
+@click.option(
+    "--qr-image",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Or a photo or screenshot of the QR code.",
+)
+@click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
+@click.pass_obj
+def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: int) -> None:
+    """Enroll this device from a pairing QR code: no password needed, ever."""
+    if (uri is None) == (qr_image is None):
+        raise click.UsageError("give exactly one of --uri or --qr-image")
+    if qr_image is not None:
+        from pairing.qr import read_image
+
+        click.echo(f"reading {qr_image} ...", err=True)
+        uri = read_image(qr_image)
+    assert uri is not None
+    parsed = EnrollmentURI.parse(uri)
+    click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
+    bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=dt.timedelta(days=valid_days)))
+    click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(store: KeyStore, as_json: bool) -> None:
+    """Show whether this device has an identity, is enrolled, and where it logs in."""
+    record: dict[str, object] = {"state_dir": str(store.state_dir)}
+    if not store.exists():
+        record["state"] = "new"
+    else:
+        identity = store.load()
+        record.update(
+            jid=str(identity.jid),
+            fingerprint=identity.fingerprint,
+            certificate_expires=identity.not_after.isoformat(timespec="seconds"),
+        )
+        try:
+            settings = enrollment.ServerSettings.load(store.state_dir)
+        except DeviceAgentError:
+            record["state"] = "identity only (not enrolled)"
+        else:
+            record["state"] = "enrolled"
+            record["server"] = f"{settings.host}:{settings.port}"
+    emit_record(record, as_json=as_json)
+
+
+@main.command("run")
+@click.pass_obj
+def run_command(store: KeyStore) -> None:
+    """Stay logged in (SASL EXTERNAL), reconnecting with backoff, until Ctrl-C."""
+    store.load()
+    enrollment.ServerSettings.load(store.state_dir)
+
+    def report(line: str) -> None:
+        click.echo(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", err=True)
+
+    try:
+        asyncio.run(runtime.run(store.state_dir, report=report))
+    except KeyboardInterrupt:
+        report("stopped")
+
+
 @main.command("login")
-@click.option("--server", "server_text", required=True, help="HOST or HOST:PORT (STARTTLS).")
+@click.option("--server", "server_text", help="HOST or HOST:PORT (default: from enrollment).")
 @click.option("--pin", help="The server certificate's SHA-256 fingerprint.")
 @click.option(
     "--cafile", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Or a CA file."
@@ -97,9 +165,13 @@ def login_command(
     store: KeyStore, server_text: str, pin: str | None, cafile: Path | None, direct_tls: bool
 ) -> None:
     """Log in once with the device certificate (SASL EXTERNAL) and report the bound JID."""
+    identity = store.load()
+    if server_text is None:
+        settings = enrollment.ServerSettings.load(store.state_dir)
+        server_text = f"{settings.host}:{settings.port}"
+        pin = pin or (None if cafile else settings.fingerprint)
     if (pin is None) == (cafile is None):
         raise click.UsageError("give exactly one of --pin or --cafile")
-    identity = store.load()
     address = ServerAddress.parse(server_text)
     server = ServerAddress(address.host, address.port, direct_tls=direct_tls)
 

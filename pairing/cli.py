@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from pairing.xmpp.saslcert import (
     list_certificates,
     revoke_certificate,
 )
+from pairing.xmpp.tokens import TokenGrant, cancel_token, list_tokens, request_token
 
 PASSWORD_ENV = "PAIRING_PASSWORD"
 T = TypeVar("T")
@@ -198,3 +200,80 @@ def certs_revoke(account: Account, name: str) -> None:
 
     account.run(action)
     click.echo(f"revoked {name!r}")
+
+
+@main.command()
+@click.option("--resource", required=True, help="The new device's resource, e.g. weatherbot.")
+@click.option("--name", help="Its name in device lists (default: the resource).")
+@click.option(
+    "--ttl", default=600, show_default=True, help="Seconds the code stays valid (30-3600)."
+)
+@click.option("--for", "for_account", help="Another account (admins only).")
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG.")
+@click.option("--svg", type=click.Path(dir_okay=False, path_type=Path), help="Also write an SVG.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (includes the secret URI).")
+@click.pass_obj
+def token(
+    account: Account,
+    resource: str,
+    name: str | None,
+    ttl: int,
+    for_account: str | None,
+    png: Path | None,
+    svg: Path | None,
+    as_json: bool,
+) -> None:
+    """Show a one-time QR code that lets a new bot join your account, without your password."""
+    from pairing import qr
+
+    async def action(client: slixmpp.ClientXMPP) -> TokenGrant:
+        return await request_token(
+            client, resource, name=name, ttl_seconds=ttl, account=for_account
+        )
+
+    grant = account.run(action)
+    if png:
+        qr.write_png(grant.uri, png)
+    if svg:
+        qr.write_svg(grant.uri, svg)
+    if as_json:
+        click.echo(json.dumps({**asdict(grant)}, indent=2))
+        return
+    click.echo(qr.terminal(grant.uri))
+    click.echo(grant.uri)
+    click.echo(
+        f"Scan it on the device: device-agent enroll --qr-image PHOTO (or --uri). "
+        f"It works once, for {grant.jid}, until {grant.expires}."
+    )
+
+
+@main.group()
+def tokens() -> None:
+    """Your unused pairing codes."""
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def tokens_list(account: Account, as_json: bool) -> None:
+    """List your unused pairing codes (the codes themselves are never shown again)."""
+    items = account.run(list_tokens)
+    emit(
+        [asdict(t) for t in items],
+        [("token_id", "ID"), ("jid", "JID"), ("name", "NAME"), ("expires", "EXPIRES")],
+        as_json=as_json,
+        empty="no unused pairing codes",
+    )
+
+
+@tokens.command("cancel")
+@click.argument("token_id", type=int)
+@click.pass_obj
+def tokens_cancel(account: Account, token_id: int) -> None:
+    """Cancel the unused pairing code TOKEN_ID."""
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        await cancel_token(client, token_id)
+
+    account.run(action)
+    click.echo(f"cancelled pairing code {token_id}")

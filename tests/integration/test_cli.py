@@ -226,3 +226,122 @@ def test_listings_have_json(tmp_path: Path) -> None:
     assert json.loads(run("server-ext", "--data-dir", data, "user", "list", "--json").stdout) == []
     assert json.loads(run("server-ext", "--data-dir", data, "certs", "list", "--json").stdout) == []
     assert json.loads(run("server-ext", "--data-dir", data, "audit", "--json").stdout) == []
+
+
+def test_qr_pairing_with_the_clis_and_the_example_bot(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    """The README walkthrough: a QR code from the user's CLI, scanned by the device agent."""
+    _, port, pin = served
+    pw = tmp_path / "pw"
+    png = tmp_path / "qr.png"
+    user = [
+        "pairing",
+        "--jid",
+        "alice@localhost",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--pin",
+        pin,
+        "--password-file",
+        str(pw),
+    ]
+    shown = run(*user, "token", "--resource", "echo", "--name", "Echo bot", "--png", str(png))
+    assert "XMPP-DP:1/" in shown.stdout
+    assert png.stat().st_size > 0
+    listed = json.loads(run(*user, "tokens", "list", "--json").stdout)
+    assert [t["jid"] for t in listed] == ["alice@localhost/echo"]
+
+    state = tmp_path / "bot"
+    out = run("device-agent", "--state-dir", str(state), "enroll", "--qr-image", str(png))
+    assert "logs in as alice@localhost/echo" in out.stdout
+    status = json.loads(run("device-agent", "--state-dir", str(state), "status", "--json").stdout)
+    assert status["state"] == "enrolled"
+    assert status["server"] == f"127.0.0.1:{port}"
+    assert (
+        "logged in as alice@localhost/echo"
+        in run("device-agent", "--state-dir", str(state), "login").stdout
+    )
+    again = run(
+        "device-agent",
+        "--state-dir",
+        str(tmp_path / "other"),
+        "enroll",
+        "--qr-image",
+        str(png),
+        ok=False,
+    )
+    assert again.returncode == 1
+    assert "token-used" in again.stderr and "Traceback" not in again.stderr
+    assert json.loads(run(*user, "tokens", "list", "--json").stdout) == []
+
+    bot = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parents[2] / "examples" / "echo_bot.py"), str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        assert "online as alice@localhost/echo" in bot.stdout.readline()
+        reply = subprocess.run(
+            [sys.executable, "-c", ECHO_CHECK, str(port), pin, str(pw)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reply.stdout.strip() == "echo: ping", reply.stderr
+    finally:
+        bot.terminate()
+        bot.wait(timeout=10)
+
+
+def test_unreadable_qr_image_is_a_clear_error(tmp_path: Path) -> None:
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.new("L", (200, 200), 255).save(blank)
+    result = run(
+        "device-agent",
+        "--state-dir",
+        str(tmp_path / "d"),
+        "enroll",
+        "--qr-image",
+        str(blank),
+        ok=False,
+    )
+    assert result.returncode == 1
+    assert "no readable QR code" in result.stderr
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"not an image")
+    result = run(
+        "device-agent",
+        "--state-dir",
+        str(tmp_path / "d"),
+        "enroll",
+        "--qr-image",
+        str(garbage),
+        ok=False,
+    )
+    assert "not an image" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+ECHO_CHECK = """
+import asyncio, sys
+from pathlib import Path
+from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+
+async def main():
+    port, pin, pw = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3]).read_text().strip()
+    client = make_client("alice@localhost/phone", server=ServerAddress("127.0.0.1", port),
+                         trust=TrustAnchor(fingerprint=pin), password=pw)
+    await login(client)
+    got = asyncio.get_running_loop().create_future()
+    client.add_event_handler("message", lambda m: got.done() or got.set_result(m["body"]))
+    client.send_message(mto="alice@localhost/echo", mbody="ping", mtype="chat")
+    print(await asyncio.wait_for(got, 10))
+    await logout(client)
+
+asyncio.run(main())
+"""
