@@ -1,0 +1,322 @@
+"""Pair-setup messages (docs/protocol.md §5): named after their step, validated on construction.
+
+Plain frames carry the SRP exchange at fixed widths; after it, every message travels in an
+``Encrypted`` frame whose plaintext is one JSON object with a ``type``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pairing.protocol.frames import Frame, RemoteProtocolError
+from pairing.protocol.srp import HASH_BYTES, N_BYTES, SALT_BYTES
+
+PROTOCOL_VERSION = 1
+
+
+class FrameType(IntEnum):
+    DEVICE_HELLO = 0x01
+    SETUP_REQUEST = 0x02
+    NOT_EXPECTED = 0x03
+    SETUP_CHALLENGE = 0x04
+    SETUP_PROOF = 0x05
+    SETUP_VERIFIED = 0x06
+    SETUP_FAILED = 0x07
+    ENCRYPTED = 0x10
+
+
+class FailureReason(IntEnum):
+    WRONG_CODE = 1
+    BUSY = 2
+    LOCKED_OUT = 3
+    TIMEOUT = 4
+    PROTOCOL_ERROR = 5
+    WINDOW_CLOSED = 6
+
+
+REASON_TEXT = {
+    FailureReason.WRONG_CODE: "the setup code does not match",
+    FailureReason.BUSY: "the device is pairing with someone else; try again in a moment",
+    FailureReason.LOCKED_OUT: "the device is locked after too many wrong codes; reset it",
+    FailureReason.TIMEOUT: "pairing took too long",
+    FailureReason.PROTOCOL_ERROR: "the peer broke the pairing protocol",
+    FailureReason.WINDOW_CLOSED: "the pairing window closed",
+}
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RemoteProtocolError(f"{what} is not UTF-8") from None
+
+
+def _short(value: str, what: str) -> bytes:
+    raw = value.encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError(f"{what} is longer than 255 bytes")
+    return bytes([len(raw)]) + raw
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHello:
+    """Device → user, first: who I am, and the setup hash that matches my label."""
+
+    device_id: str
+    setup_hash: bytes
+    name: str
+    resource: str
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        if len(self.device_id.encode()) != 10 or len(self.setup_hash) != 4:
+            raise ValueError("a device id has 10 characters and a setup hash 4 bytes")
+        if not self.resource:
+            raise ValueError("the device must propose a resource")
+
+    def frame(self) -> Frame:
+        body = (
+            bytes([self.version])
+            + self.device_id.encode()
+            + self.setup_hash
+            + _short(self.name, "name")
+            + _short(self.resource, "resource")
+        )
+        return Frame(FrameType.DEVICE_HELLO, body)
+
+    @classmethod
+    def parse(cls, body: bytes) -> DeviceHello:
+        try:
+            version = body[0]
+            device_id = _text(body[1:11], "the device id")
+            setup_hash = body[11:15]
+            n = body[15]
+            name = _text(body[16 : 16 + n], "the name")
+            r = body[16 + n]
+            resource = _text(body[17 + n : 17 + n + r], "the resource")
+            if len(body) != 17 + n + r:
+                raise IndexError
+            return cls(device_id, setup_hash, name, resource, version)
+        except (IndexError, ValueError) as exc:
+            raise RemoteProtocolError(f"malformed DeviceHello: {exc or 'wrong length'}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SetupChallenge:
+    """Device → user: the SRP salt and B."""
+
+    salt: bytes = field(repr=False)
+    b_pub: bytes = field(repr=False)
+
+    def frame(self) -> Frame:
+        return Frame(FrameType.SETUP_CHALLENGE, self.salt + self.b_pub)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SetupChallenge:
+        if len(body) != SALT_BYTES + N_BYTES:
+            raise RemoteProtocolError("malformed SetupChallenge")
+        return cls(body[:SALT_BYTES], body[SALT_BYTES:])
+
+
+@dataclass(frozen=True, slots=True)
+class SetupProof:
+    """User → device: A and the proof M1."""
+
+    a_pub: bytes = field(repr=False)
+    m1: bytes = field(repr=False)
+
+    def frame(self) -> Frame:
+        return Frame(FrameType.SETUP_PROOF, self.a_pub + self.m1)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SetupProof:
+        if len(body) != N_BYTES + HASH_BYTES:
+            raise RemoteProtocolError("malformed SetupProof")
+        return cls(body[:N_BYTES], body[N_BYTES:])
+
+
+@dataclass(frozen=True, slots=True)
+class SetupVerified:
+    """Device → user: the device's proof M2."""
+
+    m2: bytes = field(repr=False)
+
+    def frame(self) -> Frame:
+        return Frame(FrameType.SETUP_VERIFIED, self.m2)
+
+    @classmethod
+    def parse(cls, body: bytes) -> SetupVerified:
+        if len(body) != HASH_BYTES:
+            raise RemoteProtocolError("malformed SetupVerified")
+        return cls(body)
+
+
+@dataclass(frozen=True, slots=True)
+class SetupFailed:
+    """Either side: the pairing is over, and why."""
+
+    reason: FailureReason
+
+    def frame(self) -> Frame:
+        return Frame(FrameType.SETUP_FAILED, bytes([self.reason]))
+
+    @classmethod
+    def parse(cls, body: bytes) -> SetupFailed:
+        try:
+            return cls(FailureReason(body[0]))
+        except (IndexError, ValueError):
+            raise RemoteProtocolError("malformed SetupFailed") from None
+
+
+@dataclass(frozen=True, slots=True)
+class NotExpected:
+    """User → device: this window has no code for you (yet); try again later."""
+
+    def frame(self) -> Frame:
+        return Frame(FrameType.NOT_EXPECTED, b"")
+
+
+# --- encrypted messages (JSON inside ChaCha20-Poly1305) --------------------------------------
+
+
+class EnrollMode(StrEnum):
+    TOKEN = "token"  # the device redeems a one-time token itself (QR flow's server feature)
+    XEP0257 = "xep0257"  # the user's client uploads the device certificate with XEP-0257
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _unb64(value: Any, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise RemoteProtocolError(f"{what} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise RemoteProtocolError(f"{what} is not valid base64") from None
+
+
+def _str(obj: dict[str, Any], key: str, *, optional: bool = False) -> str:
+    value = obj.get(key)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str) or (not value and not optional):
+        raise RemoteProtocolError(f"the field {key!r} must be a non-empty string")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentOffer:
+    """User → device: who to become, which server to trust, and how to enroll."""
+
+    jid: str
+    host: str
+    port: int
+    fingerprint: str
+    mode: EnrollMode
+    token: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode is EnrollMode.TOKEN and not self.token:
+            raise ValueError("token mode needs a token")
+        if not 0 < self.port < 65536 or len(self.fingerprint) != 64:
+            raise ValueError("bad port or fingerprint")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "type": "enrollment-offer",
+            "jid": self.jid,
+            "host": self.host,
+            "port": self.port,
+            "fingerprint": self.fingerprint,
+            "mode": self.mode.value,
+            "token": self.token,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> EnrollmentOffer:
+        port = obj.get("port")
+        try:
+            return cls(
+                _str(obj, "jid"),
+                _str(obj, "host"),
+                port if isinstance(port, int) else -1,
+                _str(obj, "fingerprint"),
+                EnrollMode(_str(obj, "mode")),
+                _str(obj, "token", optional=True),
+            )
+        except ValueError as exc:
+            raise RemoteProtocolError(f"malformed enrollment offer: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSubmission:
+    """Device → user (XEP-0257 mode): its certificate, and a signature proving it holds the key."""
+
+    der: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "certificate", "der": _b64(self.der), "signature": _b64(self.signature)}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> CertificateSubmission:
+        return cls(_unb64(obj.get("der"), "der"), _unb64(obj.get("signature"), "signature"))
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRegistered:
+    """User → device (XEP-0257 mode): the certificate is registered; log in now."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "certificate-registered"}
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentResult:
+    """Device → user, last: did the first EXTERNAL login work?"""
+
+    ok: bool
+    jid: str = ""
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": "result", "ok": self.ok, "jid": self.jid, "error": self.error}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> EnrollmentResult:
+        ok = obj.get("ok")
+        if not isinstance(ok, bool):
+            raise RemoteProtocolError("the field 'ok' must be true or false")
+        return cls(ok, _str(obj, "jid", optional=True), _str(obj, "error", optional=True))
+
+
+SecureMessage = EnrollmentOffer | CertificateSubmission | CertificateRegistered | EnrollmentResult
+
+_PARSERS: dict[str, Any] = {
+    "enrollment-offer": EnrollmentOffer.from_json,
+    "certificate": CertificateSubmission.from_json,
+    "certificate-registered": lambda obj: CertificateRegistered(),
+    "result": EnrollmentResult.from_json,
+}
+
+
+def encode_secure(message: SecureMessage) -> bytes:
+    return json.dumps(message.to_json(), separators=(",", ":")).encode()
+
+
+def decode_secure(plaintext: bytes) -> SecureMessage:
+    try:
+        obj = json.loads(plaintext)
+    except (UnicodeDecodeError, ValueError):
+        raise RemoteProtocolError("an encrypted message is not JSON") from None
+    if not isinstance(obj, dict) or obj.get("type") not in _PARSERS:
+        raise RemoteProtocolError("an encrypted message has no known type")
+    message: SecureMessage = _PARSERS[obj["type"]](obj)
+    return message
