@@ -91,6 +91,13 @@ class KeyStore:
             self.key_path.unlink()
         self.cert_path.unlink(missing_ok=True)
 
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The device key, for signing inside this process only; it is never sent anywhere."""
+        self.load()  # refuses loose permissions and mismatches first
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
     def load(self) -> DeviceIdentity:
         """Read and check the identity; refuses a key that others can read."""
         if not self.key_path.exists() or not self.cert_path.exists():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +23,14 @@ from pairing.protocol.identity import (
     load_certificate,
 )
 from pairing.protocol.jid import JID
-from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import (
+    PairingClient,
+    ServerAddress,
+    TrustAnchor,
+    login,
+    logout,
+    make_client,
+)
 from pairing.xmpp.saslcert import (
     PLUGINS,
     add_certificate,
@@ -277,3 +286,101 @@ def tokens_cancel(account: Account, token_id: int) -> None:
 
     account.run(action)
     click.echo(f"cancelled pairing code {token_id}")
+
+
+@main.command()
+@click.option("--code", help="The setup code of the one device to pair (XXX-XX-XXX).")
+@click.option(
+    "--qr",
+    "labels",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A photo of a device label (repeatable).",
+)
+@click.option(
+    "--codes",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A fleet CSV: device_id,code per line.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["token", "xep0257"]),
+    default="token",
+    show_default=True,
+    help="token: the device redeems a one-time token; xep0257: we upload its certificate.",
+)
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds the window stays open.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--interface", "interfaces", multiple=True, help="mDNS only on this IPv4 address.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-device report as JSON.")
+@click.pass_obj
+def listen(
+    account: Account,
+    code: str | None,
+    labels: tuple[Path, ...],
+    codes: Path | None,
+    mode: str,
+    timeout: float,
+    host: str,
+    interfaces: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Open a pairing window on the LAN so headless devices can join your account."""
+    from pairing import qr
+    from pairing.lan.enroller import AccountEnroller
+    from pairing.lan.window import CodeBook, PairingWindow
+    from pairing.protocol.pair_messages import DeviceHello, EnrollMode
+    from pairing.protocol.setup_code import SetupCode, SetupLabel
+
+    book = CodeBook()
+    if code:
+        book.single = SetupCode.parse(code)
+    for path in labels:
+        book.add_label(SetupLabel.parse(qr.read_image(path)))
+    if codes:
+        book.load_csv(codes)
+    if not (code or labels or codes):
+        if not sys.stdin.isatty():
+            raise click.UsageError("give --code, --qr or --codes (no terminal to ask on)")
+
+        async def ask(hello: DeviceHello) -> SetupCode | None:
+            prompt = f"Code for device {hello.device_id} ({hello.name or 'unnamed'}), empty to skip"
+            text = await asyncio.to_thread(click.prompt, prompt, default="", show_default=False)
+            return SetupCode.parse(text) if text.strip() else None
+
+        book.prompt = ask
+
+    def report(line: str) -> None:
+        click.echo(line, err=True)
+
+    async def session(client: slixmpp.ClientXMPP) -> list[Any]:
+        assert isinstance(client, PairingClient)
+        window = PairingWindow(
+            book,
+            AccountEnroller(client, mode=EnrollMode(mode)),
+            timeout=timeout,
+            host=host,
+            interfaces=interfaces or None,
+            report=report,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, window.close)
+        return await window.run()
+
+    outcomes = account.run(session)
+    rows = [asdict(o) for o in outcomes]
+    emit(
+        rows,
+        [
+            ("device_id", "DEVICE"),
+            ("name", "NAME"),
+            ("ok", "ENROLLED"),
+            ("jid", "JID"),
+            ("error", "ERROR"),
+        ],
+        as_json=as_json,
+        empty="no device paired",
+    )
+    if not rows or not all(r["ok"] for r in rows) or (book.expected or 0) > len(rows):
+        raise click.ClickException("not every expected device was paired")

@@ -101,6 +101,7 @@ class PairingClient(slixmpp.ClientXMPP):
         super().__init__(jid, password, **kwargs)
         self.server_address = server
         self.pin = pin
+        self.server_fingerprint = ""  # SHA-256 of the certificate seen in the TLS handshake
 
 
 def make_client(
@@ -152,10 +153,11 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
             done.set_result(jid)
 
     def on_cert(pem: str) -> None:
+        der = ssl.PEM_cert_to_DER_cert(pem)
+        client.server_fingerprint = hashlib.sha256(der).hexdigest()
         if pin is None:
             return
-        der = ssl.PEM_cert_to_DER_cert(pem)
-        if not hmac.compare_digest(hashlib.sha256(der).hexdigest(), pin):
+        if not hmac.compare_digest(client.server_fingerprint, pin):
             # Abort before SASL: with a wrong server, no credential leaves this machine.
             if client.transport is not None:
                 client.transport.abort()

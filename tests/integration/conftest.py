@@ -152,3 +152,7 @@ def make_device(tmp_path: Path) -> DeviceFactory:
         return Device(tuple(parsed), cert_path, key_path, certificate_der(cert))
 
     return factory
+
+
+# A server-ext *process* for the CLI tests (the fixture lives with the CLI helpers).
+from tests.integration.cli_support import served  # noqa: E402, F401

@@ -1,0 +1,1 @@
+"""LAN pairing adapters: mDNS discovery and the TCP transport around the pair-setup core."""

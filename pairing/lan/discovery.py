@@ -1,0 +1,96 @@
+"""DNS-SD over mDNS (zeroconf) for pairing windows: ``_xmpp-dp._tcp.local.``.
+
+TXT: ``v`` (protocol version) and ``w`` (a random window id). Never the user's JID, the
+server or any secret: anyone on the LAN can read an advertisement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPE = "_xmpp-dp._tcp.local."
+TXT_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAddress:
+    host: str
+    port: int
+    window_id: str
+
+
+def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
+    if interfaces:
+        # Tests pin mDNS to 127.0.0.1 (IPv4 only): that is what works on loopback here.
+        return AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
+    return AsyncZeroconf()
+
+
+@asynccontextmanager
+async def advertise(
+    port: int, window_id: str, *, address: str, interfaces: Sequence[str] | None = None
+) -> AsyncIterator[None]:
+    """Announce a pairing window while the block runs; withdraw it with real goodbyes."""
+    azc = _zeroconf(interfaces)
+    info = AsyncServiceInfo(
+        SERVICE_TYPE,
+        f"pairing-{window_id}.{SERVICE_TYPE}",
+        addresses=[socket.inet_aton(address)],
+        port=port,
+        properties={"v": TXT_VERSION, "w": window_id},
+    )
+    try:
+        # Both awaits matter: the inner one waits for the announcement to be broadcast.
+        await (await azc.async_register_service(info))
+        yield
+    finally:
+        try:
+            await (await azc.async_unregister_service(info))
+        finally:
+            await azc.async_close()
+
+
+async def browse(*, interfaces: Sequence[str] | None = None) -> AsyncIterator[WindowAddress]:
+    """Pairing windows as they appear on the LAN (runs until the consumer stops)."""
+    azc = _zeroconf(interfaces)
+    found: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_change(
+        zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
+            found.put_nowait(name)
+
+    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    seen: set[tuple[str, int, str]] = set()
+    try:
+        while True:
+            name = await found.get()
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            if not await info.async_request(azc.zeroconf, 3000):
+                continue
+            props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+            if props.get("v") != TXT_VERSION or not props.get("w"):
+                log.info("ignoring a pairing window with version %r", props.get("v"))
+                continue
+            addresses = info.parsed_addresses(IPVersion.V4Only) or info.parsed_addresses()
+            if not addresses or info.port is None:
+                continue
+            key = (addresses[0], info.port, props["w"])
+            if key in seen:
+                continue
+            seen.add(key)
+            yield WindowAddress(addresses[0], info.port, props["w"])
+    finally:
+        await browser.async_cancel()
+        await azc.async_close()

@@ -1,0 +1,295 @@
+"""LAN pairing across processes: a pairing window (user), devices, and the server.
+
+mDNS runs pinned to 127.0.0.1 (IPv4), the only interface these tests may use.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pairing.protocol.frames import Frame
+from pairing.protocol.pair_messages import FailureReason, FrameType
+from tests.integration.cli_support import BIN, run
+
+LOOPBACK = ["--interface", "127.0.0.1"]
+
+
+def user_cmd(port: int, pin: str, pw: Path) -> list[str]:
+    return [
+        str(BIN / "pairing"),
+        "--jid",
+        "alice@localhost",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--pin",
+        pin,
+        "--password-file",
+        str(pw),
+    ]
+
+
+def make_label(state: Path, resource: str, name: str) -> dict[str, str]:
+    out = run(
+        "device-agent",
+        "--state-dir",
+        str(state),
+        "label",
+        "--resource",
+        resource,
+        "--name",
+        name,
+        "--json",
+    )
+    label: dict[str, str] = json.loads(out.stdout)
+    setup = (state / "setup.json").read_text()
+    assert label["code"].replace("-", "") not in setup  # only the verifier is kept
+    return label
+
+
+def start(cmd: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("mode", ["token", "xep0257"])
+def test_window_device_pair_enroll_and_login(
+    served: tuple[Path, int, str], tmp_path: Path, mode: str
+) -> None:
+    data, port, pin = served
+    pw = tmp_path / "pw"
+    state = tmp_path / "sensor"
+    label = make_label(state, "kitchen", "Kitchen sensor")
+    window = start(
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--code",
+            label["code"],
+            "--mode",
+            mode,
+            "--timeout",
+            "60",
+            *LOOPBACK,
+            "--json",
+        ]
+    )
+    device = start(
+        [str(BIN / "device-agent"), "--state-dir", str(state), "pair", "--timeout", "60", *LOOPBACK]
+    )
+    code, out, err = finish(device)
+    assert code == 0, err
+    assert "paired: this device logs in as alice@localhost/kitchen" in out
+    for step in ("found window", "code verified", "logged in with EXTERNAL"):
+        assert step in err
+    wcode, wout, werr = finish(window)
+    assert wcode == 0, werr
+    (row,) = json.loads(wout)
+    assert row["ok"] is True and row["jid"] == "alice@localhost/kitchen"
+    assert row["name"] == "Kitchen sensor"
+    assert (
+        "logged in as alice@localhost/kitchen"
+        in run("device-agent", "--state-dir", str(state), "login").stdout
+    )
+    certs = json.loads(run("server-ext", "--data-dir", str(data), "certs", "list", "--json").stdout)
+    assert [(c["name"], c["added_via"]) for c in certs] == [
+        ("Kitchen sensor", "token" if mode == "token" else "xep-0257")
+    ]
+
+
+def test_wrong_code_fails_on_both_sides_and_enrolls_nothing(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    data, port, pin = served
+    pw = tmp_path / "pw"
+    state = tmp_path / "sensor"
+    label = make_label(state, "kitchen", "Kitchen sensor")
+    wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    window = start(
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--code",
+            wrong,
+            "--timeout",
+            "60",
+            *LOOPBACK,
+            "--json",
+        ]
+    )
+    device = start(
+        [str(BIN / "device-agent"), "--state-dir", str(state), "pair", "--timeout", "20", *LOOPBACK]
+    )
+    wcode, wout, _ = finish(window, 90)
+    assert wcode == 1
+    (row,) = json.loads(wout)
+    assert row["ok"] is False and "does not match" in row["error"] and row["failures"] == 3
+    device.terminate()
+    _, _, derr = finish(device)
+    assert "wrong setup code" in derr
+    assert json.loads((state / "attempts.json").read_text())["failures"] == 3
+    assert not (state / "device.key").exists()
+    assert (
+        json.loads(run("server-ext", "--data-dir", str(data), "certs", "list", "--json").stdout)
+        == []
+    )
+
+
+def test_lockout_after_the_lifetime_cap(served: tuple[Path, int, str], tmp_path: Path) -> None:
+    _, port, pin = served
+    pw = tmp_path / "pw"
+    state = tmp_path / "sensor"
+    label = make_label(state, "kitchen", "")
+    wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    window = start(
+        [*user_cmd(port, pin, pw), "listen", "--code", wrong, "--timeout", "30", *LOOPBACK]
+    )
+    device = start(
+        [
+            str(BIN / "device-agent"),
+            "--state-dir",
+            str(state),
+            "pair",
+            "--timeout",
+            "30",
+            "--max-failures",
+            "2",
+            *LOOPBACK,
+        ]
+    )
+    code, _, err = finish(device)
+    assert code == 1
+    assert "locked" in err
+    again = run(
+        "device-agent", "--state-dir", str(state), "pair", "--timeout", "5", *LOOPBACK, ok=False
+    )
+    assert again.returncode == 1 and "locked" in again.stderr
+    window.terminate()
+    finish(window)
+
+
+def test_fleet_mode_pairs_two_devices_at_once(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    _, port, pin = served
+    pw = tmp_path / "pw"
+    rows = []
+    devices = []
+    for name in ("temp1", "temp2"):
+        label = make_label(tmp_path / name, name, f"Sensor {name}")
+        rows.append(f"{label['device_id']},{label['code']}")
+    (tmp_path / "fleet.csv").write_text("device_id,code\n" + "\n".join(rows) + "\n")
+    window = start(
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--codes",
+            str(tmp_path / "fleet.csv"),
+            "--timeout",
+            "90",
+            *LOOPBACK,
+            "--json",
+        ]
+    )
+    for name in ("temp1", "temp2"):
+        devices.append(
+            start(
+                [
+                    str(BIN / "device-agent"),
+                    "--state-dir",
+                    str(tmp_path / name),
+                    "pair",
+                    "--timeout",
+                    "80",
+                    *LOOPBACK,
+                ]
+            )
+        )
+    for device in devices:
+        code, _, err = finish(device, 120)
+        assert code == 0, err
+    wcode, wout, werr = finish(window, 120)
+    assert wcode == 0, werr
+    report = json.loads(wout)
+    assert sorted(r["jid"] for r in report) == ["alice@localhost/temp1", "alice@localhost/temp2"]
+    assert all(r["ok"] for r in report)
+
+
+def test_window_timeout(served: tuple[Path, int, str], tmp_path: Path) -> None:
+    _, port, pin = served
+    result = subprocess.run(
+        [
+            *user_cmd(port, pin, tmp_path / "pw"),
+            "listen",
+            "--code",
+            "314-15-926",
+            "--timeout",
+            "2",
+            *LOOPBACK,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1
+    assert "closed after 2 s" in result.stderr
+    assert "not every expected device was paired" in result.stderr
+
+
+def test_malformed_frames_get_an_error_and_the_window_keeps_serving(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    import socket
+    import time
+
+    _, port, pin = served
+    pw = tmp_path / "pw"
+    state = tmp_path / "sensor"
+    label = make_label(state, "kitchen", "")
+    window = start(
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--code",
+            label["code"],
+            "--timeout",
+            "60",
+            "--host",
+            "127.0.0.1",
+            *LOOPBACK,
+        ]
+    )
+    assert window.stderr is not None
+    line = window.stderr.readline()
+    assert "pairing window" in line, line
+    window_port = int(line.split("127.0.0.1:")[1].split()[0])
+    for garbage in (
+        b"\xff\xff\xff" + b"x" * 10,
+        Frame(FrameType.SETUP_PROOF, b"1").encode(),
+        b"\x01\x00\x05hello",
+    ):
+        with socket.create_connection(("127.0.0.1", window_port), timeout=5) as sock:
+            sock.sendall(garbage)
+            reply = sock.recv(16)
+            assert (
+                reply
+                == Frame(FrameType.SETUP_FAILED, bytes([FailureReason.PROTOCOL_ERROR])).encode()
+            )
+        time.sleep(0.05)
+    device = start(
+        [str(BIN / "device-agent"), "--state-dir", str(state), "pair", "--timeout", "60", *LOOPBACK]
+    )
+    code, _, err = finish(device)
+    assert code == 0, err
+    wcode, _, werr = finish(window)
+    assert wcode == 0, werr
