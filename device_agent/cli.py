@@ -140,12 +140,24 @@ def status(store: KeyStore, as_json: bool) -> None:
 @main.command("run")
 @click.pass_obj
 def run_command(store: KeyStore) -> None:
-    """Stay logged in (SASL EXTERNAL), reconnecting with backoff, until Ctrl-C."""
-    store.load()
-    enrollment.ServerSettings.load(store.state_dir)
+    """Stay logged in (SASL EXTERNAL), reconnecting with backoff, until Ctrl-C.
+
+    A device with a setup label that is not enrolled yet first pairs on the LAN.
+    """
+    from device_agent.setup_state import SETUP_FILE
 
     def report(line: str) -> None:
         click.echo(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", err=True)
+
+    if (
+        not (store.state_dir / enrollment.SERVER_FILE).exists()
+        and (store.state_dir / SETUP_FILE).exists()
+    ):
+        from device_agent.lan import pair as pair_on_lan
+
+        asyncio.run(pair_on_lan(store.state_dir, report=report))
+    store.load()
+    enrollment.ServerSettings.load(store.state_dir)
 
     try:
         asyncio.run(runtime.run(store.state_dir, report=report))

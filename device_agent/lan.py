@@ -149,6 +149,7 @@ async def _attempt(
     report: Callable[[str], None],
 ) -> JID | str:
     reader, writer = await asyncio.open_connection(window.host, window.port)
+    report(f"connected to window {window.window_id}")
     session = DeviceSession(hello, setup.verifier)
     store = KeyStore(state_dir)
 

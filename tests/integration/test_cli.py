@@ -217,7 +217,7 @@ def test_qr_pairing_with_the_clis_and_the_example_bot(
         assert bot.stdout is not None
         assert "online as alice@localhost/echo" in bot.stdout.readline()
         reply = subprocess.run(
-            [sys.executable, "-c", ECHO_CHECK, str(port), pin, str(pw)],
+            [sys.executable, "-c", ECHO_CHECK, str(port), pin, str(pw), "echo"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -271,7 +271,7 @@ async def main():
     await login(client)
     got = asyncio.get_running_loop().create_future()
     client.add_event_handler("message", lambda m: got.done() or got.set_result(m["body"]))
-    client.send_message(mto="alice@localhost/echo", mbody="ping", mtype="chat")
+    client.send_message(mto=f"alice@localhost/{sys.argv[4]}", mbody="ping", mtype="chat")
     print(await asyncio.wait_for(got, 10))
     await logout(client)
 

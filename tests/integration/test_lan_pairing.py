@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ import pytest
 from pairing.protocol.frames import Frame
 from pairing.protocol.pair_messages import FailureReason, FrameType
 from tests.integration.cli_support import BIN, run
+from tests.integration.test_cli import ECHO_CHECK
+
+ROOT = Path(__file__).resolve().parents[2]
 
 LOOPBACK = ["--interface", "127.0.0.1"]
 
@@ -104,6 +108,21 @@ def test_window_device_pair_enroll_and_login(
     assert [(c["name"], c["added_via"]) for c in certs] == [
         ("Kitchen sensor", "token" if mode == "token" else "xep-0257")
     ]
+    # The paired device talks to its owner (the example bot runs on the device's state).
+    bot = start([sys.executable, str(ROOT / "examples" / "echo_bot.py"), str(state)])
+    try:
+        assert bot.stdout is not None
+        assert "online as alice@localhost/kitchen" in bot.stdout.readline()
+        reply = subprocess.run(
+            [sys.executable, "-c", ECHO_CHECK, str(port), pin, str(pw), "kitchen"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert reply.stdout.strip() == "echo: ping", reply.stderr
+    finally:
+        bot.terminate()
+        bot.wait(timeout=10)
 
 
 def test_wrong_code_fails_on_both_sides_and_enrolls_nothing(
