@@ -94,9 +94,8 @@ async def main_async(args: argparse.Namespace, data: Path, fingerprint: str) -> 
         ("reference: EXTERNAL login", login_ms),
     ):
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
-        print(
-            f"{name:34} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  mean {statistics.mean(values):6.1f} ms"
-        )
+        mean = statistics.mean(values)
+        print(f"{name:34} p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  mean {mean:6.1f} ms")
     ratio = percentile(pairing_ms, 0.5) / percentile(login_ms, 0.5)
     print(f"ratio pairing p50 vs login p50: {ratio:.1f}")
 
