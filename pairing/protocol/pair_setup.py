@@ -420,3 +420,13 @@ def run_back_to_back(
                 moved = True
                 for event in receiver.receive_data(data):
                     on_event(name, event)
+
+
+def state_table_markdown() -> str:
+    """The accepted-frames table of both roles, as docs/protocol.md shows it (a test checks)."""
+    lines = ["| Role | State | Accepts |", "|---|---|---|"]
+    for role, table in (("device", DEVICE_ACCEPTS), ("user", USER_ACCEPTS)):
+        for state, frames in table.items():
+            names = ", ".join(sorted(f"`{FrameType(f).name}`" for f in frames))
+            lines.append(f"| {role} | `{state.value}` | {names} |")
+    return "\n".join(lines)

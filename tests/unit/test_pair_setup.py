@@ -198,3 +198,12 @@ def test_labels_round_trip_and_hash_hides_the_code() -> None:
     assert label.code.digits.encode() not in hashlib.sha512(label.setup_hash).digest()
     with pytest.raises(InvalidSetupCode):
         SetupLabel.parse("XMPP-DP-SETUP:2/ABCDEFGHJK/WXYZ/31415926")
+
+
+def test_docs_state_table_matches_the_code() -> None:
+    from pathlib import Path
+
+    from pairing.protocol.pair_setup import state_table_markdown
+
+    docs = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    assert state_table_markdown() in docs
