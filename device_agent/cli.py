@@ -134,7 +134,26 @@ def status(store: KeyStore, as_json: bool) -> None:
         else:
             record["state"] = "enrolled"
             record["server"] = f"{settings.host}:{settings.port}"
+            last = runtime.read_status(store.state_dir)
+            if last is not None:
+                record["state"] = last.get("state", "enrolled")
+                if last.get("reason"):
+                    record["reason"] = last["reason"]
+                record["since"] = last.get("at")
     emit_record(record, as_json=as_json)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def reset(store: KeyStore, yes: bool) -> None:
+    """Wipe the key, certificate and enrollment, so the device can be enrolled afresh."""
+    if not yes:
+        click.confirm(f"Wipe the device identity in {store.state_dir}?", abort=True)
+    store.remove()
+    for name in (enrollment.SERVER_FILE, runtime.STATUS_FILE):
+        (store.state_dir / name).unlink(missing_ok=True)
+    click.echo("the device identity is wiped; enroll it again (enroll, pair, or init)")
 
 
 @main.command("run")
@@ -163,6 +182,11 @@ def run_command(store: KeyStore) -> None:
         asyncio.run(runtime.run(store.state_dir, report=report))
     except KeyboardInterrupt:
         report("stopped")
+    except runtime.LoginRefused as exc:
+        raise click.ClickException(
+            f"the server refused this device: {exc}. It will not retry; "
+            "`device-agent reset` wipes it for re-enrollment"
+        ) from None
 
 
 @main.command("login")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from device_agent.enrollment import ServerSettings
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.errors import AuthenticationFailed, ConnectionFailed, ServerIdentityMismatch
+from pairing.secure_files import write_private
 from pairing.xmpp.connection import (
     PairingClient,
     ServerAddress,
@@ -25,6 +29,31 @@ log = logging.getLogger(__name__)
 
 class LoginRefused(DeviceAgentError):
     """The server refused this device's certificate; retrying will not help."""
+
+
+STATUS_FILE = "status.json"
+
+
+def record_status(state_dir: Path, state: str, reason: str = "") -> None:
+    """Remember why the device stopped (shown by ``device-agent status``)."""
+    payload = {"state": state, "reason": reason, "at": dt.datetime.now(dt.UTC).isoformat()}
+    write_private(state_dir / STATUS_FILE, json.dumps(payload).encode())
+
+
+def read_status(state_dir: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _revocation(error: Any) -> str | None:
+    """The server's reason if a stream error says this certificate was revoked."""
+    text = str(error["text"] or "")
+    if error["condition"] in ("reset", "not-authorized") and "revoked" in text:
+        return text
+    return None
 
 
 def client_for(state_dir: Path, *, plugins: Sequence[str] = ()) -> PairingClient:
@@ -63,17 +92,36 @@ async def run(
     max_delay: float = 60.0,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Stay online until ``stop`` is set; raises :class:`LoginRefused` when retrying is futile."""
+    """Stay online until ``stop`` is set; raises :class:`LoginRefused` when retrying is futile.
+
+    A revoked device does not hammer the server: it stops at the revocation (or at the first
+    refused login) and records why, until ``device-agent reset``.
+    """
     stop = stop or asyncio.Event()
     delay = min_delay
+    previous = read_status(state_dir)
+    if previous is not None and previous.get("state") == "revoked":
+        report(
+            f"refused: this device was revoked ({previous.get('reason')}); run device-agent reset"
+        )
+        raise LoginRefused(previous.get("reason") or "revoked")
     while not stop.is_set():
         client = client_for(state_dir)
         gone = asyncio.Event()
+        revoked: list[str] = []
         client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
+
+        def on_stream_error(error: Any, revoked: list[str] = revoked) -> None:
+            reason = _revocation(error)
+            if reason is not None:
+                revoked.append(reason)
+
+        client.add_event_handler("stream_error", on_stream_error)
         try:
             bound = await login(client)
         except (AuthenticationFailed, ServerIdentityMismatch) as exc:
             report(f"refused: {exc}")
+            record_status(state_dir, "revoked" if "revoked" in str(exc) else "refused", str(exc))
             raise LoginRefused(str(exc)) from None
         except ConnectionFailed as exc:
             # Full jitter (AWS architecture blog) keeps a fleet from reconnecting in lockstep.
@@ -83,6 +131,7 @@ async def run(
             await _sleep_or_stop(stop, wait)
             continue
         delay = min_delay
+        record_status(state_dir, "online", str(bound))
         report(f"online as {bound}")
         stopped = asyncio.ensure_future(stop.wait())
         lost = asyncio.ensure_future(gone.wait())
@@ -91,8 +140,13 @@ async def run(
         lost.cancel()
         if stop.is_set():
             await client.disconnect(wait=2)
+            record_status(state_dir, "stopped")
             report("stopped")
             return
+        if revoked:
+            record_status(state_dir, "revoked", revoked[0])
+            report(f"refused: {revoked[0]}")
+            raise LoginRefused(revoked[0])
         report("connection lost; reconnecting")
         await _sleep_or_stop(stop, random.uniform(0, min_delay))
 

@@ -13,6 +13,7 @@ from pairing.cli_output import configure_logging, emit, emit_record, friendly_gr
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
 from pairing.protocol.jid import JID
+from server_ext import admin_channel, inventory
 from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
 from server_ext.model import CertificateRecord, CertState, TokenRecord, TokenState
@@ -242,6 +243,13 @@ def user_delete(settings: Settings, jid: str, yes: bool) -> None:
         click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
     with settings.registry() as registry:
         revoked = registry.delete_account(account, actor="cli")
+    for record in revoked:
+        admin_channel.request(
+            settings.data_dir, {"op": "certificate-changed", "fingerprint": record.fingerprint}
+        )
+    admin_channel.request(
+        settings.data_dir, {"op": "kick", "jid": str(account), "reason": "the account was deleted"}
+    )
     click.echo(f"deleted {account}; {len(revoked)} certificate(s) revoked")
 
 
@@ -392,6 +400,7 @@ def certs_add(
 
 
 @main.command()
+@click.option("--device", help="Only events about this device (id, fingerprint or full JID).")
 @click.option("--subject", help="Only events about this JID or certificate fingerprint.")
 @click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
 @click.option("--limit", type=int, help="At most this many events.")
@@ -399,6 +408,7 @@ def certs_add(
 @pass_settings
 def audit(
     settings: Settings,
+    device: str | None,
     subject: str | None,
     since: dt.datetime | None,
     limit: int | None,
@@ -408,6 +418,8 @@ def audit(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
     with settings.registry() as registry:
+        if device:
+            subject = inventory.resolve(registry, device, settings.domain).fingerprint
         events = registry.audit_events(subject=subject, since=since, limit=limit)
     rows = [
         {
@@ -567,3 +579,118 @@ def token_cancel(settings: Settings, token_id: int) -> None:
     with settings.registry() as registry:
         record = registry.cancel_token(token_id, actor="cli")
     click.echo(f"cancelled token {record.id} for {record.jid}")
+
+
+# --- devices -------------------------------------------------------------------------------
+
+
+@main.group()
+def devices() -> None:
+    """The device inventory: list, inspect, revoke, disable and enable devices."""
+
+
+@devices.command("list")
+@click.option("--user", "user_jid", help="Only this account's devices.")
+@click.option(
+    "--state", type=click.Choice([s.value for s in CertState]), help="Only devices in this state."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def devices_list(
+    settings: Settings, user_jid: str | None, state: str | None, as_json: bool
+) -> None:
+    """Every device, with whether it is online now (asked of the running server)."""
+    account = settings.jid(user_jid) if user_jid else None
+    with settings.registry() as registry:
+        records = registry.list_certificates(account, CertState(state) if state else None)
+    online = inventory.live_sessions(settings.data_dir)
+    rows = [inventory.device_row(r, (online or {}).get(r.fingerprint, [])) for r in records]
+    if online is None:
+        for row in rows:
+            row["online"] = None  # unknown: the server is not running
+    emit(
+        rows,
+        [
+            ("id", "ID"),
+            ("account", "ACCOUNT"),
+            ("name", "NAME"),
+            ("state", "STATE"),
+            ("online", "ONLINE"),
+            ("jids", "JID"),
+            ("last_login_at", "LAST LOGIN"),
+            ("expires", "EXPIRES"),
+        ],
+        as_json=as_json,
+        empty="no devices",
+    )
+
+
+@devices.command("show")
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def devices_show(settings: Settings, target: str, as_json: bool) -> None:
+    """Show one device by id, fingerprint or full JID."""
+    with settings.registry() as registry:
+        record = inventory.resolve(registry, target, settings.domain)
+    online = inventory.live_sessions(settings.data_dir)
+    emit_record(
+        inventory.device_row(record, (online or {}).get(record.fingerprint, [])), as_json=as_json
+    )
+
+
+def _change(settings: Settings, target: str, state: CertState, reason: str) -> None:
+    with settings.registry() as registry:
+        record = inventory.resolve(registry, target, settings.domain)
+        updated, closed = inventory.change_state(
+            registry, settings.data_dir, record, state, actor="cli", reason=reason
+        )
+    verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
+    click.echo(f"{verb} device {updated.id} ({updated.name}, {updated.account})")
+    if closed is None:
+        click.echo("the server is not running; the change applies when it starts")
+    elif state is CertState.REVOKED:
+        click.echo(f"closed {closed} live session(s)")
+
+
+@devices.command("revoke")
+@click.argument("target")
+@click.option("--reason", default="", help="Recorded in the audit log and shown to the device.")
+@pass_settings
+def devices_revoke(settings: Settings, target: str, reason: str) -> None:
+    """Revoke a device now: its live sessions close and it can never log in again."""
+    _change(settings, target, CertState.REVOKED, reason)
+
+
+@devices.command("disable")
+@click.argument("target")
+@click.option("--reason", default="", help="Recorded in the audit log.")
+@pass_settings
+def devices_disable(settings: Settings, target: str, reason: str) -> None:
+    """Stop a device from logging in again (live sessions stay)."""
+    _change(settings, target, CertState.DISABLED, reason)
+
+
+@devices.command("enable")
+@click.argument("target")
+@pass_settings
+def devices_enable(settings: Settings, target: str) -> None:
+    """Let a disabled device log in again (a revoked one cannot be enabled)."""
+    _change(settings, target, CertState.ACTIVE, "")
+
+
+@user.command("kick")
+@click.argument("jid")
+@click.option("--reason", default="", help="Shown to the clients.")
+@pass_settings
+def user_kick(settings: Settings, jid: str, reason: str) -> None:
+    """End every live session of an account now."""
+    account = settings.jid(jid)
+    reply = admin_channel.request(
+        settings.data_dir, {"op": "kick", "jid": str(account), "reason": reason}
+    )
+    if reply is None:
+        raise click.ClickException("the server is not running")
+    if not reply.get("ok"):
+        raise click.ClickException(str(reply.get("error")))
+    click.echo(f"closed {reply.get('closed', 0)} session(s) of {account}")

@@ -88,3 +88,13 @@ def m002_tokens(db: Database) -> None:
         CREATE INDEX tokens_account_state ON tokens(account, state);
         """
     )
+
+
+@migrations()
+def m003_device_inventory(db: Database) -> None:
+    db.executescript(
+        """
+        ALTER TABLE certificates ADD COLUMN revoked_reason TEXT;
+        ALTER TABLE certificates ADD COLUMN state_changed_at TEXT;
+        """
+    )

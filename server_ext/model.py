@@ -62,6 +62,8 @@ class CertificateRecord:
     added_at: dt.datetime
     last_login_at: dt.datetime | None = None
     last_login_address: str | None = None
+    revoked_reason: str | None = None
+    state_changed_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

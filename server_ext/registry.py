@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 _CERT_COLUMNS = (
     "id, account, name, fingerprint, der, subject_jids, not_before, not_after, state, "
-    "no_cert_management, added_by, added_via, added_at, last_login_at, last_login_address"
+    "no_cert_management, added_by, added_via, added_at, last_login_at, last_login_address, "
+    "revoked_reason, state_changed_at"
 )
 
 
@@ -82,6 +83,8 @@ def _cert_record(row: tuple[Any, ...]) -> CertificateRecord:
         added_at=dt.datetime.fromisoformat(row[12]),
         last_login_at=_parse_time(row[13]),
         last_login_address=row[14],
+        revoked_reason=row[15],
+        state_changed_at=_parse_time(row[16]),
     )
 
 
@@ -324,7 +327,25 @@ class Registry:
                     (str(jid),),
                 )
             ]
-            conn.execute("UPDATE certificates SET state = 'revoked' WHERE account = ?", (str(jid),))
+            conn.execute(
+                "UPDATE certificates SET state = 'revoked', revoked_reason = 'account deleted', "
+                "state_changed_at = ? WHERE account = ? AND state != 'revoked'",
+                (_iso(_now()), str(jid)),
+            )
+            # Outstanding tokens of a deleted account are cancelled with it.
+            pending = conn.execute(
+                "SELECT id, resource FROM tokens WHERE account = ? AND state = 'pending'",
+                (str(jid),),
+            ).fetchall()
+            for token_id, resource in pending:
+                conn.execute("UPDATE tokens SET state = 'cancelled' WHERE id = ?", (token_id,))
+                self._audit_row(
+                    conn,
+                    "token.cancelled",
+                    actor=actor,
+                    subject=f"{jid}/{resource}",
+                    detail={"token_id": str(token_id), "reason": "account deleted"},
+                )
             for record in revoked:
                 self._audit_row(
                     conn,
@@ -424,6 +445,9 @@ class Registry:
     def get_certificate(self, account: JID, name: str) -> CertificateRecord | None:
         return self._certificate_where("account = ? AND name = ?", (str(account.bare), name))
 
+    def certificate_by_id(self, cert_id: int) -> CertificateRecord | None:
+        return self._certificate_where("id = ?", (cert_id,))
+
     def find_certificates(self, fingerprint_prefix: str) -> list[CertificateRecord]:
         """Certificates whose fingerprint starts with ``fingerprint_prefix`` (hex)."""
         prefix = fingerprint_prefix.replace(":", "").lower()
@@ -469,8 +493,15 @@ class Registry:
                     "Register a new certificate under a new name."
                 )
             conn.execute(
-                "UPDATE certificates SET state = ? WHERE account = ? AND name = ?",
-                (state.value, str(account), name),
+                "UPDATE certificates SET state = ?, state_changed_at = ?, revoked_reason = ? "
+                "WHERE account = ? AND name = ?",
+                (
+                    state.value,
+                    _iso(_now()),
+                    (reason or "no reason given") if state is CertState.REVOKED else None,
+                    str(account),
+                    name,
+                ),
             )
             event = {
                 "active": "cert.enabled",

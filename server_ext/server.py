@@ -13,13 +13,17 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pairing.errors import InvalidJID
 from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
-from pairing.protocol.identity import format_fingerprint
+from pairing.protocol.identity import fingerprint, format_fingerprint
 from pairing.protocol.jid import JID
+from server_ext import admin_channel
+from server_ext.admin_channel import serve_admin
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
+from server_ext.model import CertState
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.registry import Registry
 from server_ext.sasl.external import ExternalMechanism
@@ -37,6 +41,7 @@ from server_ext.xmpp.account_iq import account_handlers
 from server_ext.xmpp.delivery import Dispatcher
 from server_ext.xmpp.handlers import ServerContext
 from server_ext.xmpp.router import SessionTable
+from server_ext.xmpp.saslcert import close_sessions
 from server_ext.xmpp.stream import (
     AuthAborted,
     AuthRequested,
@@ -106,6 +111,7 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self.connections: set[C2SConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._admin: asyncio.AbstractServer | None = None
 
     async def start(self) -> list[ListeningAddress]:
         """Bind the listeners (port 0 picks a free port) and start accepting."""
@@ -128,7 +134,47 @@ class Server:
             self.context = dataclasses.replace(self.context, connect_port=self.port)
             self.dispatcher = Dispatcher(self.context, account_handlers())
         self._sweeper = asyncio.create_task(self._sweep_tokens())
+        self._admin = await serve_admin(
+            admin_channel.socket_path(self.config.data_dir), self.admin_request
+        )
         return self.addresses
+
+    def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer the admin CLI (another process) over the admin channel."""
+        op = req.get("op")
+        if op == "sessions":
+            return {
+                "ok": True,
+                "sessions": [
+                    {
+                        "jid": str(s.jid),
+                        "fingerprint": s.fingerprint,
+                        "address": s.address,
+                        "method": s.auth_method,
+                    }
+                    for s in self.sessions
+                    if isinstance(s, C2SConnection)
+                ],
+            }
+        if op == "certificate-changed":
+            record = self.registry.certificate_by_fingerprint(str(req.get("fingerprint", "")))
+            if record is None:
+                return {"ok": False, "error": "no such certificate"}
+            closed = 0
+            if record.state is CertState.REVOKED:
+                closed = close_sessions(self.context, record)
+            return {"ok": True, "closed": closed}
+        if op == "kick":
+            try:
+                account = JID.parse(str(req.get("jid", ""))).bare
+            except InvalidJID as exc:
+                return {"ok": False, "error": str(exc)}
+            reason = str(req.get("reason") or "an administrator ended this session")
+            targets = self.sessions.resources(account)
+            for session in targets:
+                session.terminate("policy-violation", reason)
+            return {"ok": True, "closed": len(targets)}
+        return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def _sweep_tokens(self) -> None:
         """Mark tokens expired once a minute, so the audit log says when each one lapsed."""
@@ -152,6 +198,10 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self._admin is not None:
+            self._admin.close()
+            admin_channel.socket_path(self.config.data_dir).unlink(missing_ok=True)
+            self._admin = None
         for listener in self._listeners:
             listener.close()
         for conn in list(self.connections):
@@ -473,10 +523,14 @@ class C2SConnection(asyncio.Protocol):
         assert isinstance(outcome, Failure)
         if password:
             server.throttle.failed(outcome.account, self.address)
+        subject = str(outcome.account or "unknown")
+        if not password and self.tls is not None and self.tls.peer_certificate_der is not None:
+            # A failed certificate login belongs to that device's history (audit --device).
+            subject = fingerprint(self.tls.peer_certificate_der)
         server.audit(
             "login.failed",
             actor=str(outcome.account or "unknown"),
-            subject=str(outcome.account or "unknown"),
+            subject=subject,
             address=self.address,
             mechanism=name,
             condition=str(outcome.condition),

@@ -68,6 +68,9 @@ def decide_external(
         return ExternalRejected(
             not_authorized, "this certificate is not registered for any account", account
         )
+    if registered.state is CertState.REVOKED:
+        reason = registered.revoked_reason or "no reason given"
+        return ExternalRejected(not_authorized, f"this certificate was revoked: {reason}", account)
     if registered.state is not CertState.ACTIVE:
         return ExternalRejected(
             not_authorized, f"this certificate was {registered.state.value}", account

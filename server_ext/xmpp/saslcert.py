@@ -181,7 +181,11 @@ def _change_state(
     state = CertState.REVOKED if action == "revoke" else CertState.DISABLED
     try:
         updated = ctx.registry.set_certificate_state(
-            account, name, state, actor=str(requester.jid), reason=f"xep-0257 {action}"
+            account,
+            name,
+            state,
+            actor=str(requester.jid),
+            reason=f"by {requester.jid} (XEP-0257 {action})",
         )
     except RegistryError as exc:
         log.error("cannot change certificate state: %s", exc)
@@ -198,5 +202,6 @@ def close_sessions(ctx: ServerContext, record: CertificateRecord) -> int:
     for session in sessions:
         # RFC 6120 §4.9.3.16 and §13.7.2.3: <reset/> is the condition for a certificate that
         # was revoked during the life of the stream.
-        session.terminate("reset", f"the client certificate {record.name!r} was revoked")
+        reason = record.revoked_reason or "no reason given"
+        session.terminate("reset", f"the client certificate {record.name!r} was revoked: {reason}")
     return len(sessions)
