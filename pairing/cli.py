@@ -31,6 +31,7 @@ from pairing.xmpp.connection import (
     logout,
     make_client,
 )
+from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices
 from pairing.xmpp.saslcert import (
     PLUGINS,
     add_certificate,
@@ -384,3 +385,61 @@ def listen(
     )
     if not rows or not all(r["ok"] for r in rows) or (book.expected or 0) > len(rows):
         raise click.ClickException("not every expected device was paired")
+
+
+@main.group("devices")
+def devices_group() -> None:
+    """Your devices: who is online, and cutting one off."""
+
+
+@devices_group.command("list")
+@click.option("--for", "for_account", help="Another account (admins), or * for all.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def devices_list(account: Account, for_account: str | None, as_json: bool) -> None:
+    """List your devices, whether each is online, and when it last logged in."""
+
+    async def action(client: slixmpp.ClientXMPP) -> list[DeviceInfo]:
+        return await list_devices(client, account=for_account)
+
+    rows = [asdict(d) for d in account.run(action)]
+    emit(
+        rows,
+        [
+            ("id", "ID"),
+            ("name", "NAME"),
+            ("jid", "JID"),
+            ("state", "STATE"),
+            ("online", "ONLINE"),
+            ("last_login", "LAST LOGIN"),
+            ("expires", "EXPIRES"),
+        ],
+        as_json=as_json,
+        empty="no devices",
+    )
+
+
+@devices_group.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def devices_revoke(account: Account, name: str) -> None:
+    """Revoke your device NAME (XEP-0257): it is cut off now and can never log in again."""
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        await revoke_certificate(client, name)
+
+    account.run(action)
+    click.echo(f"revoked {name!r}")
+
+
+@main.command("kick")
+@click.argument("jid")
+@click.option("--reason", default="", help="Shown to the clients.")
+@click.pass_obj
+def kick(account: Account, jid: str, reason: str) -> None:
+    """End every session of an account now (administrators only)."""
+
+    async def action(client: slixmpp.ClientXMPP) -> str:
+        return await end_sessions(client, jid, reason=reason)
+
+    click.echo(account.run(action))

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
 from server_ext.errors import RegistryError, ServerExtError
-from server_ext.model import TokenState
+from server_ext.inventory import resolve
+from server_ext.model import CertState, TokenState
 from server_ext.token_issuer import issue_token
 from server_ext.xmpp import namespaces as ns
 from server_ext.xmpp.handlers import Requester, ServerContext
+from server_ext.xmpp.saslcert import close_sessions
 from server_ext.xmpp.stanzas import ErrorType, StanzaError
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ DATA = "jabber:x:data"
 NODE_CREATE = "urn:xmpp-device-pairing:token:create"
 NODE_LIST = "urn:xmpp-device-pairing:token:list"
 NODE_CANCEL = "urn:xmpp-device-pairing:token:cancel"
+NODE_DEVICES = "urn:xmpp-device-pairing:devices:list"
+NODE_REVOKE = "urn:xmpp-device-pairing:devices:revoke"
+NODE_END_SESSIONS = "urn:xmpp-device-pairing:sessions:end"
 
 
 def _q(namespace: str, tag: str) -> str:
@@ -167,6 +172,76 @@ def _cancel(
     return (f"Cancelled token {record.id} for {record.jid}.", [])
 
 
+def _require_admin(ctx: ServerContext, requester: Requester) -> None:
+    if not _is_admin(ctx, requester):
+        raise StanzaError(ErrorType.AUTH, "forbidden", "this command is for administrators")
+
+
+def _devices(
+    ctx: ServerContext, requester: Requester, values: dict[str, str]
+) -> tuple[str, list[dict[str, str]]]:
+    wanted = values.get("jid", "")
+    if wanted == "*":
+        _require_admin(ctx, requester)
+        records = ctx.registry.list_certificates()
+    else:
+        records = ctx.registry.list_certificates(_account_for(ctx, requester, values))
+    rows = []
+    for record in records:
+        online = [str(s.jid) for s in ctx.sessions.with_certificate(record.fingerprint)]
+        rows.append(
+            {
+                "id": str(record.id),
+                "name": record.name,
+                "jid": ", ".join(record.subject_jids),
+                "state": record.state.value,
+                "online": "yes" if online else "no",
+                "last-login": (
+                    record.last_login_at.isoformat(timespec="seconds")
+                    if record.last_login_at
+                    else ""
+                ),
+                "expires": record.not_after.isoformat(timespec="seconds"),
+                "enrolled-via": record.added_via,
+                "fingerprint": record.fingerprint,
+            }
+        )
+    return (f"{len(rows)} device(s).", rows)
+
+
+def _revoke_device(
+    ctx: ServerContext, requester: Requester, values: dict[str, str]
+) -> tuple[str, list[dict[str, str]]]:
+    try:
+        record = resolve(ctx.registry, values.get("device", ""), ctx.domain)
+    except ServerExtError as exc:
+        raise StanzaError(ErrorType.CANCEL, "item-not-found", str(exc)) from None
+    if record.account != requester.jid.bare and not _is_admin(ctx, requester):
+        # Do not reveal other accounts' devices to non-admins.
+        raise StanzaError(ErrorType.CANCEL, "item-not-found", "no such device on your account")
+    reason = values.get("reason") or f"by {requester.jid}"
+    try:
+        updated = ctx.registry.set_certificate_state(
+            record.account, record.name, CertState.REVOKED, actor=str(requester.jid), reason=reason
+        )
+    except RegistryError as exc:
+        raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
+    closed = close_sessions(ctx, updated)
+    return (f"Revoked device {updated.id} ({updated.name}); closed {closed} session(s).", [])
+
+
+def _end_sessions(
+    ctx: ServerContext, requester: Requester, values: dict[str, str]
+) -> tuple[str, list[dict[str, str]]]:
+    _require_admin(ctx, requester)
+    account = _account_for(ctx, requester, values)
+    reason = values.get("reason") or "an administrator ended this session"
+    sessions = ctx.sessions.resources(account)
+    for session in sessions:
+        session.terminate("policy-violation", reason)
+    return (f"Ended {len(sessions)} session(s) of {account}.", [])
+
+
 _RESOURCE = Field("resource", "Device resource (e.g. weatherbot)", required=True)
 _JID = Field("jid", "Account (admins only; empty for your own)", "jid-single")
 COMMAND_LIST = (
@@ -187,6 +262,27 @@ COMMAND_LIST = (
         "Cancel a pairing token",
         (Field("token-id", "Token id", required=True),),
         _cancel,
+    ),
+    Command(
+        NODE_DEVICES,
+        "List devices",
+        (Field("jid", "Account (admins: any, or * for all)"),),
+        _devices,
+    ),
+    Command(
+        NODE_REVOKE,
+        "Revoke a device",
+        (
+            Field("device", "Device id, fingerprint or full JID", required=True),
+            Field("reason", "Reason (kept in the audit log)"),
+        ),
+        _revoke_device,
+    ),
+    Command(
+        NODE_END_SESSIONS,
+        "End a user's sessions (admins)",
+        (Field("jid", "Account", "jid-single", required=True), Field("reason", "Reason")),
+        _end_sessions,
     ),
 )
 BY_NODE = {c.node: c for c in COMMAND_LIST}
