@@ -44,6 +44,7 @@ class DeviceIdentity:
     fingerprint: str
     not_after: dt.datetime
     certificate_der: bytes
+    not_before: dt.datetime
 
 
 class KeyStore:
@@ -80,6 +81,21 @@ class KeyStore:
             write_public(self.cert_path, certificate_pem(cert))
         except OSError as exc:
             raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
+        return self.load()
+
+    def next_identity(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """A fresh key and certificate for the same JID and lifetime (rotation), not yet saved."""
+        current = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        jid = self.load().jid
+        lifetime = current.not_valid_after_utc - current.not_valid_before_utc
+        key = generate_key()
+        # build_device_certificate backdates by a minute; keep the same total lifetime.
+        return key, build_device_certificate(key, jid, valid_for=lifetime - dt.timedelta(minutes=1))
+
+    def install(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> DeviceIdentity:
+        """Make ``key`` and ``cert`` this device's identity (each file replaced atomically)."""
+        write_private(self.key_path, private_key_pem(key))
+        write_public(self.cert_path, certificate_pem(cert))
         return self.load()
 
     def remove(self) -> None:
@@ -127,4 +143,5 @@ class KeyStore:
             fingerprint=fingerprint(der),
             not_after=cert.not_valid_after_utc,
             certificate_der=der,
+            not_before=cert.not_valid_before_utc,
         )

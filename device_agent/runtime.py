@@ -11,10 +11,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from device_agent import rotation
 from device_agent.enrollment import ServerSettings
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.errors import AuthenticationFailed, ConnectionFailed, ServerIdentityMismatch
+from pairing.errors import (
+    AuthenticationFailed,
+    ConnectionFailed,
+    PairingError,
+    ServerIdentityMismatch,
+)
 from pairing.secure_files import write_private
 from pairing.xmpp.connection import (
     PairingClient,
@@ -25,6 +31,8 @@ from pairing.xmpp.connection import (
 )
 
 log = logging.getLogger(__name__)
+
+ROTATION_RETRY = 60.0  # seconds before retrying a failed rotation
 
 
 class LoginRefused(DeviceAgentError):
@@ -91,6 +99,7 @@ async def run(
     min_delay: float = 1.0,
     max_delay: float = 60.0,
     stop: asyncio.Event | None = None,
+    rotate_before: dt.timedelta | None = None,
 ) -> None:
     """Stay online until ``stop`` is set; raises :class:`LoginRefused` when retrying is futile.
 
@@ -133,11 +142,32 @@ async def run(
         delay = min_delay
         record_status(state_dir, "online", str(bound))
         report(f"online as {bound}")
-        stopped = asyncio.ensure_future(stop.wait())
-        lost = asyncio.ensure_future(gone.wait())
-        await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        lost.cancel()
+        margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
+        while True:
+            wait = (rotation.due(state_dir, margin) - dt.datetime.now(dt.UTC)).total_seconds()
+            stopped = asyncio.ensure_future(stop.wait())
+            lost = asyncio.ensure_future(gone.wait())
+            done, _ = await asyncio.wait(
+                {stopped, lost}, timeout=max(wait, 0.0), return_when=asyncio.FIRST_COMPLETED
+            )
+            stopped.cancel()
+            lost.cancel()
+            if done:
+                break
+            # The certificate is due: renew it without going offline.
+            try:
+                successor = await rotation.rotate(state_dir, client, lambda: client_for(state_dir))
+            except (DeviceAgentError, PairingError) as exc:
+                report(f"rotation failed, will retry: {exc}")
+                await _sleep_or_stop(stop, min(3600.0, max(min_delay, ROTATION_RETRY)))
+                continue
+            client, gone = successor, asyncio.Event()
+            client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
+            client.add_event_handler("stream_error", on_stream_error)
+            identity = KeyStore(state_dir).load()
+            report(
+                f"rotated the certificate; the new one expires {identity.not_after:%Y-%m-%d %H:%M}"
+            )
         if stop.is_set():
             await client.disconnect(wait=2)
             record_status(state_dir, "stopped")

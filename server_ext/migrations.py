@@ -98,3 +98,8 @@ def m003_device_inventory(db: Database) -> None:
         ALTER TABLE certificates ADD COLUMN state_changed_at TEXT;
         """
     )
+
+
+@migrations()
+def m004_rotation(db: Database) -> None:
+    db.executescript("ALTER TABLE certificates ADD COLUMN replaces INTEGER;")

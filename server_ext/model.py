@@ -64,6 +64,7 @@ class CertificateRecord:
     last_login_address: str | None = None
     revoked_reason: str | None = None
     state_changed_at: dt.datetime | None = None
+    replaces: int | None = None  # the certificate this one rotated out
 
 
 @dataclass(frozen=True, slots=True)

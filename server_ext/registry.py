@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 _CERT_COLUMNS = (
     "id, account, name, fingerprint, der, subject_jids, not_before, not_after, state, "
     "no_cert_management, added_by, added_via, added_at, last_login_at, last_login_address, "
-    "revoked_reason, state_changed_at"
+    "revoked_reason, state_changed_at, replaces"
 )
 
 
@@ -85,6 +85,7 @@ def _cert_record(row: tuple[Any, ...]) -> CertificateRecord:
         last_login_address=row[14],
         revoked_reason=row[15],
         state_changed_at=_parse_time(row[16]),
+        replaces=row[17],
     )
 
 
@@ -518,6 +519,52 @@ class Registry:
         record = self.get_certificate(account, name)
         assert record is not None
         return record
+
+    def rotate_certificate(
+        self, old_fingerprint: str, der: bytes, *, actor: str, now: dt.datetime | None = None
+    ) -> CertificateRecord:
+        """Register ``der`` as the successor of an active certificate: same name, same device.
+
+        The old certificate keeps working (no downtime) and is renamed ``name (<fp prefix>)``;
+        it is disabled when the new one first logs in (:meth:`retire_replaced`).
+        """
+        now = now or _now()
+        with self._transaction("rotate the certificate") as conn:
+            old = self._certificate_where("fingerprint = ?", (old_fingerprint,))
+            if old is None or old.state is not CertState.ACTIVE:
+                raise UnknownCertificate("only an active certificate can be rotated")
+            retired_name = f"{old.name} ({old.fingerprint[:8]})"
+            conn.execute("UPDATE certificates SET name = ? WHERE id = ?", (retired_name, old.id))
+            try:
+                new_id = self._insert_certificate(
+                    conn, old.account, old.name, der, old.no_cert_management, actor, "rotation", now
+                )
+            except sqlite3.IntegrityError as exc:
+                raise _duplicate(exc, old.account, old.name) from None
+            conn.execute("UPDATE certificates SET replaces = ? WHERE id = ?", (old.id, new_id))
+            self._audit_row(
+                conn,
+                "cert.rotated",
+                actor=actor,
+                subject=fingerprint(der),
+                now=now,
+                detail={"account": str(old.account), "name": old.name, "replaces": old.fingerprint},
+            )
+        record = self.certificate_by_id(new_id)
+        assert record is not None
+        return record
+
+    def retire_replaced(self, fp: str) -> CertificateRecord | None:
+        """At a rotated certificate's first login, disable the one it replaced."""
+        record = self.certificate_by_fingerprint(fp)
+        if record is None or record.replaces is None:
+            return None
+        old = self.certificate_by_id(record.replaces)
+        if old is None or old.state is not CertState.ACTIVE:
+            return None
+        return self.set_certificate_state(
+            old.account, old.name, CertState.DISABLED, actor="server", reason="rotated"
+        )
 
     def record_login(self, fp: str, address: str, now: dt.datetime | None = None) -> None:
         try:

@@ -573,6 +573,7 @@ class C2SConnection(asyncio.Protocol):
         server = self.server
         try:
             server.registry.record_login(self.fingerprint, self.address, server.clock())
+            server.registry.retire_replaced(self.fingerprint)
         except RegistryError as exc:
             log.error("last login not recorded: %s", exc)
         server.audit(

@@ -38,6 +38,10 @@ def handle(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Eleme
     payload = iq[0]
     action = local_name(payload)
     iq_type = iq.get("type")
+    if action == "append" and iq_type == "set" and requester.fingerprint is not None:
+        rotated = _rotation(ctx, requester, payload)
+        if rotated:
+            return None
     _refuse_restricted_session(ctx, requester)
     if action == "items" and iq_type == "get":
         return _items(ctx, requester)
@@ -49,6 +53,36 @@ def handle(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Eleme
             _change_state(ctx, requester, payload, action)
             return None
     raise StanzaError(ErrorType.CANCEL, "bad-request", f"unknown XEP-0257 request {action!r}")
+
+
+def _rotation(ctx: ServerContext, requester: Requester, payload: ET.Element) -> bool:
+    """A device registering its own successor certificate (docs/admin.md, "Rotation").
+
+    Allowed even under no-cert-management, but only for a certificate that names exactly this
+    session's full JID: a device can renew itself and nothing else.
+    """
+    encoded = "".join((payload.findtext(_CERT) or "").split())
+    try:
+        der = base64.b64decode(encoded, validate=True)
+        cert = load_certificate(der)
+        jids = xmpp_addrs(cert)
+    except (binascii.Error, ValueError, CertificateError):
+        return False
+    if jids != (requester.jid,):
+        return False
+    assert requester.fingerprint is not None
+    problem = validate_for_account(cert, requester.jid.bare, ctx.clock(), jids=jids)
+    if problem:
+        raise StanzaError(ErrorType.MODIFY, "not-acceptable", problem)
+    try:
+        ctx.registry.rotate_certificate(requester.fingerprint, der, actor=str(requester.jid))
+    except DuplicateCertificate:
+        raise StanzaError(
+            ErrorType.CANCEL, "conflict", "this certificate is already registered"
+        ) from None
+    except RegistryError as exc:
+        raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
+    return True
 
 
 def _refuse_restricted_session(ctx: ServerContext, requester: Requester) -> None:
