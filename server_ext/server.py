@@ -493,6 +493,7 @@ class C2SConnection(asyncio.Protocol):
 
     def _apply(self, outcome: Outcome) -> None:
         server = self.server
+        mechanism = self._mechanism
         name = self._mechanism_name
         password = name != "EXTERNAL"
         if isinstance(outcome, Challenge):
@@ -518,7 +519,12 @@ class C2SConnection(asyncio.Protocol):
             self.stream.auth_succeeded(account, outcome.additional_data)
             self._release_slot()
             if self.fingerprint is not None:
-                self._record_certificate_login(account)
+                replaces = (
+                    mechanism.accepted.replaces
+                    if isinstance(mechanism, ExternalMechanism) and mechanism.accepted
+                    else None
+                )
+                self._record_certificate_login(account, retire=replaces is not None)
             return
         assert isinstance(outcome, Failure)
         if password:
@@ -568,12 +574,13 @@ class C2SConnection(asyncio.Protocol):
             )
         self.stream.send_bytes(result.reply)
 
-    def _record_certificate_login(self, account: JID) -> None:
+    def _record_certificate_login(self, account: JID, *, retire: bool) -> None:
         assert self.fingerprint is not None
         server = self.server
         try:
             server.registry.record_login(self.fingerprint, self.address, server.clock())
-            server.registry.retire_replaced(self.fingerprint)
+            if retire:  # the first logins of a rotated certificate retire its predecessor
+                server.registry.retire_replaced(self.fingerprint)
         except RegistryError as exc:
             log.error("last login not recorded: %s", exc)
         server.audit(

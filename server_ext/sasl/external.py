@@ -35,6 +35,8 @@ class ExternalMechanism:
         self._lookup = lookup
         self._clock = clock
         self._state = 0
+        #: The registry record of the accepted certificate, once the login succeeded.
+        self.accepted: CertificateRecord | None = None
 
     def start(self, initial_response: bytes | None) -> Outcome:
         if self._state != 0:
@@ -66,6 +68,7 @@ class ExternalMechanism:
             now=self._clock(),
         )
         if isinstance(decision, ExternalAccepted):
+            self.accepted = decision.certificate
             return Success(
                 decision.identity,
                 self.name,
