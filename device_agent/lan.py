@@ -225,6 +225,10 @@ async def _enroll(
     report(f"sending the certificate for {jid} to the user's client ...")
     created = not store.exists()
     identity = store.create(jid, valid_for=dt.timedelta(days=365)) if created else store.load()
+    if identity.jid != jid:
+        return EnrollmentResult(
+            False, str(jid), f"this device already is {identity.jid}; reset it first"
+        )
     session.submit_certificate(identity.certificate_der, store.private_key())
     await flush()
     while True:

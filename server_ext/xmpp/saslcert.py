@@ -71,6 +71,11 @@ def _rotation(ctx: ServerContext, requester: Requester, payload: ET.Element) -> 
     if jids != (requester.jid,):
         return False
     assert requester.fingerprint is not None
+    current = ctx.registry.certificate_by_fingerprint(requester.fingerprint)
+    if current is None or current.subject_jids != (str(requester.jid),):
+        # Only a device locked to this resource renews itself this way; anything else is an
+        # ordinary append, with the ordinary rules.
+        return False
     problem = validate_for_account(cert, requester.jid.bare, ctx.clock(), jids=jids)
     if problem:
         raise StanzaError(ErrorType.MODIFY, "not-acceptable", problem)
