@@ -311,7 +311,12 @@ def tokens_cancel(account: Account, token_id: int) -> None:
     help="token: the device redeems a one-time token; xep0257: we upload its certificate.",
 )
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds the window stays open.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    default="0.0.0.0",  # noqa: S104 - devices on the LAN must reach the window
+    show_default=True,
+    help="Address to listen on (devices dial the advertised addresses).",
+)
 @click.option("--interface", "interfaces", multiple=True, help="mDNS only on this IPv4 address.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-device report as JSON.")
 @click.pass_obj

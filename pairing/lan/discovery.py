@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import ifaddr
 from zeroconf import IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -36,16 +37,31 @@ def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
     return AsyncZeroconf()
 
 
+def addresses_to_advertise(host: str, interfaces: Sequence[str] | None) -> list[str]:
+    """The IPv4 addresses devices should dial: the chosen interfaces, the host, or all."""
+    if interfaces:
+        return list(interfaces)
+    if host not in ("0.0.0.0", ""):  # noqa: S104 - a comparison, not a bind
+        return [host]
+    found = [
+        ip.ip
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+    ]
+    return found or ["127.0.0.1"]
+
+
 @asynccontextmanager
 async def advertise(
-    port: int, window_id: str, *, address: str, interfaces: Sequence[str] | None = None
+    port: int, window_id: str, *, addresses: Sequence[str], interfaces: Sequence[str] | None = None
 ) -> AsyncIterator[None]:
     """Announce a pairing window while the block runs; withdraw it with real goodbyes."""
     azc = _zeroconf(interfaces)
     info = AsyncServiceInfo(
         SERVICE_TYPE,
         f"pairing-{window_id}.{SERVICE_TYPE}",
-        addresses=[socket.inet_aton(address)],
+        addresses=[socket.inet_aton(address) for address in addresses],
         port=port,
         properties={"v": TXT_VERSION, "w": window_id},
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pairing.errors import PairingError
-from pairing.lan.discovery import advertise
+from pairing.lan.discovery import addresses_to_advertise, advertise
 from pairing.protocol.pair_messages import (
     REASON_TEXT,
     DeviceHello,
@@ -114,7 +114,7 @@ class PairingWindow:
     timeout: float = 300.0  # Matter: commissioning windows last 3 to 15 minutes
     attempt_timeout: float = 60.0  # Matter's PASE limit
     max_failures_per_device: int = 3
-    host: str = "127.0.0.1"
+    host: str = "0.0.0.0"  # noqa: S104 - devices on the LAN must reach the window
     interfaces: Sequence[str] | None = None
     report: Callable[[str], None] = print
     window_id: str = field(default_factory=lambda: secrets.token_hex(4))
@@ -127,10 +127,12 @@ class PairingWindow:
         server = await asyncio.start_server(self._connection, self.host, 0)
         self.port = server.sockets[0].getsockname()[1]
         try:
+            addresses = addresses_to_advertise(self.host, self.interfaces)
             async with advertise(
-                self.port, self.window_id, address=self.host, interfaces=self.interfaces
+                self.port, self.window_id, addresses=addresses, interfaces=self.interfaces
             ):
-                self.report(f"pairing window {self.window_id} open on {self.host}:{self.port}")
+                where = ", ".join(f"{a}:{self.port}" for a in addresses)
+                self.report(f"pairing window {self.window_id} open on {where}")
                 try:
                     await asyncio.wait_for(self._done.wait(), self.timeout)
                 except TimeoutError:

@@ -207,3 +207,16 @@ def test_docs_state_table_matches_the_code() -> None:
 
     docs = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
     assert state_table_markdown() in docs
+
+
+def test_window_advertises_reachable_addresses_only() -> None:
+    from pairing.lan.discovery import addresses_to_advertise
+
+    assert addresses_to_advertise("0.0.0.0", ["127.0.0.1"]) == ["127.0.0.1"]
+    assert addresses_to_advertise("192.0.2.9", None) == ["192.0.2.9"]
+    everything = addresses_to_advertise("0.0.0.0", None)
+    assert (
+        everything
+        and all(not a.startswith("127.") for a in everything)
+        or everything == ["127.0.0.1"]
+    )
