@@ -157,8 +157,14 @@ def reset(store: KeyStore, yes: bool) -> None:
 
 
 @main.command("run")
+@click.option(
+    "--rotate-before-days",
+    type=float,
+    help="Renew the certificate this many days before it expires (default: a third of "
+    "its lifetime, at most 30 days).",
+)
 @click.pass_obj
-def run_command(store: KeyStore) -> None:
+def run_command(store: KeyStore, rotate_before_days: float | None) -> None:
     """Stay logged in (SASL EXTERNAL), reconnecting with backoff, until Ctrl-C.
 
     A device with a setup label that is not enrolled yet first pairs on the LAN.
@@ -179,7 +185,8 @@ def run_command(store: KeyStore) -> None:
     enrollment.ServerSettings.load(store.state_dir)
 
     try:
-        asyncio.run(runtime.run(store.state_dir, report=report))
+        margin = dt.timedelta(days=rotate_before_days) if rotate_before_days is not None else None
+        asyncio.run(runtime.run(store.state_dir, report=report, rotate_before=margin))
     except KeyboardInterrupt:
         report("stopped")
     except runtime.LoginRefused as exc:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from server_ext.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "admin.sock"
@@ -69,6 +71,10 @@ async def serve_admin(path: Path, handle: Handler) -> asyncio.AbstractServer:
             writer.close()
 
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if _answers(path):
+        raise ConfigError(
+            f"another server-ext is already running with this data directory ({path})"
+        )
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # noqa: ASYNC240 - a socket left by a crashed server, at startup
     old_umask = os.umask(0o177)
@@ -78,6 +84,17 @@ async def serve_admin(path: Path, handle: Handler) -> asyncio.AbstractServer:
         os.umask(old_umask)
     path.chmod(0o600)  # noqa: ASYNC240 - at startup
     return server
+
+
+def _answers(path: Path) -> bool:
+    """True when a live server already listens on ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def request(

@@ -116,27 +116,33 @@ class Server:
     async def start(self) -> list[ListeningAddress]:
         """Bind the listeners (port 0 picks a free port) and start accepting."""
         loop = asyncio.get_running_loop()
+        # First the admin socket: a second server on the same data directory stops here,
+        # before it binds any port.
+        self._admin = await serve_admin(
+            admin_channel.socket_path(self.config.data_dir), self.admin_request
+        )
         ports = [(self.config.port, False)]
         if self.config.direct_tls_port is not None:
             ports.append((self.config.direct_tls_port, True))
-        for port, direct in ports:
-            listener = await loop.create_server(
-                lambda direct=direct: C2SConnection(self, direct_tls=direct),  # type: ignore[misc]
-                self.config.host,
-                port,
-                backlog=self.config.backlog,
-                reuse_address=True,
-            )
-            self._listeners.append(listener)
-            bound = listener.sockets[0].getsockname()
-            self.addresses.append(ListeningAddress(bound[0], bound[1], direct))
+        try:
+            for port, direct in ports:
+                listener = await loop.create_server(
+                    lambda direct=direct: C2SConnection(self, direct_tls=direct),  # type: ignore[misc]
+                    self.config.host,
+                    port,
+                    backlog=self.config.backlog,
+                    reuse_address=True,
+                )
+                self._listeners.append(listener)
+                bound = listener.sockets[0].getsockname()
+                self.addresses.append(ListeningAddress(bound[0], bound[1], direct))
+        except OSError:
+            await self.stop()  # a port is taken: leave nothing half-open behind
+            raise
         if self.config.port == 0:  # tests: URIs must carry the port actually bound
             self.context = dataclasses.replace(self.context, connect_port=self.port)
             self.dispatcher = Dispatcher(self.context, account_handlers())
         self._sweeper = asyncio.create_task(self._sweep_tokens())
-        self._admin = await serve_admin(
-            admin_channel.socket_path(self.config.data_dir), self.admin_request
-        )
         return self.addresses
 
     def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:

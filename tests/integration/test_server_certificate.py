@@ -44,3 +44,13 @@ def test_mismatched_or_missing_operator_files_are_clear(tmp_path: Path) -> None:
     garbage.write_text("hello")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_server_certificate(garbage, one.key_path)
+
+
+async def test_a_second_server_on_the_same_data_directory_is_refused(
+    make_server: ServerFactory,
+) -> None:
+    from server_ext.errors import ConfigError
+
+    first = await make_server()
+    with pytest.raises(ConfigError, match="already running"):
+        await make_server(data_dir=first.config.data_dir)
