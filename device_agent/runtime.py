@@ -128,9 +128,20 @@ async def run(
         client.add_event_handler("stream_error", on_stream_error)
         try:
             bound = await login(client)
-        except (AuthenticationFailed, ServerIdentityMismatch) as exc:
+        except AuthenticationFailed as exc:
+            if "revoked" in exc.text:
+                report(f"refused: {exc}")
+                record_status(state_dir, "revoked", exc.text)
+                raise LoginRefused(str(exc)) from None
+            # Disabled, expired or not (yet) registered: an admin may fix that, so keep
+            # trying, but only at the slowest pace.
+            record_status(state_dir, "refused", exc.text)
+            report(f"refused: {exc}; retrying in {max_delay:.0f} s")
+            await _sleep_or_stop(stop, max_delay)
+            continue
+        except ServerIdentityMismatch as exc:
             report(f"refused: {exc}")
-            record_status(state_dir, "revoked" if "revoked" in str(exc) else "refused", str(exc))
+            record_status(state_dir, "refused", str(exc))
             raise LoginRefused(str(exc)) from None
         except ConnectionFailed as exc:
             # Full jitter (AWS architecture blog) keeps a fleet from reconnecting in lockstep.

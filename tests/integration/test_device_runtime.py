@@ -67,3 +67,39 @@ async def test_reconnects_after_a_drop_and_stops_when_revoked(
     with pytest.raises(LoginRefused, match="revoked"):
         await asyncio.wait_for(task, 10)
     assert any(line.startswith("refused:") for line in lines)
+
+
+async def test_a_disabled_device_waits_and_returns_when_enabled(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    xmpp_server.add_user("alice")
+    issued = issue_token(
+        xmpp_server.registry,
+        TokenRules(),
+        account=JID.parse("alice@localhost"),
+        resource="sensor",
+        name=None,
+        ttl=None,
+        created_by="test",
+    )
+    uri = issued.uri(
+        host=xmpp_server.host, port=xmpp_server.port, fingerprint=xmpp_server.fingerprint
+    )
+    store = KeyStore(tmp_path / "sensor")
+    await enroll(store, uri)
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(store.state_dir, report=lines.append, min_delay=0.1, max_delay=0.3, stop=stop)
+    )
+    first = await wait_for_line(lines, "online as")
+    account = JID.parse("alice@localhost")
+    xmpp_server.registry.set_certificate_state(account, "sensor", CertState.DISABLED, actor="t")
+    (session,) = xmpp_server.server.sessions.resources(account)
+    session.terminate("system-shutdown", "maintenance")
+    refused = await wait_for_line(lines, "disabled", first)
+    assert not task.done()  # still trying, slowly
+    xmpp_server.registry.set_certificate_state(account, "sensor", CertState.ACTIVE, actor="t")
+    await wait_for_line(lines, "online as", refused)
+    stop.set()
+    await asyncio.wait_for(task, 10)
