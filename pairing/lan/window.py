@@ -24,6 +24,7 @@ from pairing.protocol.pair_messages import (
     EnrollmentOffer,
     EnrollmentResult,
     FailureReason,
+    SetupFailed,
 )
 from pairing.protocol.pair_setup import (
     CertificateReceived,
@@ -114,6 +115,7 @@ class PairingWindow:
     timeout: float = 300.0  # Matter: commissioning windows last 3 to 15 minutes
     attempt_timeout: float = 60.0  # Matter's PASE limit
     max_failures_per_device: int = 3
+    max_concurrent: int = 16  # pairings in progress at once; more are told "busy"
     host: str = "0.0.0.0"  # noqa: S104 - devices on the LAN must reach the window
     interfaces: Sequence[str] | None = None
     report: Callable[[str], None] = print
@@ -121,6 +123,7 @@ class PairingWindow:
     outcomes: dict[str, DeviceOutcome] = field(default_factory=dict)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    _active: int = 0
 
     async def run(self) -> list[DeviceOutcome]:
         """Open, advertise, pair until done or timed out, then withdraw the advertisement."""
@@ -158,6 +161,12 @@ class PairingWindow:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = UserSession()
         peer = writer.get_extra_info("peername")
+        if self._active >= self.max_concurrent:
+            # A flood of connections must not tie up the window for the real devices.
+            writer.write(SetupFailed(FailureReason.BUSY).frame().encode())
+            writer.close()
+            return
+        self._active += 1
         try:
             await asyncio.wait_for(self._drive(session, reader, writer), self.attempt_timeout)
         except TimeoutError:
@@ -170,6 +179,7 @@ class PairingWindow:
             log.exception("pairing with %s failed", peer)
             self._note(session, "internal error")
         finally:
+            self._active -= 1
             writer.close()
             self._check_done()
 

@@ -312,3 +312,41 @@ def test_malformed_frames_get_an_error_and_the_window_keeps_serving(
     assert code == 0, err
     wcode, _, werr = finish(window)
     assert wcode == 0, werr
+
+
+async def test_a_connection_flood_gets_busy_instead_of_tying_up_the_window() -> None:
+    import asyncio
+
+    from pairing.lan.window import CodeBook, PairingWindow
+    from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer
+
+    class NoEnrollment:  # never reached: no device gets past SRP here
+        async def offer_for(self, hello: DeviceHello) -> EnrollmentOffer:
+            raise AssertionError("unexpected")
+
+        async def register(self, hello: DeviceHello, der: bytes) -> None:
+            raise AssertionError("unexpected")
+
+    window = PairingWindow(
+        CodeBook(),
+        NoEnrollment(),
+        timeout=5,
+        host="127.0.0.1",
+        interfaces=["127.0.0.1"],
+        max_concurrent=1,
+        report=lambda _: None,
+    )
+    task = asyncio.create_task(window.run())
+    for _ in range(500):  # the window binds its port first thing
+        if window.port:
+            break
+        await asyncio.sleep(0.01)
+    _, holder = await asyncio.open_connection("127.0.0.1", window.port)  # silent, holds a slot
+    await asyncio.sleep(0.1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", window.port)
+    reply = await asyncio.wait_for(reader.read(16), 5)
+    assert reply == Frame(FrameType.SETUP_FAILED, bytes([FailureReason.BUSY])).encode()
+    holder.close()
+    writer.close()
+    window.close()
+    await asyncio.wait_for(task, 10)
