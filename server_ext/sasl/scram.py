@@ -144,10 +144,9 @@ class ScramMechanism:
             if cbind not in ("n", "y"):
                 raise ValueError("bad gs2 header")
             attrs = _parse_attributes(bare)
+            # RFC 5802 §5.1: a leading "m=" (mandatory extension) is not supported either.
             if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
-                raise ValueError("client-first needs n= and r=")
-            if attrs[0][0] == "m":
-                raise ValueError("mandatory extensions are not supported")
+                raise ValueError("client-first needs n= and r= (no extensions)")
             username = saslprep(_decode_saslname(attrs[0][1]))
             client_nonce = attrs[1][1]
             if not client_nonce or not client_nonce.isprintable() or "," in client_nonce:
