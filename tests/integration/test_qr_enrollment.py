@@ -281,3 +281,25 @@ async def test_private_key_never_on_the_wire(xmpp_server: RunningServer, tmp_pat
     for secret in (der, scalar, pem_body, base64.b64encode(der)):
         assert secret not in sent_raw
         assert secret not in plaintext
+
+
+async def test_a_failing_disk_leaves_nothing_half_enrolled(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    """The registry refuses writes (as on a full disk): the device is told, the token survives."""
+    xmpp_server.add_user("alice")
+    uri = token_uri(xmpp_server)
+    conn = xmpp_server.registry._conn
+    conn.execute("PRAGMA query_only = ON")  # every write now fails, like ENOSPC
+    store = KeyStore(tmp_path / "bot")
+    try:
+        with pytest.raises(EnrollmentError, match="internal-error"):
+            await enroll(store, uri)
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+    assert not store.exists()
+    (record,) = xmpp_server.registry.list_tokens()
+    assert record.state is TokenState.PENDING
+    assert xmpp_server.registry.list_certificates() == []
+    # The server kept serving, and the same token works once the disk is fine again.
+    assert await enroll(store, uri) == JID.parse("alice@localhost/weatherbot")
