@@ -23,6 +23,7 @@ from server_ext import admin_channel
 from server_ext.admin_channel import serve_admin
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
+from server_ext.log_limits import CappedLog
 from server_ext.model import CertState
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.registry import Registry
@@ -57,6 +58,7 @@ from server_ext.xmpp.stream import (
 from server_ext.xmpp.xmlwriter import stream_error, stream_header
 
 log = logging.getLogger(__name__)
+peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
 
 PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 _WRITE_LIMIT = 4 * 1024 * 1024  # a peer that stops reading is cut off past this backlog
@@ -300,7 +302,12 @@ class C2SConnection(asyncio.Protocol):
             # Nagle plus delayed ACK cost Prosody 40 ms per login (docs/performance.md).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if not server.unauthenticated.acquire(self.address):
-            log.warning("too many unauthenticated connections from %s", self.address)
+            peer_log.log(
+                logging.WARNING,
+                "connection cap",
+                "too many unauthenticated connections from %s",
+                self.address,
+            )
             if not self.direct_tls:
                 transport.write(
                     stream_header(stream_id=secrets.token_hex(8), from_domain=server.config.domain)
@@ -354,7 +361,7 @@ class C2SConnection(asyncio.Protocol):
             try:
                 data = self.tls.receive(data)
             except TLSError as exc:
-                log.info("TLS failed with %s: %s", self.address, exc)
+                peer_log.log(logging.INFO, "tls", "TLS failed with %s: %s", self.address, exc)
                 self._write_raw(self.tls.outgoing())
                 self._abort()
                 return
@@ -416,7 +423,9 @@ class C2SConnection(asyncio.Protocol):
                 self._write_raw(self.tls.outgoing())
             transport.close()
         elif transport.get_write_buffer_size() > _WRITE_LIMIT:
-            log.warning("closing %s: it stopped reading", self.address)
+            peer_log.log(
+                logging.WARNING, "slow reader", "closing %s: it stopped reading", self.address
+            )
             self._abort()
 
     def _abort(self) -> None:
@@ -457,7 +466,13 @@ class C2SConnection(asyncio.Protocol):
         elif isinstance(event, NonzaReceived):
             self._enroll(event.element)
         elif isinstance(event, StreamFailed):
-            log.info("stream from %s failed: %s", self.address, event.condition)
+            peer_log.log(
+                logging.INFO,
+                f"stream {event.condition}",
+                "stream from %s failed: %s",
+                self.address,
+                event.condition,
+            )
 
     def _start_auth(self, event: AuthRequested) -> None:
         server = self.server
