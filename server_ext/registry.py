@@ -533,14 +533,42 @@ class Registry:
             old = self._certificate_where("fingerprint = ?", (old_fingerprint,))
             if old is None or old.state is not CertState.ACTIVE:
                 raise UnknownCertificate("only an active certificate can be rotated")
-            retired_name = f"{old.name} ({old.fingerprint[:8]})"
-            conn.execute("UPDATE certificates SET name = ? WHERE id = ?", (retired_name, old.id))
+            name = old.name
+            unused = self._certificate_where(
+                "replaces = ? AND last_login_at IS NULL AND state = 'active'", (old.id,)
+            )
+            if unused is not None:
+                # An earlier rotation registered a successor the device never used (it could
+                # not store the new key): retire that one and give its name to this one.
+                name = unused.name
+                conn.execute(
+                    "UPDATE certificates SET name = ?, state = 'revoked', state_changed_at = ?, "
+                    "revoked_reason = 'superseded before first use' WHERE id = ?",
+                    (f"{unused.name} ({unused.fingerprint[:8]})", _iso(now), unused.id),
+                )
+                self._audit_row(
+                    conn,
+                    "cert.revoked",
+                    actor=actor,
+                    subject=unused.fingerprint,
+                    now=now,
+                    detail={
+                        "account": str(old.account),
+                        "name": unused.name,
+                        "reason": "superseded before first use",
+                    },
+                )
+            else:
+                conn.execute(
+                    "UPDATE certificates SET name = ? WHERE id = ?",
+                    (f"{old.name} ({old.fingerprint[:8]})", old.id),
+                )
             try:
                 new_id = self._insert_certificate(
-                    conn, old.account, old.name, der, old.no_cert_management, actor, "rotation", now
+                    conn, old.account, name, der, old.no_cert_management, actor, "rotation", now
                 )
             except sqlite3.IntegrityError as exc:
-                raise _duplicate(exc, old.account, old.name) from None
+                raise _duplicate(exc, old.account, name) from None
             conn.execute("UPDATE certificates SET replaces = ? WHERE id = ?", (old.id, new_id))
             self._audit_row(
                 conn,
@@ -548,7 +576,7 @@ class Registry:
                 actor=actor,
                 subject=fingerprint(der),
                 now=now,
-                detail={"account": str(old.account), "name": old.name, "replaces": old.fingerprint},
+                detail={"account": str(old.account), "name": name, "replaces": old.fingerprint},
             )
         record = self.certificate_by_id(new_id)
         assert record is not None

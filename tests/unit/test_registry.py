@@ -176,3 +176,21 @@ def test_expiry_is_stored(registry: Registry) -> None:
     now = dt.datetime.now(dt.UTC)
     record = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
     assert now + dt.timedelta(days=364) < record.not_after < now + dt.timedelta(days=366)
+
+
+def test_rotation_links_renames_and_survives_a_lost_successor(registry: Registry) -> None:
+    first = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="token")
+    successor = registry.rotate_certificate(first.fingerprint, der(), actor="alice@example.org/bot")
+    assert (successor.name, successor.replaces) == ("bot", first.id)
+    old = registry.certificate_by_id(first.id)
+    assert old is not None and old.name == f"bot ({first.fingerprint[:8]})"
+    # The device never stored that key and rotates again from the old certificate.
+    again = registry.rotate_certificate(first.fingerprint, der(), actor="alice@example.org/bot")
+    assert (again.name, again.replaces) == ("bot", first.id)
+    lost = registry.certificate_by_id(successor.id)
+    assert lost is not None and lost.state is CertState.REVOKED
+    old = registry.certificate_by_id(first.id)
+    assert old is not None and old.name == f"bot ({first.fingerprint[:8]})"  # renamed once
+    registry.record_login(again.fingerprint, "127.0.0.1")
+    retired = registry.retire_replaced(again.fingerprint)
+    assert retired is not None and retired.state is CertState.DISABLED
