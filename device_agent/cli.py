@@ -280,17 +280,29 @@ def label(
 @click.option(
     "--max-failures", default=100, show_default=True, help="Wrong codes before the device locks."
 )
+@click.option(
+    "--advertise",
+    is_flag=True,
+    help="HomeKit-style: advertise this device and wait for `pairing add` to connect.",
+)
 @click.pass_obj
-def pair(store: KeyStore, timeout: float, interfaces: tuple[str, ...], max_failures: int) -> None:
+def pair(
+    store: KeyStore,
+    timeout: float,
+    interfaces: tuple[str, ...],
+    max_failures: int,
+    advertise: bool,
+) -> None:
     """Find a pairing window on the LAN, prove the label's code, enroll and log in."""
-    from device_agent.lan import PairingLimits
+    from device_agent.lan import PairingLimits, wait_for_user
     from device_agent.lan import pair as pair_on_lan
 
     def report(line: str) -> None:
         click.echo(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", err=True)
 
     limits = PairingLimits(lifetime_failures=max_failures, deadline=timeout)
+    how = wait_for_user if advertise else pair_on_lan
     bound = asyncio.run(
-        pair_on_lan(store.state_dir, limits=limits, interfaces=interfaces or None, report=report)
+        how(store.state_dir, limits=limits, interfaces=interfaces or None, report=report)
     )
     click.echo(f"paired: this device logs in as {bound}")

@@ -15,7 +15,13 @@ from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from device_agent.setup_state import AttemptCounter, SetupState
 from pairing.errors import PairingError
-from pairing.lan.discovery import WindowAddress, browse
+from pairing.lan.discovery import (
+    DEVICE_SERVICE_TYPE,
+    WindowAddress,
+    addresses_to_advertise,
+    advertise,
+    browse,
+)
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import (
     REASON_TEXT,
@@ -24,6 +30,7 @@ from pairing.protocol.pair_messages import (
     EnrollmentResult,
     EnrollMode,
     FailureReason,
+    SetupFailed,
 )
 from pairing.protocol.pair_setup import (
     DeviceSession,
@@ -150,6 +157,31 @@ async def _attempt(
 ) -> JID | str:
     reader, writer = await asyncio.open_connection(window.host, window.port)
     report(f"connected to window {window.window_id}")
+    return await _session(
+        reader,
+        writer,
+        f"window {window.window_id}",
+        hello,
+        setup,
+        attempts,
+        state_dir,
+        limits,
+        report,
+    )
+
+
+async def _session(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    where: str,
+    hello: DeviceHello,
+    setup: SetupState,
+    attempts: AttemptCounter,
+    state_dir: Path,
+    limits: PairingLimits,
+    report: Callable[[str], None],
+) -> JID | str:
+    """One pair-setup run over an open connection, whoever opened it."""
     session = DeviceSession(hello, setup.verifier)
     store = KeyStore(state_dir)
 
@@ -174,15 +206,15 @@ async def _attempt(
                     if event.reason is FailureReason.WRONG_CODE:
                         attempts.record_failure(limits.lifetime_failures)
                         report(
-                            f"window {window.window_id}: wrong setup code "
+                            f"{where}: wrong setup code "
                             f"({attempts.failures} of {limits.lifetime_failures} allowed)"
                         )
                         await flush()
                         return "wrong-code"
-                    report(f"window {window.window_id}: {REASON_TEXT[event.reason]}")
+                    report(f"{where}: {REASON_TEXT[event.reason]}")
                     return "failed"
                 elif isinstance(event, Paired):
-                    report(f"window {window.window_id}: code verified, channel encrypted")
+                    report(f"{where}: code verified, channel encrypted")
                 elif isinstance(event, OfferReceived):
                     await flush()
                     result = await _enroll(
@@ -253,3 +285,81 @@ async def _enroll(
     await client.disconnect(wait=2)
     report(f"registered; logged in with EXTERNAL as {bound}")
     return EnrollmentResult(True, str(bound))
+
+
+async def wait_for_user(
+    state_dir: Path,
+    *,
+    limits: PairingLimits = PairingLimits(),
+    host: str = "0.0.0.0",  # noqa: S104 - the user's client on the LAN must reach the device
+    interfaces: Sequence[str] | None = None,
+    report: Callable[[str], None] = print,
+) -> JID:
+    """HomeKit-style: the device listens and advertises itself; a user's client connects.
+
+    One pairing at a time: while one runs, other clients are told ``busy``.
+    """
+    setup = SetupState.load(state_dir)
+    attempts = AttemptCounter.load(state_dir)
+    if attempts.locked or attempts.failures >= limits.lifetime_failures:
+        raise LockedOut("the device is locked; run `device-agent label --reset` for a new code")
+    sh = setup_hash(setup.setup_id, setup.device_id)
+    hello = DeviceHello(setup.device_id, sh, setup.name, setup.resource)
+    done: asyncio.Future[JID] = asyncio.get_running_loop().create_future()
+    busy = False
+    backoff = limits.first_backoff
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal busy, backoff
+        peer = writer.get_extra_info("peername")
+        where = f"user client {peer[0] if peer else '?'}"
+        if busy or done.done() or attempts.locked:
+            reason = FailureReason.LOCKED_OUT if attempts.locked else FailureReason.BUSY
+            writer.write(SetupFailed(reason).frame().encode())
+            writer.close()
+            return
+        busy = True
+        try:
+            report(f"{where} connected")
+            outcome = await asyncio.wait_for(
+                _session(reader, writer, where, hello, setup, attempts, state_dir, limits, report),
+                limits.attempt_timeout,
+            )
+            if isinstance(outcome, JID):
+                if not done.done():
+                    done.set_result(outcome)
+            elif outcome == "wrong-code":
+                if attempts.locked and not done.done():
+                    done.set_exception(LockedOut("too many wrong codes: the device is now locked"))
+                # Stay busy for the backoff: a guesser gets "busy", not another try.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+        except TimeoutError:
+            report(f"{where}: pairing took too long")
+        except (OSError, PairingError) as exc:
+            report(f"{where}: {exc}")
+        finally:
+            busy = False
+            writer.close()
+
+    server = await asyncio.start_server(on_connection, host, 0)
+    port = server.sockets[0].getsockname()[1]
+    addresses = addresses_to_advertise(host, interfaces)
+    try:
+        async with advertise(
+            port,
+            setup.device_id,
+            addresses=addresses,
+            interfaces=interfaces,
+            service_type=DEVICE_SERVICE_TYPE,
+            extra={"sh": sh.hex(), "n": setup.name[:32]},
+        ):
+            report(f"device {setup.device_id} waiting for a user's client on port {port} ...")
+            try:
+                return await asyncio.wait_for(done, limits.deadline)
+            except TimeoutError:
+                raise PairingGaveUp(
+                    f"no user's client paired this device within {limits.deadline:.0f} s"
+                ) from None
+    finally:
+        server.close()

@@ -289,39 +289,48 @@ def tokens_cancel(account: Account, token_id: int) -> None:
     click.echo(f"cancelled pairing code {token_id}")
 
 
-@main.command()
-@click.option("--code", help="The setup code of the one device to pair (XXX-XX-XXX).")
-@click.option(
-    "--qr",
-    "labels",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A photo of a device label (repeatable).",
-)
-@click.option(
-    "--codes",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="A fleet CSV: device_id,code per line.",
-)
-@click.option(
-    "--mode",
-    type=click.Choice(["token", "xep0257"]),
-    default="token",
-    show_default=True,
-    help="token: the device redeems a one-time token; xep0257: we upload its certificate.",
-)
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds the window stays open.")
-@click.option(
-    "--host",
-    default="0.0.0.0",  # noqa: S104 - devices on the LAN must reach the window
-    show_default=True,
-    help="Address to listen on (devices dial the advertised addresses).",
-)
-@click.option("--interface", "interfaces", multiple=True, help="mDNS only on this IPv4 address.")
-@click.option("--json", "as_json", is_flag=True, help="Print the per-device report as JSON.")
-@click.pass_obj
-def listen(
+def _code_options(func: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        [
+            click.option("--code", help="The setup code of the one device to pair (XXX-XX-XXX)."),
+            click.option(
+                "--qr",
+                "labels",
+                multiple=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="A photo of a device label (repeatable).",
+            ),
+            click.option(
+                "--codes",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help="A fleet CSV: device_id,code per line.",
+            ),
+            click.option(
+                "--mode",
+                type=click.Choice(["token", "xep0257"]),
+                default="token",
+                show_default=True,
+                help="token: the device redeems a one-time token; xep0257: we upload its "
+                "certificate.",
+            ),
+            click.option(
+                "--timeout", default=300.0, show_default=True, help="Seconds to keep at it."
+            ),
+            click.option(
+                "--interface", "interfaces", multiple=True, help="mDNS only on this IPv4 address."
+            ),
+            click.option(
+                "--json", "as_json", is_flag=True, help="Print the per-device report as JSON."
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def _pair_devices(
     account: Account,
+    *,
     code: str | None,
     labels: tuple[Path, ...],
     codes: Path | None,
@@ -330,8 +339,8 @@ def listen(
     host: str,
     interfaces: tuple[str, ...],
     as_json: bool,
+    reverse: bool,
 ) -> None:
-    """Open a pairing window on the LAN so headless devices can join your account."""
     from pairing import qr
     from pairing.lan.enroller import AccountEnroller
     from pairing.lan.window import CodeBook, PairingWindow
@@ -372,7 +381,7 @@ def listen(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, window.close)
-        return await window.run()
+        return await (window.add_devices() if reverse else window.run())
 
     outcomes = account.run(session)
     rows = [asdict(o) for o in outcomes]
@@ -390,6 +399,28 @@ def listen(
     )
     if not rows or not all(r["ok"] for r in rows) or (book.expected or 0) > len(rows):
         raise click.ClickException("not every expected device was paired")
+
+
+@main.command()
+@_code_options
+@click.option(
+    "--host",
+    default="0.0.0.0",  # noqa: S104 - devices on the LAN must reach the window
+    show_default=True,
+    help="Address to listen on (devices dial the advertised addresses).",
+)
+@click.pass_obj
+def listen(account: Account, /, host: str, **options: Any) -> None:
+    """Open a pairing window on the LAN so headless devices can join your account."""
+    _pair_devices(account, host=host, reverse=False, **options)
+
+
+@main.command()
+@_code_options
+@click.pass_obj
+def add(account: Account, /, **options: Any) -> None:
+    """Find devices that advertise themselves (device-agent pair --advertise) and pair them."""
+    _pair_devices(account, host="0.0.0.0", reverse=True, **options)  # noqa: S104
 
 
 @main.group("devices")

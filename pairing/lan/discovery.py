@@ -19,15 +19,22 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_xmpp-dp._tcp.local."
+SERVICE_TYPE = "_xmpp-dp._tcp.local."  # user's pairing windows
+DEVICE_SERVICE_TYPE = "_xmpp-dp-dev._tcp.local."  # unpaired devices (HomeKit-style reverse)
 TXT_VERSION = "1"
 
 
 @dataclass(frozen=True, slots=True)
 class WindowAddress:
+    """An advertised endpoint: a window (``window_id``) or a device (its device id)."""
+
     host: str
     port: int
     window_id: str
+    properties: tuple[tuple[str, str], ...] = ()
+
+    def property(self, key: str) -> str:
+        return dict(self.properties).get(key, "")
 
 
 def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
@@ -54,16 +61,22 @@ def addresses_to_advertise(host: str, interfaces: Sequence[str] | None) -> list[
 
 @asynccontextmanager
 async def advertise(
-    port: int, window_id: str, *, addresses: Sequence[str], interfaces: Sequence[str] | None = None
+    port: int,
+    window_id: str,
+    *,
+    addresses: Sequence[str],
+    interfaces: Sequence[str] | None = None,
+    service_type: str = SERVICE_TYPE,
+    extra: dict[str, str] | None = None,
 ) -> AsyncIterator[None]:
-    """Announce a pairing window while the block runs; withdraw it with real goodbyes."""
+    """Announce a window (or a device) while the block runs; withdraw it with real goodbyes."""
     azc = _zeroconf(interfaces)
     info = AsyncServiceInfo(
-        SERVICE_TYPE,
-        f"pairing-{window_id}.{SERVICE_TYPE}",
+        service_type,
+        f"pairing-{window_id}.{service_type}",
         addresses=[socket.inet_aton(address) for address in addresses],
         port=port,
-        properties={"v": TXT_VERSION, "w": window_id},
+        properties={"v": TXT_VERSION, "w": window_id, **(extra or {})},
     )
     try:
         # Both awaits matter: the inner one waits for the announcement to be broadcast.
@@ -76,8 +89,10 @@ async def advertise(
             await azc.async_close()
 
 
-async def browse(*, interfaces: Sequence[str] | None = None) -> AsyncIterator[WindowAddress]:
-    """Pairing windows as they appear on the LAN (runs until the consumer stops)."""
+async def browse(
+    *, interfaces: Sequence[str] | None = None, service_type: str = SERVICE_TYPE
+) -> AsyncIterator[WindowAddress]:
+    """Windows (or devices) as they appear on the LAN (runs until the consumer stops)."""
     azc = _zeroconf(interfaces)
     found: asyncio.Queue[str] = asyncio.Queue()
 
@@ -87,12 +102,12 @@ async def browse(*, interfaces: Sequence[str] | None = None) -> AsyncIterator[Wi
         if state_change in (ServiceStateChange.Added, ServiceStateChange.Updated):
             found.put_nowait(name)
 
-    browser = AsyncServiceBrowser(azc.zeroconf, SERVICE_TYPE, handlers=[on_change])
+    browser = AsyncServiceBrowser(azc.zeroconf, service_type, handlers=[on_change])
     seen: set[tuple[str, int, str]] = set()
     try:
         while True:
             name = await found.get()
-            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            info = AsyncServiceInfo(service_type, name)
             if not await info.async_request(azc.zeroconf, 3000):
                 continue
             props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
@@ -106,7 +121,7 @@ async def browse(*, interfaces: Sequence[str] | None = None) -> AsyncIterator[Wi
             if key in seen:
                 continue
             seen.add(key)
-            yield WindowAddress(addresses[0], info.port, props["w"])
+            yield WindowAddress(addresses[0], info.port, props["w"], tuple(sorted(props.items())))
     finally:
         await browser.async_cancel()
         await azc.async_close()

@@ -8,6 +8,7 @@ it has no code for is told "not expected" and may retry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
 import secrets
@@ -17,7 +18,12 @@ from pathlib import Path
 from typing import Protocol
 
 from pairing.errors import PairingError
-from pairing.lan.discovery import addresses_to_advertise, advertise
+from pairing.lan.discovery import (
+    DEVICE_SERVICE_TYPE,
+    addresses_to_advertise,
+    advertise,
+    browse,
+)
 from pairing.protocol.pair_messages import (
     REASON_TEXT,
     DeviceHello,
@@ -143,6 +149,45 @@ class PairingWindow:
         finally:
             server.close()
             await server.wait_closed()
+        return list(self.outcomes.values())
+
+    async def add_devices(self) -> list[DeviceOutcome]:
+        """HomeKit-style reverse: browse for advertising devices and connect to each one we
+        have a code for (a scanned label is matched by its setup hash)."""
+
+        async def search() -> None:
+            async for found in browse(interfaces=self.interfaces, service_type=DEVICE_SERVICE_TYPE):
+                try:
+                    setup_hash = bytes.fromhex(found.property("sh"))
+                except ValueError:
+                    continue
+                known = (
+                    setup_hash in self.codes.by_hash
+                    or found.window_id in self.codes.by_device
+                    or self.codes.single is not None
+                    or self.codes.prompt is not None
+                )
+                if not known:
+                    continue
+                self.report(f"found device {found.window_id} at {found.host}:{found.port}")
+                try:
+                    reader, writer = await asyncio.open_connection(found.host, found.port)
+                except OSError as exc:
+                    self.report(f"device {found.window_id}: {exc}")
+                    continue
+                await self._connection(reader, writer)
+                if self._done.is_set():
+                    return
+
+        task = asyncio.create_task(search())
+        try:
+            await asyncio.wait_for(self._done.wait(), self.timeout)
+        except TimeoutError:
+            self.report(f"stopped looking for devices after {self.timeout:.0f} s")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         return list(self.outcomes.values())
 
     def close(self) -> None:

@@ -350,3 +350,95 @@ async def test_a_connection_flood_gets_busy_instead_of_tying_up_the_window() -> 
     writer.close()
     window.close()
     await asyncio.wait_for(task, 10)
+
+
+def test_reverse_mode_device_advertises_and_the_user_adds_it(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    """HomeKit's direction: the device advertises, `pairing add` browses and connects."""
+    _, port, pin = served
+    pw = tmp_path / "pw"
+    state = tmp_path / "lamp"
+    label = make_label(state, "lamp", "Desk lamp")
+    run(
+        "device-agent",
+        "--state-dir",
+        str(state),
+        "label",
+        "--reset",
+        "--resource",
+        "lamp",
+        "--name",
+        "Desk lamp",
+        "--png",
+        str(tmp_path / "label.png"),
+        "--json",
+    )
+    device = start(
+        [
+            str(BIN / "device-agent"),
+            "--state-dir",
+            str(state),
+            "pair",
+            "--advertise",
+            "--timeout",
+            "60",
+            *LOOPBACK,
+        ]
+    )
+    del label  # the reset made a new code: the user scans the new label instead
+    user = start(
+        [
+            *user_cmd(port, pin, pw),
+            "add",
+            "--qr",
+            str(tmp_path / "label.png"),
+            "--timeout",
+            "60",
+            *LOOPBACK,
+            "--json",
+        ]
+    )
+    code, out, err = finish(device)
+    assert code == 0, err
+    assert "paired: this device logs in as alice@localhost/lamp" in out
+    ucode, uout, uerr = finish(user)
+    assert ucode == 0, uerr
+    (row,) = json.loads(uout)
+    assert row["ok"] is True and row["name"] == "Desk lamp"
+
+
+async def test_an_advertising_device_pairs_with_one_client_at_a_time(tmp_path: Path) -> None:
+    """HomeKit's Busy: while one user's client is pairing, another is turned away."""
+    import asyncio
+
+    from device_agent.lan import PairingGaveUp, PairingLimits, wait_for_user
+    from device_agent.setup_state import SetupState
+    from pairing.protocol.setup_code import SetupLabel
+
+    SetupState.create(tmp_path, SetupLabel.generate(), name="lamp", resource="lamp")
+    lines: list[str] = []
+    task = asyncio.create_task(
+        wait_for_user(
+            tmp_path,
+            limits=PairingLimits(deadline=3),
+            host="127.0.0.1",
+            interfaces=["127.0.0.1"],
+            report=lines.append,
+        )
+    )
+    port = 0
+    for _ in range(300):
+        port = next((int(x.rsplit(" ", 2)[-2]) for x in lines if "on port" in x), 0)
+        if port:
+            break
+        await asyncio.sleep(0.01)
+    first_reader, first = await asyncio.open_connection("127.0.0.1", port)
+    assert (await first_reader.read(3))[:1] == bytes([FrameType.DEVICE_HELLO])  # a session runs
+    reader, second = await asyncio.open_connection("127.0.0.1", port)
+    reply = await asyncio.wait_for(reader.read(16), 5)
+    assert reply == Frame(FrameType.SETUP_FAILED, bytes([FailureReason.BUSY])).encode()
+    first.close()
+    second.close()
+    with pytest.raises(PairingGaveUp):
+        await task
