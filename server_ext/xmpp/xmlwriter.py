@@ -1,69 +1,144 @@
-"""Serializing stanzas and stream framing for c2s streams (RFC 6120 §4)."""
+"""Serializing stanzas and stream framing for c2s streams (RFC 6120 §4).
+
+Elements are written the way XMPP peers expect them: UTF-8 without an XML declaration, each
+namespace change as a default ``xmlns='…'`` declaration (never an ``ns0:`` prefix), and
+``xml:lang`` under its reserved prefix.
+"""
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
+from typing import Final
 
-STREAM_CLOSE = b"</stream:stream>"
-_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
-_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
+from server_ext.errors import ServerExtError
+
+__all__ = ["STREAM_CLOSE", "XMLWriteError", "serialize", "stream_error", "stream_header"]
+
+STREAM_CLOSE: Final = b"</stream:stream>"
+_XML_NS: Final = "http://www.w3.org/XML/1998/namespace"
+_STREAM_ERRORS_NS: Final = "urn:ietf:params:xml:ns:xmpp-streams"
+# Attributes in namespaces other than xml: need a prefix (a default namespace never applies to
+# attributes); these are declared on the element that uses them.
+_ATTRIBUTE_PREFIX: Final = "a"
+
+# Characters XML 1.0 cannot carry at all, not even as character references (XML 1.0 §2.2).
+_FORBIDDEN_CHARACTER: Final = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What would end a name early and turn the rest into markup. Names come from parsed XML or
+# from constants, so this guards against injection rather than checking the full XML grammar.
+_NOT_IN_NAME: Final = re.compile(r"""[\s<>&'"=/:!?]""")
+_CONDITION: Final = re.compile(r"[a-z]+(?:-[a-z]+)*\Z")
+_NAMES_CHECKED_LIMIT: Final = 1024
+_names_checked: set[str] = set()
+
+
+class XMLWriteError(ServerExtError):
+    """An element or string cannot be written as XML."""
+
+
+def _check_characters(text: str) -> None:
+    # isprintable() is a quick C-level pass that clears most strings; it also fails on
+    # allowed characters (newlines, non-ASCII spaces), which the exact pattern then accepts.
+    if not text.isprintable() and _FORBIDDEN_CHARACTER.search(text) is not None:
+        raise XMLWriteError("the text contains a character XML 1.0 does not allow")
 
 
 def _escape_text(text: str) -> str:
+    _check_characters(text)
     if "&" in text:
         text = text.replace("&", "&amp;")
     if "<" in text:
         text = text.replace("<", "&lt;")
     if ">" in text:
         text = text.replace(">", "&gt;")
+    if "\r" in text:
+        # A literal CR would reach the reader as LF (XML 1.0 §2.11).
+        text = text.replace("\r", "&#13;")
     return text
 
 
-def _escape_attr(text: str) -> str:
+def _escape_attribute(text: str) -> str:
     text = _escape_text(text)
     if "'" in text:
         text = text.replace("'", "&apos;")
     if '"' in text:
         text = text.replace('"', "&quot;")
-    for ch, ref in (("\n", "&#10;"), ("\r", "&#13;"), ("\t", "&#9;")):
-        if ch in text:
-            text = text.replace(ch, ref)
+    if "\n" in text:
+        # Attribute value normalization (XML 1.0 §3.3.3) would turn these into spaces.
+        text = text.replace("\n", "&#10;")
+    if "\t" in text:
+        text = text.replace("\t", "&#9;")
     return text
 
 
-def _write(element: ET.Element, parent_ns: str, out: list[str]) -> None:
+def _check_name(name: str) -> None:
+    if not name or _NOT_IN_NAME.search(name) is not None:
+        raise XMLWriteError("an element or attribute name is not a valid XML name")
+    if len(_names_checked) < _NAMES_CHECKED_LIMIT:
+        _names_checked.add(name)
+
+
+def _write(element: ET.Element, parent_namespace: str, out: list[str]) -> None:
     tag = element.tag
-    if tag.startswith("{"):
+    if not isinstance(tag, str):
+        # ET.Comment and ET.ProcessingInstruction; RFC 6120 §11.1 forbids sending them.
+        raise XMLWriteError("comments and processing instructions cannot be sent")
+    if tag[:1] == "{":
         namespace, _, local = tag[1:].partition("}")
     else:
-        namespace, local = parent_ns, tag
-    out.append("<" + local)
-    if namespace != parent_ns:
-        out.append(f" xmlns='{_escape_attr(namespace)}'")
-    for key, value in element.attrib.items():
-        if key == _XML_LANG:
-            name = "xml:lang"
-        elif key.startswith("{"):
-            # Namespaced attributes other than xml:lang do not occur on c2s streams we write.
-            continue
-        else:
-            name = key
-        out.append(f" {name}='{_escape_attr(value)}'")
-    if len(element) or element.text:
-        out.append(">")
-        if element.text:
-            out.append(_escape_text(element.text))
+        namespace, local = "", tag  # no namespace, even inside a namespaced parent
+    if local not in _names_checked:
+        _check_name(local)
+    start = "<" + local
+    if namespace != parent_namespace:
+        start += " xmlns='" + _escape_attribute(namespace) + "'"
+    if element.attrib:
+        start += _attributes(element.attrib)
+    text = element.text
+    if text or len(element):
+        out.append(start + ">")
+        if text:
+            out.append(_escape_text(text))
         for child in element:
             _write(child, namespace, out)
-            if child.tail:
-                out.append(_escape_text(child.tail))
-        out.append(f"</{local}>")
+            tail = child.tail
+            if tail:
+                out.append(_escape_text(tail))
+        out.append("</" + local + ">")
     else:
-        out.append("/>")
+        out.append(start + "/>")
+
+
+def _attributes(attributes: dict[str, str]) -> str:
+    written = ""
+    prefixes: dict[str, str] | None = None
+    for key, value in attributes.items():
+        if key[:1] != "{":
+            namespace, name = "", key
+        else:
+            namespace, _, name = key[1:].partition("}")
+        if name not in _names_checked:
+            _check_name(name)
+        if namespace == _XML_NS:
+            name = "xml:" + name
+        elif namespace:
+            if prefixes is None:
+                prefixes = {}
+            prefix = prefixes.get(namespace)
+            if prefix is None:
+                prefix = prefixes[namespace] = f"{_ATTRIBUTE_PREFIX}{len(prefixes) + 1}"
+                written += f" xmlns:{prefix}='{_escape_attribute(namespace)}'"
+            name = prefix + ":" + name
+        written += " " + name + "='" + _escape_attribute(value) + "'"
+    return written
 
 
 def serialize(element: ET.Element, *, default_namespace: str = "jabber:client") -> bytes:
-    """UTF-8 XML for ``element`` in a stream whose content namespace is ``default_namespace``."""
+    """UTF-8 XML for ``element`` inside a stream whose content namespace is ``default_namespace``.
+
+    Raises :class:`XMLWriteError` for text XML cannot carry (such as control characters) and
+    for comments or processing instructions in the tree.
+    """
     out: list[str] = []
     _write(element, default_namespace, out)
     return "".join(out).encode("utf-8")
@@ -77,19 +152,22 @@ def stream_header(
     lang: str = "en",
     version: str = "1.0",
 ) -> bytes:
-    """The server's response stream header (RFC 6120 §4.7)."""
-    to_attr = f" to='{_escape_attr(to)}'" if to else ""
+    """The receiving entity's response stream header (RFC 6120 §4.7)."""
+    to_attribute = f" to='{_escape_attribute(to)}'" if to else ""
     return (
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-        "xmlns:stream='http://etherx.jabber.org/streams' "
-        f"id='{_escape_attr(stream_id)}' from='{_escape_attr(from_domain)}'{to_attr} "
-        f"version='{_escape_attr(version)}' xml:lang='{_escape_attr(lang)}'>"
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+        " xmlns:stream='http://etherx.jabber.org/streams'"
+        f" id='{_escape_attribute(stream_id)}' from='{_escape_attribute(from_domain)}'"
+        f"{to_attribute} version='{_escape_attribute(version)}'"
+        f" xml:lang='{_escape_attribute(lang)}'>"
     ).encode()
 
 
 def stream_error(condition: str, text: str | None = None) -> bytes:
-    """A ``<stream:error/>`` (RFC 6120 §4.9) with an optional human-readable text."""
-    body = f"<{condition} xmlns='{_STREAM_ERRORS}'/>"
+    """A ``<stream:error/>`` with a defined condition and optional text (RFC 6120 §4.9.2)."""
+    if _CONDITION.match(condition) is None:
+        raise XMLWriteError("a stream error condition is a lower-case name such as 'conflict'")
+    body = f"<{condition} xmlns='{_STREAM_ERRORS_NS}'/>"
     if text:
-        body += f"<text xmlns='{_STREAM_ERRORS}' xml:lang='en'>{_escape_text(text)}</text>"
+        body += f"<text xmlns='{_STREAM_ERRORS_NS}' xml:lang='en'>{_escape_text(text)}</text>"
     return f"<stream:error>{body}</stream:error>".encode()
