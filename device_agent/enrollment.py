@@ -108,6 +108,7 @@ def _advice(refused: EnrollmentRefused) -> str:
         "token-cancelled": "ask the account owner for a new QR code",
         "jid-mismatch": "the token names another device; use a fresh --state-dir",
         "name-conflict": "ask for a token with another --name",
+        "jid-in-use": "the owner must revoke the old device first",
     }
     hint = hints.get(refused.condition)
     return f"{refused}" + (f"; {hint}" if hint else "")

@@ -16,7 +16,14 @@ from pairing.protocol.jid import JID
 from server_ext import admin_channel, inventory
 from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
-from server_ext.model import CertificateRecord, CertState, TokenRecord, TokenState
+from server_ext.model import (
+    CertificateRecord,
+    CertState,
+    DeviceRecord,
+    DeviceState,
+    TokenRecord,
+    TokenState,
+)
 from server_ext.policy.tokens import TokenRules
 from server_ext.registry import Registry
 from server_ext.xmpp.saslcert import validate_for_account
@@ -418,9 +425,15 @@ def audit(
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=dt.UTC)
     with settings.registry() as registry:
+        subjects: list[str] | None = None
         if device:
-            subject = inventory.resolve(registry, device, settings.domain).fingerprint
-        events = registry.audit_events(subject=subject, since=since, limit=limit)
+            # Every certificate the device ever had: its history survives rotation and
+            # revocation.
+            found = inventory.resolve(registry, device, settings.domain)
+            subjects = [c.fingerprint for c in registry.device_certificates(found.id)]
+        elif subject:
+            subjects = [subject]
+        events = registry.audit_events(subjects=subjects, since=since, limit=limit)
     rows = [
         {
             "id": e.id,
@@ -589,10 +602,15 @@ def devices() -> None:
     """The device inventory: list, inspect, revoke, disable and enable devices."""
 
 
+_USER_FOR_NAMES = click.option(
+    "--user", "user_jid", help="The account, when TARGET is a device name."
+)
+
+
 @devices.command("list")
 @click.option("--user", "user_jid", help="Only this account's devices.")
 @click.option(
-    "--state", type=click.Choice([s.value for s in CertState]), help="Only devices in this state."
+    "--state", type=click.Choice([s.value for s in DeviceState]), help="Only devices in this state."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
@@ -601,10 +619,12 @@ def devices_list(
 ) -> None:
     """Every device, with whether it is online now (asked of the running server)."""
     account = settings.jid(user_jid) if user_jid else None
-    with settings.registry() as registry:
-        records = registry.list_certificates(account, CertState(state) if state else None)
     online = inventory.live_sessions(settings.data_dir)
-    rows = [inventory.device_row(r, (online or {}).get(r.fingerprint, [])) for r in records]
+    with settings.registry() as registry:
+        rows = [
+            inventory.device_row(d, registry.device_certificates(d.id), online)
+            for d in registry.list_devices(account, DeviceState(state) if state else None)
+        ]
     if online is None:
         for row in rows:
             row["online"] = None  # unknown: the server is not running
@@ -627,56 +647,77 @@ def devices_list(
 
 @devices.command("show")
 @click.argument("target")
+@_USER_FOR_NAMES
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
-def devices_show(settings: Settings, target: str, as_json: bool) -> None:
-    """Show one device by id, fingerprint or full JID."""
-    with settings.registry() as registry:
-        record = inventory.resolve(registry, target, settings.domain)
+def devices_show(settings: Settings, target: str, user_jid: str | None, as_json: bool) -> None:
+    """Show one device by id, full JID, fingerprint, or name (with --user)."""
     online = inventory.live_sessions(settings.data_dir)
-    emit_record(
-        inventory.device_row(record, (online or {}).get(record.fingerprint, [])), as_json=as_json
-    )
-
-
-def _change(settings: Settings, target: str, state: CertState, reason: str) -> None:
     with settings.registry() as registry:
-        record = inventory.resolve(registry, target, settings.domain)
-        updated, closed = inventory.change_state(
-            registry, settings.data_dir, record, state, actor="cli", reason=reason
+        device = _resolve(settings, registry, target, user_jid)
+        row = inventory.device_row(device, registry.device_certificates(device.id), online)
+    if online is None:
+        row["online"] = None
+    emit_record(row, as_json=as_json)
+
+
+def _resolve(
+    settings: Settings, registry: Registry, target: str, user_jid: str | None
+) -> DeviceRecord:
+    account = settings.jid(user_jid) if user_jid else None
+    return inventory.resolve(registry, target, settings.domain, account=account)
+
+
+def _change(
+    settings: Settings, target: str, user_jid: str | None, state: DeviceState, reason: str
+) -> None:
+    with settings.registry() as registry:
+        device = _resolve(settings, registry, target, user_jid)
+        updated, changed, closed = inventory.change_state(
+            registry, settings.data_dir, device, state, actor="cli", reason=reason
         )
     verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
-    click.echo(f"{verb} device {updated.id} ({updated.name}, {updated.account})")
+    if changed:
+        click.echo(f"{verb} device {updated.id} ({updated.name}, {updated.account})")
+    else:
+        note = f": {updated.revoked_reason}" if updated.revoked_reason else ""
+        click.echo(
+            f"device {updated.id} ({updated.name}, {updated.account}) was already {verb}{note}"
+        )
     if closed is None:
         click.echo("the server is not running; the change applies when it starts")
-    elif state is CertState.REVOKED:
+    elif state is DeviceState.REVOKED:
         click.echo(f"closed {closed} live session(s)")
 
 
 @devices.command("revoke")
 @click.argument("target")
+@_USER_FOR_NAMES
 @click.option("--reason", default="", help="Recorded in the audit log and shown to the device.")
 @pass_settings
-def devices_revoke(settings: Settings, target: str, reason: str) -> None:
-    """Revoke a device now: its live sessions close and it can never log in again."""
-    _change(settings, target, CertState.REVOKED, reason)
+def devices_revoke(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
+    """Revoke a device now: every certificate it ever had is revoked, its live sessions close,
+    and it can never log in again."""
+    _change(settings, target, user_jid, DeviceState.REVOKED, reason)
 
 
 @devices.command("disable")
 @click.argument("target")
+@_USER_FOR_NAMES
 @click.option("--reason", default="", help="Recorded in the audit log.")
 @pass_settings
-def devices_disable(settings: Settings, target: str, reason: str) -> None:
+def devices_disable(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
     """Stop a device from logging in again (live sessions stay)."""
-    _change(settings, target, CertState.DISABLED, reason)
+    _change(settings, target, user_jid, DeviceState.DISABLED, reason)
 
 
 @devices.command("enable")
 @click.argument("target")
+@_USER_FOR_NAMES
 @pass_settings
-def devices_enable(settings: Settings, target: str) -> None:
+def devices_enable(settings: Settings, target: str, user_jid: str | None) -> None:
     """Let a disabled device log in again (a revoked one cannot be enabled)."""
-    _change(settings, target, CertState.ACTIVE, "")
+    _change(settings, target, user_jid, DeviceState.ACTIVE, "")
 
 
 @user.command("kick")

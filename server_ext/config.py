@@ -27,6 +27,8 @@ class ServerConfig:
     failed_logins_per_address: int = 20
     failed_login_window: float = 300.0
     backlog: int = 1024
+    # A device may register a successor certificate (rotation) at most this often, seconds.
+    rotation_interval: float = 3600.0
     public_host: str | None = None  # the host put into enrollment URIs; see connect_host
 
     @property

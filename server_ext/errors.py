@@ -45,3 +45,15 @@ class TooManyTokens(RegistryError):
 
 class TokenRaceLost(RegistryError):
     """Another redemption of the same token won, or it expired meanwhile."""
+
+
+class JIDInUse(RegistryError):
+    """Another device that is not revoked already logs in as that full JID."""
+
+
+class RotationRefused(RegistryError):
+    """A device asked for a successor certificate too soon after the last one."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

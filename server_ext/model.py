@@ -43,28 +43,66 @@ class Account:
         return None
 
 
+class DeviceState(StrEnum):
+    """Life cycle of a device: every certificate of its rotation chain follows it."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"  # no new logins; live sessions stay (XEP-0257 disable)
+    REVOKED = "revoked"  # final: every certificate revoked and every session closed
+
+
 @dataclass(frozen=True, slots=True)
-class CertificateRecord:
-    """A certificate registered for an account (XEP-0257 ``item``)."""
+class DeviceRecord:
+    """A device: what an owner names, lists, disables and revokes (XEP-0257 ``item``).
+
+    A device holds one certificate, or a few while it rotates to a successor (docs/admin.md,
+    "Rotation"); revoking the device revokes them all.
+    """
 
     id: int
     account: JID  # bare JID of the owning account
     name: str
+    state: DeviceState
+    no_cert_management: bool
+    added_by: str  # JID or "cli:<user>" of whoever enrolled it
+    added_via: str  # "token", "xep-0257", "cli", "lan", ...
+    added_at: dt.datetime
+    revoked_reason: str | None = None
+    state_changed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRecord:
+    """A certificate registered for a device, joined with that device."""
+
+    id: int
+    device: DeviceRecord
     fingerprint: str  # SHA-256 of the DER, 64 lowercase hex digits
     der: bytes
     subject_jids: tuple[str, ...]  # the xmppAddr values, as registered
     not_before: dt.datetime
     not_after: dt.datetime
-    state: CertState
-    no_cert_management: bool
-    added_by: str  # JID or "cli:<user>" of whoever registered it
-    added_via: str  # "xep-0257", "cli", ...
+    state: CertState  # this certificate's own state; DISABLED once a successor took over
+    added_by: str
+    added_via: str  # how this certificate came: "token", "xep-0257", "cli", "rotation", ...
     added_at: dt.datetime
     last_login_at: dt.datetime | None = None
     last_login_address: str | None = None
     revoked_reason: str | None = None
     state_changed_at: dt.datetime | None = None
     replaces: int | None = None  # the certificate this one rotated out
+
+    @property
+    def account(self) -> JID:
+        return self.device.account
+
+    @property
+    def name(self) -> str:
+        return self.device.name
+
+    @property
+    def no_cert_management(self) -> bool:
+        return self.device.no_cert_management
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +26,9 @@ from server_ext.errors import (
     AccountExists,
     DuplicateCertificate,
     DuplicateName,
+    JIDInUse,
     RegistryError,
+    RotationRefused,
     TokenRaceLost,
     TooManyTokens,
     UnknownAccount,
@@ -39,6 +41,8 @@ from server_ext.model import (
     AuditEvent,
     CertificateRecord,
     CertState,
+    DeviceRecord,
+    DeviceState,
     ScramCredentials,
     TokenRecord,
     TokenState,
@@ -48,10 +52,20 @@ from server_ext.sasl.scram import DEFAULT_ITERATIONS, HASHES, derive_credentials
 log = logging.getLogger(__name__)
 
 _CERT_COLUMNS = (
-    "id, account, name, fingerprint, der, subject_jids, not_before, not_after, state, "
-    "no_cert_management, added_by, added_via, added_at, last_login_at, last_login_address, "
-    "revoked_reason, state_changed_at, replaces"
+    "c.id, c.fingerprint, c.der, c.subject_jids, c.not_before, c.not_after, c.state, "
+    "c.added_by, c.added_via, c.added_at, c.last_login_at, c.last_login_address, "
+    "c.revoked_reason, c.state_changed_at, c.replaces"
 )
+_DEVICE_COLUMNS = (
+    "d.id, d.account, d.name, d.state, d.no_cert_management, d.added_by, d.added_via, "
+    "d.added_at, d.revoked_reason, d.state_changed_at"
+)
+_N_CERT = _CERT_COLUMNS.count(",") + 1
+_STATE_EVENT = {
+    DeviceState.ACTIVE: "enabled",
+    DeviceState.DISABLED: "disabled",
+    DeviceState.REVOKED: "revoked",
+}
 
 
 def _now() -> dt.datetime:
@@ -66,33 +80,58 @@ def _parse_time(value: str | None) -> dt.datetime | None:
     return dt.datetime.fromisoformat(value) if value else None
 
 
-def _cert_record(row: tuple[Any, ...]) -> CertificateRecord:
-    return CertificateRecord(
+def _device_record(row: tuple[Any, ...]) -> DeviceRecord:
+    return DeviceRecord(
         id=row[0],
         account=JID.parse(row[1]),
         name=row[2],
-        fingerprint=row[3],
-        der=bytes(row[4]),
-        subject_jids=tuple(json.loads(row[5])),
-        not_before=dt.datetime.fromisoformat(row[6]),
-        not_after=dt.datetime.fromisoformat(row[7]),
-        state=CertState(row[8]),
-        no_cert_management=bool(row[9]),
-        added_by=row[10],
-        added_via=row[11],
-        added_at=dt.datetime.fromisoformat(row[12]),
-        last_login_at=_parse_time(row[13]),
-        last_login_address=row[14],
-        revoked_reason=row[15],
-        state_changed_at=_parse_time(row[16]),
-        replaces=row[17],
+        state=DeviceState(row[3]),
+        no_cert_management=bool(row[4]),
+        added_by=row[5],
+        added_via=row[6],
+        added_at=dt.datetime.fromisoformat(row[7]),
+        revoked_reason=row[8],
+        state_changed_at=_parse_time(row[9]),
     )
+
+
+def _cert_record(row: tuple[Any, ...]) -> CertificateRecord:
+    """A certificate row followed by its device's columns."""
+    return CertificateRecord(
+        id=row[0],
+        device=_device_record(row[_N_CERT:]),
+        fingerprint=row[1],
+        der=bytes(row[2]),
+        subject_jids=tuple(json.loads(row[3])),
+        not_before=dt.datetime.fromisoformat(row[4]),
+        not_after=dt.datetime.fromisoformat(row[5]),
+        state=CertState(row[6]),
+        added_by=row[7],
+        added_via=row[8],
+        added_at=dt.datetime.fromisoformat(row[9]),
+        last_login_at=_parse_time(row[10]),
+        last_login_address=row[11],
+        revoked_reason=row[12],
+        state_changed_at=_parse_time(row[13]),
+        replaces=row[14],
+    )
+
+
+class _Refusal(Exception):
+    """Rolls a transaction back on a refusal that is audited after the rollback."""
+
+
+def _subject_jids(der: bytes) -> tuple[JID, ...]:
+    try:
+        return xmpp_addrs(load_certificate(der))
+    except CertificateError as exc:
+        raise RegistryError(str(exc)) from exc
 
 
 def _duplicate(exc: sqlite3.IntegrityError, account: JID, name: str) -> RegistryError:
     if "fingerprint" in str(exc):
         return DuplicateCertificate("this certificate is already registered")
-    return DuplicateName(f"{account} already has a certificate named {name!r}")
+    return DuplicateName(f"{account} already has a device named {name!r}")
 
 
 def _token_record(row: tuple[Any, ...]) -> TokenRecord:
@@ -314,24 +353,26 @@ class Registry:
             )
 
     def delete_account(self, jid: JID, *, actor: str = "registry") -> list[CertificateRecord]:
-        """Delete the account and revoke its certificates; returns the ones revoked."""
+        """Delete the account and revoke its devices; returns the certificates revoked."""
         jid = jid.bare
+        now = _now()
         with self._transaction("delete the account") as conn:
             cur = conn.execute("DELETE FROM accounts WHERE jid = ?", (str(jid),))
             if cur.rowcount == 0:
                 raise UnknownAccount(f"no account {jid}")
-            revoked = [
-                _cert_record(row)
-                for row in conn.execute(
-                    f"SELECT {_CERT_COLUMNS} FROM certificates "
-                    "WHERE account = ? AND state != 'revoked'",
-                    (str(jid),),
-                )
-            ]
+            revoked = self._certificates_where(
+                "d.account = ? AND c.state != 'revoked'", (str(jid),)
+            )
+            devices = self._devices_where("d.account = ? AND d.state != 'revoked'", (str(jid),))
+            conn.execute(
+                "UPDATE devices SET state = 'revoked', revoked_reason = 'account deleted', "
+                "state_changed_at = ? WHERE account = ? AND state != 'revoked'",
+                (_iso(now), str(jid)),
+            )
             conn.execute(
                 "UPDATE certificates SET state = 'revoked', revoked_reason = 'account deleted', "
                 "state_changed_at = ? WHERE account = ? AND state != 'revoked'",
-                (_iso(_now()), str(jid)),
+                (_iso(now), str(jid)),
             )
             # Outstanding tokens of a deleted account are cancelled with it.
             pending = conn.execute(
@@ -347,18 +388,25 @@ class Registry:
                     subject=f"{jid}/{resource}",
                     detail={"token_id": str(token_id), "reason": "account deleted"},
                 )
-            for record in revoked:
+            for device in devices:
+                fingerprints = [c.fingerprint for c in revoked if c.device.id == device.id]
                 self._audit_row(
                     conn,
-                    "cert.revoked",
+                    "device.revoked",
                     actor=actor,
-                    subject=record.fingerprint,
-                    detail={"account": str(jid), "name": record.name, "reason": "account deleted"},
+                    subject=fingerprints[-1] if fingerprints else f"device:{device.id}",
+                    detail={
+                        "account": str(jid),
+                        "name": device.name,
+                        "device": str(device.id),
+                        "reason": "account deleted",
+                        "certificates": ",".join(fingerprints),
+                    },
                 )
             self._audit_row(conn, "account.deleted", actor=actor, subject=str(jid))
         return revoked
 
-    # --- certificates ---------------------------------------------------------------------
+    # --- devices and their certificates ---------------------------------------------------
 
     def add_certificate(
         self,
@@ -371,22 +419,25 @@ class Registry:
         added_via: str,
         now: dt.datetime | None = None,
     ) -> CertificateRecord:
-        """Register ``der`` for ``account`` under ``name`` (unique per account)."""
+        """Register ``der`` as a new device of ``account`` named ``name`` (unique per account)."""
         now = now or _now()
         try:
             with self._transaction("register the certificate") as conn:
-                cert_id = self._insert_certificate(
+                device_id = self._insert_device(
                     conn, account.bare, name, der, no_cert_management, added_by, added_via, now
+                )
+                cert_id = self._insert_certificate(
+                    conn, device_id, account.bare, name, der, added_by, added_via, now
                 )
         except sqlite3.IntegrityError as exc:
             raise _duplicate(exc, account.bare, name) from None
         except sqlite3.Error as exc:
             raise _storage_error(exc, "register the certificate") from exc
-        record = self._certificate_where("id = ?", (cert_id,))
+        record = self.certificate_by_id(cert_id)
         assert record is not None
         return record
 
-    def _insert_certificate(
+    def _insert_device(
         self,
         conn: sqlite3.Connection,
         account: JID,
@@ -397,6 +448,55 @@ class Registry:
         added_via: str,
         now: dt.datetime,
     ) -> int:
+        fp = fingerprint(der)
+        if conn.execute("SELECT 1 FROM certificates WHERE fingerprint = ?", (fp,)).fetchone():
+            raise DuplicateCertificate("this certificate is already registered")
+        if conn.execute(
+            "SELECT 1 FROM devices WHERE account = ? AND name = ?", (str(account), name)
+        ).fetchone():
+            raise DuplicateName(f"{account} already has a device named {name!r}")
+        for jid in _subject_jids(der):
+            holder = self._live_device_for(conn, jid)
+            if holder is not None:
+                # One live device per full JID: two would only knock each other off the same
+                # resource (RFC 6120 §7.7.2.2), and a revocation by JID must name one device.
+                raise JIDInUse(
+                    f"the device {holder[1]!r} (id {holder[0]}) already logs in as {jid}; "
+                    "revoke it first, or choose another resource"
+                )
+        cur = conn.execute(
+            "INSERT INTO devices (account, name, state, no_cert_management, added_by, "
+            "added_via, added_at) VALUES (?,?,'active',?,?,?,?)",
+            (str(account), name, int(no_cert_management), added_by, added_via, _iso(now)),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def _live_device_for(self, conn: sqlite3.Connection, jid: JID) -> tuple[int, str] | None:
+        """The device that is not revoked and logs in as the full ``jid``, if any."""
+        if jid.is_bare:
+            return None
+        row = conn.execute(
+            "SELECT d.id, d.name FROM devices d JOIN certificates c ON c.device_id = d.id, "
+            "json_each(c.subject_jids) j WHERE d.account = ? AND d.state != 'revoked' "
+            "AND c.state != 'revoked' AND j.value = ? LIMIT 1",
+            (str(jid.bare), str(jid)),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row is not None else None
+
+    def _insert_certificate(
+        self,
+        conn: sqlite3.Connection,
+        device_id: int,
+        account: JID,
+        name: str,
+        der: bytes,
+        added_by: str,
+        added_via: str,
+        now: dt.datetime,
+        *,
+        replaces: int | None = None,
+    ) -> int:
         try:
             cert = load_certificate(der)
             subjects = [str(j) for j in xmpp_addrs(cert)]
@@ -404,10 +504,11 @@ class Registry:
             raise RegistryError(str(exc)) from exc
         fp = fingerprint(der)
         cur = conn.execute(
-            "INSERT INTO certificates (account, name, fingerprint, der, subject_jids, "
-            "not_before, not_after, state, no_cert_management, added_by, added_via, "
-            "added_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO certificates (device_id, account, name, fingerprint, der, subject_jids, "
+            "not_before, not_after, state, added_by, added_via, added_at, replaces) "
+            "VALUES (?,?,?,?,?,?,?,?,'active',?,?,?,?)",
             (
+                device_id,
                 str(account),
                 name,
                 fp,
@@ -415,11 +516,10 @@ class Registry:
                 json.dumps(subjects),
                 _iso(cert.not_valid_before_utc),
                 _iso(cert.not_valid_after_utc),
-                CertState.ACTIVE.value,
-                int(no_cert_management),
                 added_by,
                 added_via,
                 _iso(now),
+                replaces,
             ),
         )
         self._audit_row(
@@ -428,171 +528,330 @@ class Registry:
             actor=added_by,
             subject=fp,
             now=now,
-            detail={"account": str(account), "name": name, "via": added_via},
+            detail={
+                "account": str(account),
+                "name": name,
+                "via": added_via,
+                "device": str(device_id),
+            },
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def _certificates_where(
+        self, where: str, args: tuple[Any, ...], order: str = "c.id"
+    ) -> list[CertificateRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_CERT_COLUMNS}, {_DEVICE_COLUMNS} FROM certificates c "
+            f"JOIN devices d ON d.id = c.device_id WHERE {where} ORDER BY {order}",
+            args,
+        ).fetchall()
+        return [_cert_record(r) for r in rows]
+
     def _certificate_where(self, where: str, args: tuple[Any, ...]) -> CertificateRecord | None:
-        row = self._conn.execute(
-            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE {where}", args
-        ).fetchone()
-        return _cert_record(row) if row is not None else None
+        found = self._certificates_where(where, args)
+        return found[0] if found else None
 
     def certificate_by_fingerprint(self, fp: str) -> CertificateRecord | None:
         """The certificate with this SHA-256 fingerprint: the login hot path, one indexed read."""
-        return self._certificate_where("fingerprint = ?", (fp,))
-
-    def get_certificate(self, account: JID, name: str) -> CertificateRecord | None:
-        return self._certificate_where("account = ? AND name = ?", (str(account.bare), name))
+        return self._certificate_where("c.fingerprint = ?", (fp,))
 
     def certificate_by_id(self, cert_id: int) -> CertificateRecord | None:
-        return self._certificate_where("id = ?", (cert_id,))
+        return self._certificate_where("c.id = ?", (cert_id,))
+
+    def get_certificate(self, account: JID, name: str) -> CertificateRecord | None:
+        """The current certificate of the device ``name`` of ``account``."""
+        device = self.device_by_name(account, name)
+        return self.current_certificate(device.id) if device is not None else None
 
     def find_certificates(self, fingerprint_prefix: str) -> list[CertificateRecord]:
         """Certificates whose fingerprint starts with ``fingerprint_prefix`` (hex)."""
         prefix = fingerprint_prefix.replace(":", "").lower()
-        rows = self._conn.execute(
-            f"SELECT {_CERT_COLUMNS} FROM certificates WHERE fingerprint >= ? AND fingerprint < ? "
-            "ORDER BY id",
-            (prefix, prefix + "g"),
-        ).fetchall()
-        return [_cert_record(r) for r in rows]
+        return self._certificates_where(
+            "c.fingerprint >= ? AND c.fingerprint < ?", (prefix, prefix + "g")
+        )
 
     def list_certificates(
         self, account: JID | None = None, state: CertState | None = None
     ) -> list[CertificateRecord]:
-        clauses, args = [], []
+        clauses, args = ["1"], []
         if account is not None:
-            clauses.append("account = ?")
+            clauses.append("d.account = ?")
             args.append(str(account.bare))
         if state is not None:
-            clauses.append("state = ?")
+            clauses.append("c.state = ?")
             args.append(state.value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self._certificates_where(
+            " AND ".join(clauses), tuple(args), order="d.account, d.name, c.id"
+        )
+
+    def device_certificates(self, device_id: int) -> list[CertificateRecord]:
+        """Every certificate of a device, oldest first (its rotation chain)."""
+        return self._certificates_where("c.device_id = ?", (device_id,))
+
+    def current_certificate(self, device_id: int) -> CertificateRecord | None:
+        """The device's newest certificate that is not revoked, else its newest one."""
+        chain = self.device_certificates(device_id)
+        live = [c for c in chain if c.state is not CertState.REVOKED]
+        candidates = live or chain
+        return candidates[-1] if candidates else None
+
+    def _devices_where(self, where: str, args: tuple[Any, ...]) -> list[DeviceRecord]:
         rows = self._conn.execute(
-            f"SELECT {_CERT_COLUMNS} FROM certificates{where} ORDER BY account, name", args
+            f"SELECT {_DEVICE_COLUMNS} FROM devices d WHERE {where} ORDER BY d.account, d.name",
+            args,
         ).fetchall()
-        return [_cert_record(r) for r in rows]
+        return [_device_record(r) for r in rows]
 
-    def set_certificate_state(
-        self, account: JID, name: str, state: CertState, *, actor: str, reason: str = ""
-    ) -> CertificateRecord:
-        """Enable, disable or revoke; revocation is final."""
-        account = account.bare
-        with self._transaction("change the certificate state") as conn:
-            row = conn.execute(
-                "SELECT fingerprint, state FROM certificates WHERE account = ? AND name = ?",
-                (str(account), name),
-            ).fetchone()
-            if row is None:
-                raise UnknownCertificate(f"{account} has no certificate named {name!r}")
-            fp, current = row
-            if current == CertState.REVOKED.value and state is not CertState.REVOKED:
-                raise RegistryError(
-                    f"the certificate {name!r} was revoked; revocation is final. "
-                    "Register a new certificate under a new name."
-                )
-            conn.execute(
-                "UPDATE certificates SET state = ?, state_changed_at = ?, revoked_reason = ? "
-                "WHERE account = ? AND name = ?",
-                (
-                    state.value,
-                    _iso(_now()),
-                    (reason or "no reason given") if state is CertState.REVOKED else None,
-                    str(account),
-                    name,
-                ),
-            )
-            event = {
-                "active": "cert.enabled",
-                "disabled": "cert.disabled",
-                "revoked": "cert.revoked",
-            }
-            self._audit_row(
-                conn,
-                event[state.value],
-                actor=actor,
-                subject=fp,
-                detail={"account": str(account), "name": name, "reason": reason},
-            )
-        record = self.get_certificate(account, name)
-        assert record is not None
-        return record
+    def get_device(self, device_id: int) -> DeviceRecord | None:
+        found = self._devices_where("d.id = ?", (device_id,))
+        return found[0] if found else None
 
-    def rotate_certificate(
-        self, old_fingerprint: str, der: bytes, *, actor: str, now: dt.datetime | None = None
-    ) -> CertificateRecord:
-        """Register ``der`` as the successor of an active certificate: same name, same device.
+    def device_by_name(self, account: JID, name: str) -> DeviceRecord | None:
+        found = self._devices_where("d.account = ? AND d.name = ?", (str(account.bare), name))
+        return found[0] if found else None
 
-        The old certificate keeps working (no downtime) and is renamed ``name (<fp prefix>)``;
-        it is disabled when the new one first logs in (:meth:`retire_replaced`).
+    def list_devices(
+        self, account: JID | None = None, state: DeviceState | None = None
+    ) -> list[DeviceRecord]:
+        clauses, args = ["1"], []
+        if account is not None:
+            clauses.append("d.account = ?")
+            args.append(str(account.bare))
+        if state is not None:
+            clauses.append("d.state = ?")
+            args.append(state.value)
+        return self._devices_where(" AND ".join(clauses), tuple(args))
+
+    def devices_for_jid(self, jid: JID) -> list[DeviceRecord]:
+        """Devices with a certificate naming ``jid`` exactly, newest first."""
+        rows = self._conn.execute(
+            f"SELECT DISTINCT {_DEVICE_COLUMNS} FROM devices d "
+            "JOIN certificates c ON c.device_id = d.id, json_each(c.subject_jids) j "
+            "WHERE d.account = ? AND j.value = ? ORDER BY d.id DESC",
+            (str(jid.bare), str(jid)),
+        ).fetchall()
+        return [_device_record(r) for r in rows]
+
+    def set_device_state(
+        self,
+        device_id: int,
+        state: DeviceState,
+        *,
+        actor: str,
+        reason: str = "",
+        now: dt.datetime | None = None,
+    ) -> tuple[DeviceRecord, bool]:
+        """Enable, disable or revoke a device; returns it and whether anything changed.
+
+        Revoking revokes every certificate of the device's rotation chain, so no certificate
+        it ever had can log in again. Revocation is final, and revoking again keeps the first
+        reason.
         """
         now = now or _now()
-        with self._transaction("rotate the certificate") as conn:
-            old = self._certificate_where("fingerprint = ?", (old_fingerprint,))
-            if old is None or old.state is not CertState.ACTIVE:
-                raise UnknownCertificate("only an active certificate can be rotated")
-            name = old.name
-            unused = self._certificate_where(
-                "replaces = ? AND last_login_at IS NULL AND state = 'active'", (old.id,)
+        with self._transaction("change the device state") as conn:
+            found = self._devices_where("d.id = ?", (device_id,))
+            if not found:
+                raise UnknownCertificate(f"no device with id {device_id}")
+            device = found[0]
+            if device.state is DeviceState.REVOKED:
+                if state is DeviceState.REVOKED:
+                    return device, False
+                raise RegistryError(
+                    f"the device {device.name!r} was revoked; revocation is final. "
+                    "Enroll it again as a new device."
+                )
+            if device.state is state:
+                return device, False
+            revoked = state is DeviceState.REVOKED
+            stored_reason = (reason or "no reason given") if revoked else None
+            conn.execute(
+                "UPDATE devices SET state = ?, state_changed_at = ?, revoked_reason = ? "
+                "WHERE id = ?",
+                (state.value, _iso(now), stored_reason, device_id),
             )
-            if unused is not None:
-                # An earlier rotation registered a successor the device never used (it could
-                # not store the new key): retire that one and give its name to this one.
-                name = unused.name
+            fingerprints = [
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT fingerprint FROM certificates WHERE device_id = ? ORDER BY id",
+                    (device_id,),
+                )
+            ]
+            if revoked:
                 conn.execute(
-                    "UPDATE certificates SET name = ?, state = 'revoked', state_changed_at = ?, "
-                    "revoked_reason = 'superseded before first use' WHERE id = ?",
-                    (f"{unused.name} ({unused.fingerprint[:8]})", _iso(now), unused.id),
+                    "UPDATE certificates SET state = 'revoked', state_changed_at = ?, "
+                    "revoked_reason = coalesce(revoked_reason, ?) "
+                    "WHERE device_id = ? AND state != 'revoked'",
+                    (_iso(now), stored_reason, device_id),
+                )
+            self._audit_row(
+                conn,
+                f"device.{_STATE_EVENT[state]}",
+                actor=actor,
+                subject=fingerprints[-1] if fingerprints else f"device:{device_id}",
+                now=now,
+                detail={
+                    "account": str(device.account),
+                    "name": device.name,
+                    "device": str(device_id),
+                    "reason": reason,
+                    "certificates": ",".join(fingerprints),
+                },
+            )
+        updated = self.get_device(device_id)
+        assert updated is not None
+        return updated, True
+
+    def rotate_certificate(
+        self,
+        old_fingerprint: str,
+        der: bytes,
+        *,
+        actor: str,
+        min_interval: dt.timedelta = dt.timedelta(hours=1),
+        now: dt.datetime | None = None,
+    ) -> CertificateRecord:
+        """Register ``der`` as the successor of an active certificate of an active device.
+
+        The old certificate keeps working (no downtime) until the new one first logs in
+        (:meth:`retire_replaced`). A device has at most one successor waiting for its first
+        login, and registers one at most once per ``min_interval``: a successor it never used
+        (it could not store the new key) is revoked when it asks again.
+        """
+        now = now or _now()
+        refused: tuple[CertificateRecord, int] | None = None
+        try:
+            with self._transaction("rotate the certificate") as conn:
+                old = self._certificate_where("c.fingerprint = ?", (old_fingerprint,))
+                if (
+                    old is None
+                    or old.state is not CertState.ACTIVE
+                    or old.device.state is not DeviceState.ACTIVE
+                ):
+                    raise UnknownCertificate("only an active certificate can be rotated")
+                device = old.device
+                (last,) = conn.execute(
+                    "SELECT max(added_at) FROM certificates WHERE device_id = ? "
+                    "AND added_via = 'rotation'",
+                    (device.id,),
+                ).fetchone()
+                if last is not None:
+                    allowed_at = dt.datetime.fromisoformat(last) + min_interval
+                    if allowed_at > now:
+                        refused = (old, int((allowed_at - now).total_seconds()) + 1)
+                        raise _Refusal
+                pending = self._certificates_where(
+                    "c.device_id = ? AND c.id > ? AND c.last_login_at IS NULL "
+                    "AND c.state = 'active'",
+                    (device.id, old.id),
+                )
+                for unused in pending:
+                    # An earlier rotation registered a successor the device never used (it
+                    # could not store the new key): it is retired for good.
+                    conn.execute(
+                        "UPDATE certificates SET state = 'revoked', state_changed_at = ?, "
+                        "revoked_reason = 'superseded before first use' WHERE id = ?",
+                        (_iso(now), unused.id),
+                    )
+                    self._audit_row(
+                        conn,
+                        "cert.revoked",
+                        actor=actor,
+                        subject=unused.fingerprint,
+                        now=now,
+                        detail={
+                            "account": str(device.account),
+                            "name": device.name,
+                            "device": str(device.id),
+                            "reason": "superseded before first use",
+                        },
+                    )
+                if conn.execute(
+                    "SELECT 1 FROM certificates WHERE fingerprint = ?", (fingerprint(der),)
+                ).fetchone():
+                    raise DuplicateCertificate("this certificate is already registered")
+                new_id = self._insert_certificate(
+                    conn,
+                    device.id,
+                    device.account,
+                    device.name,
+                    der,
+                    actor,
+                    "rotation",
+                    now,
+                    replaces=old.id,
                 )
                 self._audit_row(
                     conn,
-                    "cert.revoked",
+                    "cert.rotated",
                     actor=actor,
-                    subject=unused.fingerprint,
+                    subject=fingerprint(der),
                     now=now,
                     detail={
-                        "account": str(old.account),
-                        "name": unused.name,
-                        "reason": "superseded before first use",
+                        "account": str(device.account),
+                        "name": device.name,
+                        "device": str(device.id),
+                        "replaces": old.fingerprint,
                     },
                 )
-            else:
-                conn.execute(
-                    "UPDATE certificates SET name = ? WHERE id = ?",
-                    (f"{old.name} ({old.fingerprint[:8]})", old.id),
-                )
-            try:
-                new_id = self._insert_certificate(
-                    conn, old.account, name, der, old.no_cert_management, actor, "rotation", now
-                )
-            except sqlite3.IntegrityError as exc:
-                raise _duplicate(exc, old.account, name) from None
-            conn.execute("UPDATE certificates SET replaces = ? WHERE id = ?", (old.id, new_id))
-            self._audit_row(
-                conn,
-                "cert.rotated",
+        except _Refusal:
+            assert refused is not None
+            old, wait = refused
+            # Written after the rollback: the refusal itself is what the audit log keeps.
+            self.audit(
+                "cert.rotation_refused",
                 actor=actor,
-                subject=fingerprint(der),
+                subject=old.fingerprint,
                 now=now,
-                detail={"account": str(old.account), "name": name, "replaces": old.fingerprint},
+                detail={
+                    "account": str(old.account),
+                    "name": old.name,
+                    "device": str(old.device.id),
+                    "retry_after": str(wait),
+                },
             )
+            raise RotationRefused(
+                f"this device registered a successor certificate recently; retry in {wait} s",
+                retry_after=wait,
+            ) from None
+        except sqlite3.IntegrityError:
+            raise DuplicateCertificate("this certificate is already registered") from None
+        except sqlite3.Error as exc:
+            raise _storage_error(exc, "rotate the certificate") from exc
         record = self.certificate_by_id(new_id)
         assert record is not None
         return record
 
-    def retire_replaced(self, fp: str) -> CertificateRecord | None:
-        """At a rotated certificate's first login, disable the one it replaced."""
+    def retire_replaced(self, fp: str, now: dt.datetime | None = None) -> list[CertificateRecord]:
+        """At a rotated certificate's first login, disable the older ones of its device."""
+        now = now or _now()
         record = self.certificate_by_fingerprint(fp)
         if record is None or record.replaces is None:
-            return None
-        old = self.certificate_by_id(record.replaces)
-        if old is None or old.state is not CertState.ACTIVE:
-            return None
-        return self.set_certificate_state(
-            old.account, old.name, CertState.DISABLED, actor="server", reason="rotated"
-        )
+            return []
+        with self._transaction("retire the replaced certificate") as conn:
+            older = self._certificates_where(
+                "c.device_id = ? AND c.id < ? AND c.state = 'active'",
+                (record.device.id, record.id),
+            )
+            for old in older:
+                conn.execute(
+                    "UPDATE certificates SET state = 'disabled', state_changed_at = ? WHERE id = ?",
+                    (_iso(now), old.id),
+                )
+                self._audit_row(
+                    conn,
+                    "cert.disabled",
+                    actor="server",
+                    subject=old.fingerprint,
+                    now=now,
+                    detail={
+                        "account": str(old.account),
+                        "name": old.name,
+                        "device": str(old.device.id),
+                        "reason": "rotated",
+                    },
+                )
+        return older
 
     def record_login(self, fp: str, address: str, now: dt.datetime | None = None) -> None:
         try:
@@ -745,8 +1004,11 @@ class Registry:
                     raise TokenRaceLost("this token has already been used")
                 token_id, account_text, resource, name, created_by = row
                 account = JID.parse(account_text)
-                cert_id = self._insert_certificate(
+                device_id = self._insert_device(
                     conn, account, name, der, True, created_by, "token", now
+                )
+                cert_id = self._insert_certificate(
+                    conn, device_id, account, name, der, created_by, "token", now
                 )
                 self._audit_row(
                     conn,
@@ -761,7 +1023,7 @@ class Registry:
             raise _duplicate(exc, JID.parse(account_text), name) from None
         except sqlite3.Error as exc:
             raise _storage_error(exc, "redeem the token") from exc
-        record = self._certificate_where("id = ?", (cert_id,))
+        record = self.certificate_by_id(cert_id)
         assert record is not None
         return record
 
@@ -814,14 +1076,16 @@ class Registry:
     def audit_events(
         self,
         *,
-        subject: str | None = None,
+        subjects: Sequence[str] | None = None,
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEvent]:
-        clauses, args = [], []
-        if subject is not None:
-            clauses.append("subject = ?")
-            args.append(subject)
+        """Audit rows, oldest first; ``subjects`` keeps those about any of these subjects."""
+        clauses: list[str] = []
+        args: list[str] = []
+        if subjects is not None:
+            clauses.append(f"subject IN ({', '.join('?' for _ in subjects) or 'NULL'})")
+            args.extend(subjects)
         if since is not None:
             clauses.append("at >= ?")
             args.append(_iso(since))

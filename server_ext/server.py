@@ -24,7 +24,7 @@ from server_ext.admin_channel import serve_admin
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
-from server_ext.model import CertState
+from server_ext.model import DeviceState
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.registry import Registry
 from server_ext.sasl.external import ExternalMechanism
@@ -42,7 +42,7 @@ from server_ext.xmpp.account_iq import account_handlers
 from server_ext.xmpp.delivery import Dispatcher
 from server_ext.xmpp.handlers import ServerContext
 from server_ext.xmpp.router import SessionTable
-from server_ext.xmpp.saslcert import close_sessions
+from server_ext.xmpp.saslcert import close_device_sessions
 from server_ext.xmpp.stream import (
     AuthAborted,
     AuthRequested,
@@ -107,6 +107,7 @@ class Server:
             fingerprint=certificate.fingerprint,
             connect_host=config.connect_host,
             connect_port=config.port,
+            rotation_interval=dt.timedelta(seconds=config.rotation_interval),
         )
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.addresses: list[ListeningAddress] = []
@@ -164,13 +165,14 @@ class Server:
                     if isinstance(s, C2SConnection)
                 ],
             }
-        if op == "certificate-changed":
-            record = self.registry.certificate_by_fingerprint(str(req.get("fingerprint", "")))
-            if record is None:
-                return {"ok": False, "error": "no such certificate"}
+        if op == "device-changed":
+            device_id = req.get("device")
+            device = self.registry.get_device(device_id) if isinstance(device_id, int) else None
+            if device is None:
+                return {"ok": False, "error": "no such device"}
             closed = 0
-            if record.state is CertState.REVOKED:
-                closed = close_sessions(self.context, record)
+            if device.state is DeviceState.REVOKED:
+                closed = close_device_sessions(self.context, device)
             return {"ok": True, "closed": closed}
         if op == "kick":
             try:

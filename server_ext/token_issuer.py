@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
 from server_ext.errors import ServerExtError
-from server_ext.model import TokenRecord
+from server_ext.model import DeviceState, TokenRecord
 from server_ext.policy.tokens import TokenRules, generate_token, hash_token
 from server_ext.registry import Registry
 
@@ -43,6 +43,13 @@ def issue_token(
     if not resource.strip():
         raise ServerExtError("a device needs a resource, e.g. --resource weatherbot")
     jid = account.bare.with_resource(resource.strip())
+    live = [d for d in registry.devices_for_jid(jid) if d.state is not DeviceState.REVOKED]
+    if live:
+        # Said now rather than when the device redeems: the redemption would be refused.
+        raise ServerExtError(
+            f"the device {live[0].name!r} (id {live[0].id}) already logs in as {jid}; "
+            "revoke it first, or choose another resource"
+        )
     lifetime = rules.ttl(ttl)
     token = generate_token()
     record = registry.add_token(

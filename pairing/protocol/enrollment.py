@@ -24,6 +24,7 @@ class EnrollCondition(StrEnum):
     JID_MISMATCH = "jid-mismatch"  # the certificate's xmppAddr is not the token's full JID
     BAD_CERTIFICATE = "bad-certificate"  # none presented, expired, or not for client auth
     NAME_CONFLICT = "name-conflict"  # the device name is taken on the account
+    JID_IN_USE = "jid-in-use"  # another device that is not revoked logs in as that JID
     ALREADY_REGISTERED = "already-registered"  # this certificate is registered already
     RATE_LIMITED = "rate-limited"
     MALFORMED = "malformed"

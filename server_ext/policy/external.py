@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pairing.errors import CertificateError, InvalidJID
 from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
 from pairing.protocol.jid import JID
-from server_ext.model import CertificateRecord, CertState
+from server_ext.model import CertificateRecord, CertState, DeviceState
 from server_ext.sasl.mechanism import SASLCondition
 
 
@@ -68,12 +68,21 @@ def decide_external(
         return ExternalRejected(
             not_authorized, "this certificate is not registered for any account", account
         )
+    device = registered.device
+    if device.state is DeviceState.REVOKED:
+        # Every certificate of a revoked device is refused, whichever of its rotation chain.
+        reason = device.revoked_reason or "no reason given"
+        return ExternalRejected(not_authorized, f"this device was revoked: {reason}", account)
     if registered.state is CertState.REVOKED:
         reason = registered.revoked_reason or "no reason given"
         return ExternalRejected(not_authorized, f"this certificate was revoked: {reason}", account)
+    if device.state is DeviceState.DISABLED:
+        return ExternalRejected(not_authorized, "this device was disabled", account)
     if registered.state is not CertState.ACTIVE:
         return ExternalRejected(
-            not_authorized, f"this certificate was {registered.state.value}", account
+            not_authorized,
+            "this certificate was disabled: a newer certificate of this device replaced it",
+            account,
         )
     if registered.account != account:
         return ExternalRejected(

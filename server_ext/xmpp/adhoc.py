@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
 from server_ext.errors import RegistryError, ServerExtError
-from server_ext.inventory import resolve
-from server_ext.model import CertState, TokenState
+from server_ext.inventory import device_row, resolve
+from server_ext.model import DeviceState, TokenState
 from server_ext.token_issuer import issue_token
 from server_ext.xmpp import namespaces as ns
 from server_ext.xmpp.handlers import Requester, ServerContext
-from server_ext.xmpp.saslcert import close_sessions
+from server_ext.xmpp.saslcert import close_device_sessions
 from server_ext.xmpp.stanzas import ErrorType, StanzaError
 
 log = logging.getLogger(__name__)
@@ -183,27 +183,28 @@ def _devices(
     wanted = values.get("jid", "")
     if wanted == "*":
         _require_admin(ctx, requester)
-        records = ctx.registry.list_certificates()
+        devices = ctx.registry.list_devices()
     else:
-        records = ctx.registry.list_certificates(_account_for(ctx, requester, values))
+        devices = ctx.registry.list_devices(_account_for(ctx, requester, values))
     rows = []
-    for record in records:
-        online = [str(s.jid) for s in ctx.sessions.with_certificate(record.fingerprint)]
+    for device in devices:
+        certificates = ctx.registry.device_certificates(device.id)
+        online = {
+            fp: [str(s.jid) for s in ctx.sessions.with_certificate(fp)]
+            for fp in (c.fingerprint for c in certificates)
+        }
+        row = device_row(device, certificates, online)
         rows.append(
             {
-                "id": str(record.id),
-                "name": record.name,
-                "jid": ", ".join(record.subject_jids),
-                "state": record.state.value,
-                "online": "yes" if online else "no",
-                "last-login": (
-                    record.last_login_at.isoformat(timespec="seconds")
-                    if record.last_login_at
-                    else ""
-                ),
-                "expires": record.not_after.isoformat(timespec="seconds"),
-                "enrolled-via": record.added_via,
-                "fingerprint": record.fingerprint,
+                "id": str(row["id"]),
+                "name": row["name"],
+                "jid": ", ".join(row["jids"]),
+                "state": row["state"],
+                "online": "yes" if row["online"] else "no",
+                "last-login": row["last_login_at"] or "",
+                "expires": row["expires"] or "",
+                "enrolled-via": row["enrolled_via"],
+                "fingerprint": row["fingerprint"] or "",
             }
         )
     return (f"{len(rows)} device(s).", rows)
@@ -212,22 +213,27 @@ def _devices(
 def _revoke_device(
     ctx: ServerContext, requester: Requester, values: dict[str, str]
 ) -> tuple[str, list[dict[str, str]]]:
+    own = requester.jid.bare
     try:
-        record = resolve(ctx.registry, values.get("device", ""), ctx.domain)
+        device = resolve(ctx.registry, values.get("device", ""), ctx.domain, account=own)
     except ServerExtError as exc:
         raise StanzaError(ErrorType.CANCEL, "item-not-found", str(exc)) from None
-    if record.account != requester.jid.bare and not _is_admin(ctx, requester):
+    if device.account != own and not _is_admin(ctx, requester):
         # Do not reveal other accounts' devices to non-admins.
         raise StanzaError(ErrorType.CANCEL, "item-not-found", "no such device on your account")
     reason = values.get("reason") or f"by {requester.jid}"
     try:
-        updated = ctx.registry.set_certificate_state(
-            record.account, record.name, CertState.REVOKED, actor=str(requester.jid), reason=reason
+        updated, changed = ctx.registry.set_device_state(
+            device.id, DeviceState.REVOKED, actor=str(requester.jid), reason=reason
         )
     except RegistryError as exc:
         raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
-    closed = close_sessions(ctx, updated)
-    return (f"Revoked device {updated.id} ({updated.name}); closed {closed} session(s).", [])
+    closed = close_device_sessions(ctx, updated)
+    already = "" if changed else " (it was already revoked)"
+    return (
+        f"Revoked device {updated.id} ({updated.name}){already}; closed {closed} session(s).",
+        [],
+    )
 
 
 def _end_sessions(
@@ -273,7 +279,7 @@ COMMAND_LIST = (
         NODE_REVOKE,
         "Revoke a device",
         (
-            Field("device", "Device id, fingerprint or full JID", required=True),
+            Field("device", "Device name, id, full JID or fingerprint", required=True),
             Field("reason", "Reason (kept in the audit log)"),
         ),
         _revoke_device,

@@ -18,6 +18,7 @@ from pairing.protocol.identity import load_certificate
 from server_ext.errors import (
     DuplicateCertificate,
     DuplicateName,
+    JIDInUse,
     RegistryError,
     TokenRaceLost,
 )
@@ -84,6 +85,8 @@ def redeem(
             f"the account already has a device named {record.name!r}; "
             "ask for a token with another name",
         )
+    except JIDInUse as exc:
+        return failure(EnrollCondition.JID_IN_USE, str(exc))
     except DuplicateCertificate:
         return failure(
             EnrollCondition.ALREADY_REGISTERED,

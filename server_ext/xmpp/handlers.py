@@ -42,6 +42,7 @@ class ServerContext:
     connect_host: str = "127.0.0.1"
     connect_port: int = 5222
     token_rules: TokenRules = field(default_factory=TokenRules)
+    rotation_interval: dt.timedelta = dt.timedelta(hours=1)
 
 
 #: A handler returns the result payload (or None for an empty result), or raises StanzaError.

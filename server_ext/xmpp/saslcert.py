@@ -18,10 +18,17 @@ from cryptography import x509
 from pairing.errors import CertificateError
 from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
 from pairing.protocol.jid import JID
-from server_ext.errors import DuplicateCertificate, DuplicateName, RegistryError
-from server_ext.model import CertificateRecord, CertState
+from server_ext.errors import (
+    DuplicateCertificate,
+    DuplicateName,
+    JIDInUse,
+    RegistryError,
+    RotationRefused,
+)
+from server_ext.model import DeviceRecord, DeviceState
 from server_ext.xmpp import namespaces as ns
 from server_ext.xmpp.handlers import Requester, ServerContext
+from server_ext.xmpp.router import Session
 from server_ext.xmpp.stanzas import ErrorType, StanzaError, local_name
 
 log = logging.getLogger(__name__)
@@ -80,7 +87,17 @@ def _rotation(ctx: ServerContext, requester: Requester, payload: ET.Element) -> 
     if problem:
         raise StanzaError(ErrorType.MODIFY, "not-acceptable", problem)
     try:
-        ctx.registry.rotate_certificate(requester.fingerprint, der, actor=str(requester.jid))
+        ctx.registry.rotate_certificate(
+            requester.fingerprint,
+            der,
+            actor=str(requester.jid),
+            min_interval=ctx.rotation_interval,
+            now=ctx.clock(),
+        )
+    except RotationRefused as exc:
+        # A device that asks again and again is refused (and audited by the registry), as
+        # XEP-0205 §3 suggests for a throttled request: <resource-constraint/>, type wait.
+        raise StanzaError(ErrorType.WAIT, "resource-constraint", str(exc)) from None
     except DuplicateCertificate:
         raise StanzaError(
             ErrorType.CANCEL, "conflict", "this certificate is already registered"
@@ -105,17 +122,23 @@ def _refuse_restricted_session(ctx: ServerContext, requester: Requester) -> None
 
 
 def _items(ctx: ServerContext, requester: Requester) -> ET.Element:
+    """One item per device that is not revoked, with its current certificate."""
     account = requester.jid.bare
     items = ET.Element(ns.clark(ns.SASLCERT, "items"))
-    for record in ctx.registry.list_certificates(account):
-        if record.state is CertState.REVOKED:
+    registry = ctx.registry
+    for device in registry.list_devices(account):
+        if device.state is DeviceState.REVOKED:
+            continue
+        current = registry.current_certificate(device.id)
+        if current is None:  # pragma: no cover - a device is created with its certificate
             continue
         item = ET.SubElement(items, ns.clark(ns.SASLCERT, "item"))
-        ET.SubElement(item, _NAME).text = record.name
-        ET.SubElement(item, _CERT).text = base64.b64encode(record.der).decode()
-        online = ctx.sessions.with_certificate(record.fingerprint)
+        ET.SubElement(item, _NAME).text = device.name
+        ET.SubElement(item, _CERT).text = base64.b64encode(current.der).decode()
+        online = device_sessions(ctx, device)
         if online:
-            # XEP-0257 §3.2: <users/> lists the resources logged in with this certificate.
+            # XEP-0257 §3.2: <users/> lists the resources logged in with this certificate;
+            # during a rotation that may be either certificate of the device.
             users = ET.SubElement(item, ns.clark(ns.SASLCERT, "users"))
             for session in online:
                 ET.SubElement(users, ns.clark(ns.SASLCERT, "resource")).text = session.jid.resource
@@ -173,6 +196,8 @@ def _append(ctx: ServerContext, requester: Requester, payload: ET.Element) -> No
         raise StanzaError(
             ErrorType.CANCEL, "conflict", "this certificate is already registered"
         ) from None
+    except JIDInUse as exc:
+        raise StanzaError(ErrorType.CANCEL, "conflict", str(exc)) from None
     except RegistryError as exc:
         log.error("cannot store certificate: %s", exc)
         raise StanzaError(
@@ -213,34 +238,44 @@ def _change_state(
 ) -> None:
     account = requester.jid.bare
     name = _text_of(payload, _NAME, "name")
-    record = ctx.registry.get_certificate(account, name)
-    if record is None or record.state is CertState.REVOKED:
+    device = ctx.registry.device_by_name(account, name)
+    if device is None or device.state is DeviceState.REVOKED:
         # Prosody answers success for unknown names; the client deserves to know.
         raise StanzaError(ErrorType.CANCEL, "item-not-found", f"no certificate named {name!r}")
-    state = CertState.REVOKED if action == "revoke" else CertState.DISABLED
+    state = DeviceState.REVOKED if action == "revoke" else DeviceState.DISABLED
     try:
-        updated = ctx.registry.set_certificate_state(
-            account,
-            name,
+        updated, _ = ctx.registry.set_device_state(
+            device.id,
             state,
             actor=str(requester.jid),
             reason=f"by {requester.jid} (XEP-0257 {action})",
         )
     except RegistryError as exc:
-        log.error("cannot change certificate state: %s", exc)
+        log.error("cannot change device state: %s", exc)
         raise StanzaError(
             ErrorType.WAIT, "resource-constraint", "the server cannot store it now; try later"
         ) from None
-    if state is CertState.REVOKED:
-        close_sessions(ctx, updated)
+    if state is DeviceState.REVOKED:
+        # XEP-0257 §3.4: the server SHOULD close the streams using it; here, those of every
+        # certificate of the device's rotation chain.
+        close_device_sessions(ctx, updated)
 
 
-def close_sessions(ctx: ServerContext, record: CertificateRecord) -> int:
-    """End every live session that logged in with ``record`` (XEP-0257 §3.4 revoke)."""
-    sessions = ctx.sessions.with_certificate(record.fingerprint)
+def device_sessions(ctx: ServerContext, device: DeviceRecord) -> list[Session]:
+    """Live sessions that logged in with any certificate of ``device``."""
+    return [
+        session
+        for record in ctx.registry.device_certificates(device.id)
+        for session in ctx.sessions.with_certificate(record.fingerprint)
+    ]
+
+
+def close_device_sessions(ctx: ServerContext, device: DeviceRecord) -> int:
+    """End every live session of a revoked device (XEP-0257 §3.4 revoke)."""
+    sessions = device_sessions(ctx, device)
+    reason = device.revoked_reason or "no reason given"
     for session in sessions:
         # RFC 6120 §4.9.3.16 and §13.7.2.3: <reset/> is the condition for a certificate that
         # was revoked during the life of the stream.
-        reason = record.revoked_reason or "no reason given"
-        session.terminate("reset", f"the client certificate {record.name!r} was revoked: {reason}")
+        session.terminate("reset", f"the device {device.name!r} was revoked: {reason}")
     return len(sessions)

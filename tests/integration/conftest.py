@@ -21,6 +21,7 @@ from pairing.protocol.identity import (
 from pairing.protocol.jid import JID
 from pairing.secure_files import write_private, write_public
 from server_ext.config import ServerConfig
+from server_ext.model import DeviceState
 from server_ext.registry import Registry
 from server_ext.server import Server, load_certificate_for
 from tests.support.rawclient import RawClient, client_context
@@ -65,6 +66,14 @@ class RunningServer:
         self.registry.add_account(jid, password, admin=admin)
         return jid
 
+    def set_device_state(
+        self, account: str, name: str, state: DeviceState, *, reason: str = ""
+    ) -> None:
+        """What an admin does to the device ``name`` of ``account`` (registry only)."""
+        device = self.registry.device_by_name(JID(account, self.domain), name)
+        assert device is not None, f"no device {name!r}"
+        self.registry.set_device_state(device.id, state, actor="test", reason=reason)
+
     async def raw(self) -> RawClient:
         return await RawClient.connect(self.host, self.port, self.domain)
 
@@ -97,11 +106,17 @@ ServerFactory = Callable[..., Awaitable[RunningServer]]
 DeviceFactory = Callable[..., Device]
 
 
+def clocks(clock: Callable[[], dt.datetime] | None) -> dict[str, Callable[[], dt.datetime]]:
+    return {"clock": clock} if clock is not None else {}
+
+
 @pytest.fixture
 async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     started: list[tuple[Server, Registry]] = []
 
-    async def factory(**overrides: object) -> RunningServer:
+    async def factory(
+        *, clock: Callable[[], dt.datetime] | None = None, **overrides: object
+    ) -> RunningServer:
         config = ServerConfig(
             domain="localhost",
             data_dir=tmp_path / f"server{len(started)}",
@@ -112,7 +127,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         )
         config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
         registry = Registry.open(config.database_path)
-        server = Server(config, registry, load_certificate_for(config))
+        server = Server(config, registry, load_certificate_for(config), **clocks(clock))
         await server.start()
         started.append((server, registry))
         return RunningServer(server, config, registry)

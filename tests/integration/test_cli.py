@@ -55,7 +55,7 @@ def test_manual_enrollment_login_and_revocation(
     (line,) = refused.stderr.strip().splitlines()
     assert line.startswith(
         "Error: authentication refused: not-authorized "
-        "(this certificate was revoked: by alice@localhost/"
+        "(this device was revoked: by alice@localhost/"
     )
 
     certs = json.loads(run("server-ext", "--data-dir", str(data), "certs", "list", "--json").stdout)
@@ -81,7 +81,7 @@ def test_manual_enrollment_login_and_revocation(
         "account.created",
         "cert.added",
         "login.external",
-        "cert.revoked",
+        "device.revoked",
         "login.failed",
     ):
         assert expected in events

@@ -11,7 +11,7 @@ from device_agent.enrollment import enroll
 from device_agent.keystore import KeyStore
 from device_agent.runtime import LoginRefused, run
 from pairing.protocol.jid import JID
-from server_ext.model import CertState
+from server_ext.model import DeviceState
 from server_ext.policy.tokens import TokenRules
 from server_ext.token_issuer import issue_token
 from tests.integration.conftest import RunningServer
@@ -59,9 +59,7 @@ async def test_reconnects_after_a_drop_and_stops_when_revoked(
     await wait_for_line(lines, "online as", lost)
 
     # Revoked: the session is cut, the next login is refused, and the agent gives up.
-    xmpp_server.registry.set_certificate_state(
-        JID.parse("alice@localhost"), "sensor", CertState.REVOKED, actor="test"
-    )
+    xmpp_server.set_device_state("alice", "sensor", DeviceState.REVOKED)
     (session,) = xmpp_server.server.sessions.resources(JID.parse("alice@localhost"))
     session.terminate("reset", "revoked")
     with pytest.raises(LoginRefused, match="revoked"):
@@ -94,12 +92,12 @@ async def test_a_disabled_device_waits_and_returns_when_enabled(
     )
     first = await wait_for_line(lines, "online as")
     account = JID.parse("alice@localhost")
-    xmpp_server.registry.set_certificate_state(account, "sensor", CertState.DISABLED, actor="t")
+    xmpp_server.set_device_state("alice", "sensor", DeviceState.DISABLED)
     (session,) = xmpp_server.server.sessions.resources(account)
     session.terminate("system-shutdown", "maintenance")
     refused = await wait_for_line(lines, "disabled", first)
     assert not task.done()  # still trying, slowly
-    xmpp_server.registry.set_certificate_state(account, "sensor", CertState.ACTIVE, actor="t")
+    xmpp_server.set_device_state("alice", "sensor", DeviceState.ACTIVE)
     await wait_for_line(lines, "online as", refused)
     stop.set()
     await asyncio.wait_for(task, 10)

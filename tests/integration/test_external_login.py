@@ -204,14 +204,12 @@ async def test_scram_authzid_naming_another_account_is_refused(
 async def test_disabled_certificate_cannot_log_in(
     xmpp_server: RunningServer, make_device: DeviceFactory
 ) -> None:
-    from server_ext.model import CertState
+    from server_ext.model import DeviceState
 
     xmpp_server.add_user("alice")
     device = make_device("alice@localhost/bot")
     register(xmpp_server, device)
-    xmpp_server.registry.set_certificate_state(
-        JID.parse("alice@localhost"), "bot", CertState.DISABLED, actor="test"
-    )
+    xmpp_server.set_device_state("alice", "bot", DeviceState.DISABLED)
     client = await xmpp_server.raw_tls(device)
     reply = await client.auth("EXTERNAL", b"")
     assert b"<not-authorized/>" in reply and b"disabled" in reply

@@ -79,14 +79,14 @@ def test_cli_revocation_closes_the_live_session_within_a_second(
     assert agent.returncode == 1
     time.sleep(2)
     events = json.loads(run("server-ext", "--data-dir", str(data), "audit", "--json").stdout)
-    assert [e["event"] for e in events[before:]] == ["cert.revoked"]  # no further login attempt
+    assert [e["event"] for e in events[before:]] == ["device.revoked"]  # no further login attempt
     # ... remembers why, and a restart does not try either.
     status = json.loads(run("device-agent", "--state-dir", str(state), "status", "--json").stdout)
     assert status["state"] == "revoked" and "laptop stolen" in status["reason"]
     again = run("device-agent", "--state-dir", str(state), "run", ok=False)
     assert again.returncode == 1 and "revoked" in again.stderr
     events = json.loads(run("server-ext", "--data-dir", str(data), "audit", "--json").stdout)
-    assert [e["event"] for e in events[before:]] == ["cert.revoked"]
+    assert [e["event"] for e in events[before:]] == ["device.revoked"]
     # A login by hand is refused with the reason.
     refused = run("device-agent", "--state-dir", str(state), "login", ok=False)
     assert "revoked: laptop stolen" in refused.stderr
@@ -102,7 +102,7 @@ def test_cli_revocation_closes_the_live_session_within_a_second(
         "token.redeemed",
         "login.external",  # the enrollment's own first login
         "login.external",  # device-agent run
-        "cert.revoked",
+        "device.revoked",
         "login.failed",  # the login by hand above
     ]
     # Reset wipes the key so the device can be enrolled afresh.

@@ -13,7 +13,7 @@ from pairing.protocol.identity import (
     generate_key,
 )
 from pairing.protocol.jid import JID
-from server_ext.model import CertificateRecord, CertState
+from server_ext.model import CertificateRecord, CertState, DeviceRecord, DeviceState
 from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
 from server_ext.sasl.mechanism import SASLCondition
 
@@ -34,19 +34,32 @@ def cert(*jids: str, client_auth: bool = True, now: dt.datetime = NOW, days: int
 
 
 def record(
-    der: bytes, *, account: JID = ALICE, state: CertState = CertState.ACTIVE
+    der: bytes,
+    *,
+    account: JID = ALICE,
+    state: CertState = CertState.ACTIVE,
+    device_state: DeviceState = DeviceState.ACTIVE,
 ) -> CertificateRecord:
-    return CertificateRecord(
+    device = DeviceRecord(
         id=1,
         account=account,
         name="bot",
+        state=device_state,
+        no_cert_management=False,
+        added_by="t",
+        added_via="t",
+        added_at=NOW,
+        revoked_reason="stolen" if device_state is DeviceState.REVOKED else None,
+    )
+    return CertificateRecord(
+        id=1,
+        device=device,
         fingerprint=fingerprint(der),
         der=der,
         subject_jids=(),
         not_before=NOW,
         not_after=NOW,
         state=state,
-        no_cert_management=False,
         added_by="t",
         added_via="t",
         added_at=NOW,
@@ -159,6 +172,17 @@ def test_unregistered_disabled_revoked_and_wrong_account() -> None:
         decide(der, registered=record(der, state=CertState.REVOKED)),
         SASLCondition.NOT_AUTHORIZED,
         "revoked",
+    )
+    # The device is the unit: an active certificate of a revoked or disabled device is refused.
+    rejected(
+        decide(der, registered=record(der, device_state=DeviceState.REVOKED)),
+        SASLCondition.NOT_AUTHORIZED,
+        "device was revoked: stolen",
+    )
+    rejected(
+        decide(der, registered=record(der, device_state=DeviceState.DISABLED)),
+        SASLCondition.NOT_AUTHORIZED,
+        "device was disabled",
     )
     mallory = record(der, account=JID.parse("mallory@example.org"))
     rejected(decide(der, registered=mallory), SASLCondition.NOT_AUTHORIZED, "not registered for")

@@ -16,11 +16,13 @@ from server_ext.errors import (
     AccountExists,
     DuplicateCertificate,
     DuplicateName,
+    JIDInUse,
     RegistryError,
+    RotationRefused,
     UnknownAccount,
     UnknownCertificate,
 )
-from server_ext.model import CertState
+from server_ext.model import CertState, DeviceState
 from server_ext.registry import Registry
 from server_ext.sasl.scram import verify_password
 
@@ -78,11 +80,18 @@ def test_certificate_round_trip(registry: Registry) -> None:
     assert registry.find_certificates(record.fingerprint[:8]) == [record]
 
 
+def set_state(
+    registry: Registry, name: str, state: DeviceState, *, actor: str = "t", reason: str = ""
+) -> None:
+    device = registry.device_by_name(ALICE, name)
+    registry.set_device_state(device.id if device else 0, state, actor=actor, reason=reason)
+
+
 def test_duplicate_name_even_after_revocation(registry: Registry) -> None:
     registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
     with pytest.raises(DuplicateName):
         registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
-    registry.set_certificate_state(ALICE, "bot", CertState.REVOKED, actor="t")
+    set_state(registry, "bot", DeviceState.REVOKED)
     with pytest.raises(DuplicateName):
         registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
 
@@ -96,13 +105,13 @@ def test_duplicate_certificate(registry: Registry) -> None:
 
 def test_revocation_is_final(registry: Registry) -> None:
     registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
-    registry.set_certificate_state(ALICE, "bot", CertState.DISABLED, actor="t")
-    registry.set_certificate_state(ALICE, "bot", CertState.ACTIVE, actor="t")
-    registry.set_certificate_state(ALICE, "bot", CertState.REVOKED, actor="t", reason="stolen")
+    set_state(registry, "bot", DeviceState.DISABLED)
+    set_state(registry, "bot", DeviceState.ACTIVE)
+    set_state(registry, "bot", DeviceState.REVOKED, reason="stolen")
     with pytest.raises(RegistryError, match="final"):
-        registry.set_certificate_state(ALICE, "bot", CertState.ACTIVE, actor="t")
+        set_state(registry, "bot", DeviceState.ACTIVE)
     with pytest.raises(UnknownCertificate):
-        registry.set_certificate_state(ALICE, "nope", CertState.REVOKED, actor="t")
+        set_state(registry, "nope", DeviceState.REVOKED)
 
 
 def test_deleting_an_account_revokes_its_certificates(registry: Registry) -> None:
@@ -115,11 +124,19 @@ def test_deleting_an_account_revokes_its_certificates(registry: Registry) -> Non
 
 def test_audit_log_is_append_only(registry: Registry, tmp_path: Path) -> None:
     registry.add_certificate(ALICE, "bot", der(), added_by="alice", added_via="t")
-    registry.set_certificate_state(ALICE, "bot", CertState.REVOKED, actor="alice", reason="lost")
+    set_state(registry, "bot", DeviceState.REVOKED, actor="alice", reason="lost")
     events = [e.event for e in registry.audit_events()]
-    assert events == ["account.created", "cert.added", "cert.revoked"]
+    assert events == ["account.created", "cert.added", "device.revoked"]
     revoked = registry.audit_events()[-1]
-    assert revoked.detail == {"account": "alice@example.org", "name": "bot", "reason": "lost"}
+    device = registry.device_by_name(ALICE, "bot")
+    assert device is not None
+    assert revoked.detail == {
+        "account": "alice@example.org",
+        "name": "bot",
+        "device": str(device.id),
+        "reason": "lost",
+        "certificates": revoked.subject,
+    }
     conn = sqlite3.connect(tmp_path / "data" / "registry.sqlite3")
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'mallory'")
@@ -178,19 +195,128 @@ def test_expiry_is_stored(registry: Registry) -> None:
     assert now + dt.timedelta(days=364) < record.not_after < now + dt.timedelta(days=366)
 
 
-def test_rotation_links_renames_and_survives_a_lost_successor(registry: Registry) -> None:
+BOT_ACTOR = "alice@example.org/bot"
+
+
+def test_rotation_links_one_device_and_survives_a_lost_successor(registry: Registry) -> None:
+    start = dt.datetime.now(dt.UTC)
     first = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="token")
-    successor = registry.rotate_certificate(first.fingerprint, der(), actor="alice@example.org/bot")
+    successor = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR, now=start)
     assert (successor.name, successor.replaces) == ("bot", first.id)
-    old = registry.certificate_by_id(first.id)
-    assert old is not None and old.name == f"bot ({first.fingerprint[:8]})"
-    # The device never stored that key and rotates again from the old certificate.
-    again = registry.rotate_certificate(first.fingerprint, der(), actor="alice@example.org/bot")
+    assert successor.device == first.device  # one device, two certificates, one name
+    assert [c.id for c in registry.device_certificates(first.device.id)] == [
+        first.id,
+        successor.id,
+    ]
+    # The device never stored that key and asks again from the old certificate: refused
+    # within the interval, and audited ...
+    with pytest.raises(RotationRefused, match="retry in"):
+        registry.rotate_certificate(
+            first.fingerprint, der(), actor=BOT_ACTOR, now=start + dt.timedelta(minutes=5)
+        )
+    assert registry.audit_events()[-1].event == "cert.rotation_refused"
+    # ... and allowed after it; the successor it never used is revoked, so there is never
+    # more than one successor waiting.
+    later = start + dt.timedelta(hours=1, seconds=1)
+    again = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR, now=later)
     assert (again.name, again.replaces) == ("bot", first.id)
     lost = registry.certificate_by_id(successor.id)
     assert lost is not None and lost.state is CertState.REVOKED
-    old = registry.certificate_by_id(first.id)
-    assert old is not None and old.name == f"bot ({first.fingerprint[:8]})"  # renamed once
+    waiting = [
+        c
+        for c in registry.device_certificates(first.device.id)
+        if c.state is CertState.ACTIVE and c.last_login_at is None and c.id != first.id
+    ]
+    assert [c.id for c in waiting] == [again.id]
     registry.record_login(again.fingerprint, "127.0.0.1")
     retired = registry.retire_replaced(again.fingerprint)
-    assert retired is not None and retired.state is CertState.DISABLED
+    assert [c.id for c in retired] == [first.id]
+    old = registry.certificate_by_id(first.id)
+    assert old is not None and old.state is CertState.DISABLED
+    assert old.device.state is DeviceState.ACTIVE
+
+
+def test_revoking_a_device_revokes_its_whole_rotation_chain(registry: Registry) -> None:
+    """Regression: revoking by name used to revoke only the successor."""
+    first = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="token")
+    successor = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR)
+    set_state(registry, "bot", DeviceState.REVOKED, reason="stolen")
+    for cert_id in (first.id, successor.id):
+        record = registry.certificate_by_id(cert_id)
+        assert record is not None
+        assert record.state is CertState.REVOKED
+        assert record.device.state is DeviceState.REVOKED
+    # Revoking again keeps the first reason.
+    device = registry.device_by_name(ALICE, "bot")
+    assert device is not None
+    again, changed = registry.set_device_state(
+        device.id, DeviceState.REVOKED, actor="t", reason="second thoughts"
+    )
+    assert not changed and again.revoked_reason == "stolen"
+    with pytest.raises(UnknownCertificate):
+        registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR)
+
+
+def test_one_live_device_per_full_jid(registry: Registry) -> None:
+    registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+    with pytest.raises(JIDInUse, match=r"already logs in as alice@example\.org/bot"):
+        registry.add_certificate(ALICE, "bot2", der(), added_by="t", added_via="t")
+    # Bare-JID certificates are not locked to a resource, so several may coexist.
+    registry.add_certificate(ALICE, "laptop", der("alice@example.org"), added_by="t", added_via="t")
+    registry.add_certificate(ALICE, "phone", der("alice@example.org"), added_by="t", added_via="t")
+    # Once the old device is revoked, a new one may take its resource (not its name).
+    set_state(registry, "bot", DeviceState.REVOKED)
+    registry.add_certificate(ALICE, "bot2", der(), added_by="t", added_via="t")
+    found = registry.devices_for_jid(JID.parse("alice@example.org/bot"))
+    assert [(d.name, d.state) for d in found] == [
+        ("bot2", DeviceState.ACTIVE),
+        ("bot", DeviceState.REVOKED),
+    ]
+
+
+def test_migration_turns_rotation_chains_into_devices(tmp_path: Path) -> None:
+    """A registry written before devices existed: a chain whose successor alone was revoked
+    (the hole this closes) comes out as one revoked device with every certificate revoked."""
+    from sqlite_utils import Database
+
+    from server_ext.migrations import migrations
+
+    path = tmp_path / "old.sqlite3"
+    db = Database(path)
+    migrations.apply(db, stop_before="m005_devices")  # the schema before devices
+    rows = [
+        (1, "bot (aaaaaaaa)", "a" * 64, "active", None),
+        (2, "bot", "b" * 64, "revoked", 1),
+        (3, "cam", "c" * 64, "active", None),
+    ]
+    for cert_id, name, fp, state, replaces in rows:
+        db.conn.execute(
+            "INSERT INTO certificates (id, account, name, fingerprint, der, subject_jids, "
+            "not_before, not_after, state, no_cert_management, added_by, added_via, added_at, "
+            "revoked_reason, replaces) VALUES (?,?,?,?,?,?,?,?,?,1,'t','token',?,?,?)",
+            (
+                cert_id,
+                "alice@example.org",
+                name,
+                fp,
+                b"",
+                "[]",
+                "2026-11-01T00:00:00+00:00",
+                "2027-11-01T00:00:00+00:00",
+                state,
+                "2026-11-01T00:00:00+00:00",
+                "stolen" if state == "revoked" else None,
+                replaces,
+            ),
+        )
+    db.conn.commit()
+    db.conn.close()
+    migrated = Registry.open(path)
+    chain = [migrated.certificate_by_id(i) for i in (1, 2)]
+    assert [(c.name, c.state, c.device.state) for c in chain if c] == [
+        ("bot", CertState.REVOKED, DeviceState.REVOKED),
+        ("bot", CertState.REVOKED, DeviceState.REVOKED),
+    ]
+    cam = migrated.certificate_by_id(3)
+    assert cam is not None and (cam.name, cam.device.state) == ("cam", DeviceState.ACTIVE)
+    assert [d.name for d in migrated.list_devices(ALICE)] == ["bot", "cam"]
