@@ -1,11 +1,14 @@
 """SRP-6a for pair-setup: RFC 5054's 3072-bit group with SHA-512, fixed-width encodings.
 
 srptools does the group arithmetic (its defaults, SHA-1 and 1024 bits, are never used here).
-The session key and the proofs are computed here so that every value is hashed at a fixed
-width: A, B and S as 384 bytes (the size of N), the salt as 16 bytes. Minimal-length
-encodings are the classic SRP interop bug (≈0.4 % of handshakes fail when a value has a
-leading zero byte); tests pin these encodings with leading-zero vectors.
+The password hash, the session key and the proofs are computed here so that every value is
+hashed at a fixed width: A, B and S as 384 bytes (the size of N), the salt as its 16 bytes.
+Minimal-length encodings are the classic SRP interop bug (≈0.4 % of handshakes fail when a
+value has a leading zero byte); tests pin these encodings with leading-zero vectors and check
+them against an independent SRP-6a implementation.
 
+    x  = H(salt | H(I | ":" | P))          RFC 5054 §2.4, the salt as its 16 bytes
+    v  = g^x mod N
     K  = H(PAD(S))
     M1 = H(H(N) XOR H(PAD(g)) | H(I) | salt | PAD(A) | PAD(B) | K)
     M2 = H(PAD(A) | M1 | K)
@@ -62,6 +65,18 @@ def _h(*parts: bytes) -> bytes:
 _HN_XOR_HG = bytes(a ^ b for a, b in zip(_h(pad(N)[-N_BYTES:]), _h(pad(G)), strict=True))
 
 
+def password_hash(salt: bytes, code: str) -> int:
+    """x = H(salt | H(I | ":" | P)) (RFC 5054 §2.4), with the salt hashed as its 16 bytes.
+
+    srptools takes the salt as an integer and hashes its minimal encoding, which drops a
+    leading zero byte (1 salt in 256) and gives a verifier that RFC 5054 firmware would not.
+    """
+    if len(salt) != SALT_BYTES:
+        raise SRPError(f"the salt must be {SALT_BYTES} bytes")
+    inner = _h(f"{USERNAME}:{code}".encode())
+    return int.from_bytes(_h(salt, inner), "big")
+
+
 def session_key(premaster: int) -> bytes:
     return _h(pad(premaster))
 
@@ -97,9 +112,7 @@ class Verifier:
 
 def make_verifier(code: str, salt: bytes | None = None) -> Verifier:
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
-    ctx = _context(code)
-    x = ctx.get_common_password_hash(int.from_bytes(salt, "big"))
-    return Verifier(salt, pad(ctx.get_common_password_verifier(x)))
+    return Verifier(salt, pad(pow(G, password_hash(salt, code), N)))
 
 
 class SRPServer:
@@ -137,6 +150,7 @@ class SRPClient:
     """The user's side: it knows the code."""
 
     def __init__(self, code: str, *, private: int | None = None) -> None:
+        self._code = code
         self._ctx = _context(code)
         self._a = private if private is not None else self._ctx.generate_client_private()
         self.public = pad(self._ctx.get_client_public(client_private=self._a))
@@ -152,7 +166,7 @@ class SRPClient:
         u = _GROUP.get_common_secret(b_pub, a_pub)
         if u == 0:
             raise SRPError("u is zero")  # RFC 5054 §2.6
-        x = self._ctx.get_common_password_hash(int.from_bytes(salt, "big"))
+        x = password_hash(salt, self._code)
         premaster = self._ctx.get_client_premaster_secret(
             password_hash=x, server_public=b_pub, client_private=self._a, common_secret=u
         )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from srptools import SRPContext
+from srptools import constants as srptools_constants
 from srptools.constants import PRIME_1024, PRIME_1024_GEN
 
 from pairing.protocol import srp
@@ -84,29 +87,31 @@ def test_rfc5054_appendix_b_vectors() -> None:
 
 
 # Our own vectors (3072-bit group, SHA-512, code "31415926", salt 00..0f, b = 0x1234567890abcdef),
-# chosen so that A (a = 0x3e8) and then S (a = 0x13eb) begin with a zero byte. They pin the
-# fixed-width encodings: a minimal-length encoding gives different K, M1 and M2.
+# chosen so that the salt, then A (a = 0x3e8), then S (a = 0x1027) begin with a zero byte. They
+# pin the fixed-width encodings: a minimal-length encoding gives a different verifier, K, M1
+# and M2. The verifier and every handshake without a leading zero are checked against pysrp
+# (an independent SRP-6a implementation) below.
 CODE = "31415926"
 SALT = bytes(range(16))
 B_PRIVATE = 0x1234567890ABCDEF
 OURS = [
     (
         0x3E8,
-        "199cdcf69682072d4b81408d2dc70bc5",
-        "f1e58c67283e596382e42bf34e2c987b",
-        "f32d801c2a6913d00f195cc39fceab19",
+        "e093fc0864671eaf10997e89851159d5",
+        "7fe2c013e9c8a1390d7ef327ed02b9a6",
+        "000adcc50dbbdf6fb026c81a6324b709",
     ),
     (
-        0x13EB,
-        "f076067f759d3a41f1ae02d74d16150d",
-        "26fe49cc36416a2ba7f5154b53778963",
-        "8418c8d184024ad1fead872eb3e03e3c",
+        0x1027,
+        "de5a585dd0db4132333a7380b3cb8f15",
+        "414f6a4dc4eaef06cc73a374bd628cae",
+        "295d1c9d5601a72d5730e56d91a6712b",
     ),
 ]
 
 
 def test_verifier_vector() -> None:
-    assert make_verifier(CODE, SALT).verifier.hex().startswith("9a4cf3778acb27b20035ce79601605ec")
+    assert make_verifier(CODE, SALT).verifier.hex().startswith("ce7c6319ab8db2c590c2e86614b3fd0d")
 
 
 @pytest.mark.parametrize(("a", "key", "m1", "m2"), OURS)
@@ -120,9 +125,10 @@ def test_fixed_width_vectors_with_leading_zero_bytes(a: int, key: str, m1: str, 
 
 
 def test_the_leading_zero_cases_really_have_leading_zeros() -> None:
+    assert SALT[0] == 0
     assert SRPClient(CODE, private=0x3E8).public[0] == 0
     server = SRPServer(make_verifier(CODE, SALT), private=B_PRIVATE)
-    client = SRPClient(CODE, private=0x13EB)
+    client = SRPClient(CODE, private=0x1027)
     a_pub = int.from_bytes(client.public, "big")
     b_pub = int.from_bytes(server.public, "big")
     u = srp._GROUP.get_common_secret(b_pub, a_pub)
@@ -158,3 +164,79 @@ def test_a_forged_server_proof_is_refused() -> None:
     client.respond(server.salt, server.public)
     with pytest.raises(SRPError):
         client.verify(b"\0" * 64)
+
+
+# --- against an independent implementation ------------------------------------------------
+
+
+@pytest.fixture
+def pysrp() -> Iterator[Any]:
+    """pysrp (the ``srp`` package, pure-Python module) in RFC 5054 mode: k, u padded."""
+    from srp import _pysrp as independent
+
+    independent.rfc5054_enable(True)
+    yield independent
+    independent.rfc5054_enable(False)
+
+
+@pytest.mark.parametrize("salt", [SALT, bytes(range(1, 17)), b"\0\0" + bytes(14)])
+def test_the_verifier_matches_an_independent_implementation(pysrp: Any, salt: bytes) -> None:
+    """x = H(salt | H(I:P)) with the salt's 16 bytes, leading zeros included (RFC 5054 §2.4)."""
+    x = pysrp.gen_x(hashlib.sha512, salt, srp.USERNAME, CODE)
+    assert make_verifier(CODE, salt).verifier == pad(pow(srp.G, x, srp.N))
+
+
+def group(pysrp: Any) -> dict[str, Any]:
+    """RFC 5054 Appendix A's 3072-bit group with SHA-512, as pysrp takes it."""
+    return {
+        "hash_alg": pysrp.SHA512,
+        "ng_type": pysrp.NG_CUSTOM,
+        "n_hex": srptools_constants.PRIME_3072,
+        "g_hex": srptools_constants.PRIME_3072_GEN,
+    }
+
+
+def _no_leading_zeros(*values: bytes) -> bool:
+    return all(len(v) == srp.N_BYTES and v[0] != 0 for v in values)
+
+
+def test_a_pysrp_user_pairs_with_our_device(pysrp: Any) -> None:
+    for seed in range(1, 50):
+        verifier = make_verifier(CODE, hashlib.sha256(bytes([seed])).digest()[:16])
+        server = SRPServer(verifier)
+        user = pysrp.User(
+            srp.USERNAME,
+            CODE,
+            **group(pysrp),
+            bytes_a=hashlib.shake_256(bytes([seed, 1])).digest(256),
+        )
+        _, a_min = user.start_authentication()
+        a_pub = a_min.rjust(srp.N_BYTES, b"\0")
+        if not _no_leading_zeros(a_pub, server.public):
+            continue  # pysrp hashes minimal encodings; those cases are pinned above
+        m1 = user.process_challenge(verifier.salt, server.public)
+        m2, key = server.verify(a_pub, m1)
+        user.verify_session(m2)
+        assert user.authenticated() and user.get_session_key() == key
+        return
+    raise AssertionError("no handshake without leading zeros in 50 tries")
+
+
+def test_our_user_pairs_with_a_pysrp_device(pysrp: Any) -> None:
+    salt = bytes(range(1, 17))
+    verifier = make_verifier(CODE, salt)
+    for _ in range(50):
+        client = SRPClient(CODE)
+        device = pysrp.Verifier(
+            srp.USERNAME, salt, verifier.verifier, client.public, **group(pysrp)
+        )
+        _, b_min = device.get_challenge()
+        b_pub = b_min.rjust(srp.N_BYTES, b"\0")
+        m1 = client.respond(salt, b_pub)
+        if not _no_leading_zeros(client.public, b_pub):
+            continue  # pysrp hashes minimal encodings; those cases are pinned above
+        m2 = device.verify_session(m1)
+        assert m2 is not None, "pysrp refused our proof"
+        assert client.verify(m2) == device.get_session_key()
+        return
+    raise AssertionError("no handshake without leading zeros in 50 tries")
