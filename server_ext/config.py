@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pairing.protocol.jid import prepare_domainpart
+
 DEFAULT_DATA_DIR = Path(os.environ.get("SERVER_EXT_DATA", "./server-data"))
 
 
@@ -28,6 +30,11 @@ class ServerConfig:
     failed_login_window: float = 300.0
     backlog: int = 1024
     public_host: str | None = None  # the host put into enrollment URIs; see connect_host
+
+    def __post_init__(self) -> None:
+        # RFC 7622 §3.2: the served domain is compared with prepared domainparts everywhere,
+        # so it is prepared once here (raising InvalidJID with the reason).
+        object.__setattr__(self, "domain", prepare_domainpart(self.domain))
 
     @property
     def connect_host(self) -> str:
