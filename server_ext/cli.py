@@ -19,7 +19,7 @@ from pairing.cli_output import (
 )
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
-from pairing.protocol.jid import JID, prepare_domainpart
+from pairing.protocol.jid import JID, prepare_domainpart, prepare_resourcepart
 from server_ext import admin_channel, inventory
 from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
@@ -524,6 +524,10 @@ def token_create(
     from server_ext.token_issuer import issue_token, parse_duration
 
     account = settings.jid(user_jid)
+    try:
+        resource = prepare_resourcepart(resource.strip())  # RFC 7622 §3.4, as the token binds it
+    except InvalidJID as exc:
+        raise BadInput(f"--resource: {exc}") from None
     address = ServerAddress.parse(connect_to)
     certificate = ensure_server_certificate(settings.data_dir, settings.domain)
     with settings.registry() as registry:

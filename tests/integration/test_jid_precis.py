@@ -196,6 +196,28 @@ async def test_password_change_username_is_prepared(served: Served, tmp_path: Pa
             f"bot{ZWSP}",
         ],
         ["server-ext", "--data-dir", "{tmp}/srv", "--domain", f"ex{ZWSP}ample.org", "fingerprint"],
+        [
+            "server-ext",
+            "--data-dir",
+            "{tmp}/srv",
+            "token",
+            "create",
+            "--jid",
+            f"al{ZWSP}ice",
+            "--resource",
+            "b",
+        ],
+        [
+            "server-ext",
+            "--data-dir",
+            "{tmp}/srv",
+            "token",
+            "create",
+            "--jid",
+            "alice",
+            "--resource",
+            ZWSP,
+        ],
     ],
 )
 def test_every_cli_refuses_unpreparable_identifiers_in_one_line(
