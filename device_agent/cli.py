@@ -15,7 +15,7 @@ from device_agent.keystore import KeyStore
 from pairing.cli_output import BadInput, configure_logging, emit_record, friendly_group
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
-from pairing.protocol.jid import JID
+from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 
@@ -249,6 +249,11 @@ def label(
     from pairing import qr
     from pairing.protocol.setup_code import SetupLabel
 
+    try:
+        # RFC 7622 §3.4: the resource proposed in DeviceHello, prepared as the peer will.
+        resource = prepare_resourcepart(resource)
+    except InvalidJID as exc:
+        raise BadInput(f"--resource: {exc}") from None
     if (store.state_dir / SETUP_FILE).exists() and not reset:
         raise click.ClickException(
             "a label was made already and its code is not stored; --reset makes a new one"

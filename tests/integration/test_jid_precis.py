@@ -170,6 +170,7 @@ async def test_password_change_username_is_prepared(served: Served, tmp_path: Pa
     [
         ["device-agent", "--state-dir", "{tmp}/dev", "init", "--jid", f"al{ZWSP}ice@localhost/b"],
         ["device-agent", "--state-dir", "{tmp}/dev", "init", "--jid", f"alice@localhost/{ZWSP}"],
+        ["device-agent", "--state-dir", "{tmp}/dev", "label", "--resource", f"{ZWSP}bot"],
         [
             "pairing",
             "--jid",
