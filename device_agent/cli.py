@@ -12,10 +12,10 @@ import click
 from device_agent import enrollment, runtime
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.cli_output import configure_logging, emit_record, friendly_group
+from pairing.cli_output import BadInput, configure_logging, emit_record, friendly_group
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
-from pairing.protocol.jid import JID
+from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 
@@ -57,7 +57,7 @@ def init(store: KeyStore, jid: str, valid_days: int, force: bool) -> None:
     try:
         parsed = JID.parse(jid)
     except InvalidJID as exc:
-        raise click.BadParameter(str(exc), param_hint="--jid") from None
+        raise BadInput(f"--jid: {exc}") from None
     if valid_days < 1:
         raise click.BadParameter("must be at least 1", param_hint="--valid-days")
     identity = store.create(parsed, valid_for=dt.timedelta(days=valid_days), force=force)
@@ -249,6 +249,11 @@ def label(
     from pairing import qr
     from pairing.protocol.setup_code import SetupLabel
 
+    try:
+        # RFC 7622 §3.4: the resource proposed in DeviceHello, prepared as the peer will.
+        resource = prepare_resourcepart(resource)
+    except InvalidJID as exc:
+        raise BadInput(f"--resource: {exc}") from None
     if (store.state_dir / SETUP_FILE).exists() and not reset:
         raise click.ClickException(
             "a label was made already and its code is not stored; --reset makes a new one"

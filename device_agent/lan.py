@@ -222,8 +222,8 @@ async def _session(
                     )
                     session.send_result(result)
                     await flush()
-                    if result.ok:
-                        return JID.parse(result.jid)
+                    if result.ok and result.jid is not None:
+                        return result.jid
                     return "failed"
                 elif isinstance(event, ProtocolViolation):
                     await flush()
@@ -242,7 +242,7 @@ async def _enroll(
     reader: asyncio.StreamReader,
     report: Callable[[str], None],
 ) -> EnrollmentResult:
-    jid = JID.parse(offer.jid)
+    jid = offer.jid  # parsed and prepared when the offer was decoded
     if offer.mode is EnrollMode.TOKEN:
         report(f"enrolling as {jid} with a one-time token ...")
         try:
@@ -250,16 +250,16 @@ async def _enroll(
                 store, EnrollmentURI(jid, offer.token, offer.host, offer.port, offer.fingerprint)
             )
         except (EnrollmentError, PairingError) as exc:
-            return EnrollmentResult(False, str(jid), str(exc))
+            return EnrollmentResult(False, jid, str(exc))
         report(f"enrolled; logged in with EXTERNAL as {bound}")
-        return EnrollmentResult(True, str(bound))
+        return EnrollmentResult(True, bound)
     # XEP-0257 mode: the user's client registers our certificate; we prove we hold its key.
     report(f"sending the certificate for {jid} to the user's client ...")
     created = not store.exists()
     identity = store.create(jid, valid_for=dt.timedelta(days=365)) if created else store.load()
     if identity.jid != jid:
         return EnrollmentResult(
-            False, str(jid), f"this device already is {identity.jid}; reset it first"
+            False, jid, f"this device already is {identity.jid}; reset it first"
         )
     session.submit_certificate(identity.certificate_der, store.private_key())
     await flush()
@@ -268,23 +268,23 @@ async def _enroll(
         if not data:
             if created:
                 store.remove()
-            return EnrollmentResult(False, str(jid), "the user's client went away")
+            return EnrollmentResult(False, jid, "the user's client went away")
         events = session.receive_data(data)
         if any(isinstance(e, RegistrationConfirmed) for e in events):
             break
         if any(isinstance(e, PairingFailed | ProtocolViolation) for e in events):
             if created:
                 store.remove()
-            return EnrollmentResult(False, str(jid), "the user's client could not register it")
+            return EnrollmentResult(False, jid, "the user's client could not register it")
     ServerSettings(offer.host, offer.port, offer.fingerprint, str(jid)).save(state_dir)
     try:
         client = await runtime.connect(state_dir)
     except PairingError as exc:
-        return EnrollmentResult(False, str(jid), str(exc))
+        return EnrollmentResult(False, jid, str(exc))
     bound = JID.parse(str(client.boundjid.full))
     await client.disconnect(wait=2)
     report(f"registered; logged in with EXTERNAL as {bound}")
-    return EnrollmentResult(True, str(bound))
+    return EnrollmentResult(True, bound)
 
 
 async def wait_for_user(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 import slixmpp
 
-from pairing.cli_output import configure_logging, emit, friendly_group, read_secret
+from pairing.cli_output import BadInput, configure_logging, emit, friendly_group, read_secret
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import (
     certificate_der,
@@ -22,7 +22,7 @@ from pairing.protocol.identity import (
     format_fingerprint,
     load_certificate,
 )
-from pairing.protocol.jid import JID
+from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.xmpp.connection import (
     PairingClient,
     ServerAddress,
@@ -117,7 +117,7 @@ def main(
     try:
         account = JID.parse(jid).bare
     except InvalidJID as exc:
-        raise click.BadParameter(str(exc), param_hint="--jid") from None
+        raise BadInput(f"--jid: {exc}") from None
     if (pin is None) == (cafile is None):
         raise click.UsageError(
             "say how to recognise the server: --pin FINGERPRINT (from `server-ext fingerprint`) "
@@ -236,10 +236,19 @@ def token(
     """Show a one-time QR code that lets a new bot join your account, without your password."""
     from pairing import qr
 
+    # Prepared here as the server will (RFC 7622 §3.3, §3.4), so a refused name is a clear
+    # local error and the token names exactly what the device will log in as.
+    try:
+        resource = prepare_resourcepart(resource)
+    except InvalidJID as exc:
+        raise BadInput(f"--resource: {exc}") from None
+    try:
+        target = str(JID.parse_account(for_account, account.jid.domain)) if for_account else None
+    except InvalidJID as exc:
+        raise BadInput(f"--for: {exc}") from None
+
     async def action(client: slixmpp.ClientXMPP) -> TokenGrant:
-        return await request_token(
-            client, resource, name=name, ttl_seconds=ttl, account=for_account
-        )
+        return await request_token(client, resource, name=name, ttl_seconds=ttl, account=target)
 
     grant = account.run(action)
     if png:

@@ -27,6 +27,16 @@ class FriendlyGroup(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
+class BadInput(click.ClickException):
+    """A bad argument in one line, with the exit status 2 click gives usage errors.
+
+    click's own BadParameter prints the whole usage first; a refused JID or resource is
+    clearer as the one line that says what is wrong with it.
+    """
+
+    exit_code = 2
+
+
 def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
     """A :class:`FriendlyGroup` subclass that also catches ``error_types``."""
     return type("Group", (FriendlyGroup,), {"error_types": (PairingError, *error_types)})

@@ -9,10 +9,17 @@ from typing import Any
 
 import click
 
-from pairing.cli_output import configure_logging, emit, emit_record, friendly_group, read_secret
+from pairing.cli_output import (
+    BadInput,
+    configure_logging,
+    emit,
+    emit_record,
+    friendly_group,
+    read_secret,
+)
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
-from pairing.protocol.jid import JID
+from pairing.protocol.jid import JID, prepare_domainpart, prepare_resourcepart
 from server_ext import admin_channel, inventory
 from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
@@ -41,13 +48,15 @@ class Settings:
 
     def jid(self, text: str) -> JID:
         """``alice`` means ``alice@<domain>``; a JID of another domain is refused."""
+        # Prepared per RFC 7622 exactly as SASL prepares a login name, so the account made
+        # here is the one a password login reaches.
         try:
-            jid = JID.parse(text if "@" in text else f"{text}@{self.domain}")
+            jid = JID.parse_account(text, self.domain)
         except InvalidJID as exc:
-            raise click.BadParameter(str(exc)) from None
+            raise BadInput(str(exc)) from None
         if jid.domain != self.domain:
             raise click.BadParameter(f"{jid} is not in this server's domain {self.domain}")
-        return jid.bare
+        return jid
 
 
 pass_settings = click.make_pass_decorator(Settings)
@@ -73,7 +82,10 @@ def main(ctx: click.Context, data_dir: Path, domain: str) -> None:
     `server-ext user add alice`, and give clients the fingerprint from
     `server-ext fingerprint` to pin.
     """
-    ctx.obj = Settings(data_dir, domain.lower())
+    try:
+        ctx.obj = Settings(data_dir, prepare_domainpart(domain))
+    except InvalidJID as exc:
+        raise BadInput(f"--domain: {exc}") from None
 
 
 @main.command()
@@ -525,6 +537,10 @@ def token_create(
     from server_ext.token_issuer import issue_token, parse_duration
 
     account = settings.jid(user_jid)
+    try:
+        resource = prepare_resourcepart(resource.strip())  # RFC 7622 §3.4, as the token binds it
+    except InvalidJID as exc:
+        raise BadInput(f"--resource: {exc}") from None
     address = ServerAddress.parse(connect_to)
     certificate = ensure_server_certificate(settings.data_dir, settings.domain)
     with settings.registry() as registry:

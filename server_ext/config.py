@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pairing.protocol.jid import prepare_domainpart
+
 DEFAULT_DATA_DIR = Path(os.environ.get("SERVER_EXT_DATA", "./server-data"))
 
 
@@ -30,6 +32,11 @@ class ServerConfig:
     # A device may register a successor certificate (rotation) at most this often, seconds.
     rotation_interval: float = 3600.0
     public_host: str | None = None  # the host put into enrollment URIs; see connect_host
+
+    def __post_init__(self) -> None:
+        # RFC 7622 §3.2: the served domain is compared with prepared domainparts everywhere,
+        # so it is prepared once here (raising InvalidJID with the reason).
+        object.__setattr__(self, "domain", prepare_domainpart(self.domain))
 
     @property
     def connect_host(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pairing.errors import PairingError
+from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollMode
 from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import PairingClient
@@ -28,8 +29,9 @@ class AccountEnroller:
         if self.mode is EnrollMode.TOKEN:
             grant = await request_token(self.client, hello.resource, name=hello.name or None)
             token = EnrollmentURI.parse(grant.uri).token
-            return EnrollmentOffer(grant.jid, host, port, fingerprint, EnrollMode.TOKEN, token)
-        jid = f"{self.client.boundjid.bare}/{hello.resource}"
+            jid = JID.parse(grant.jid)
+            return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.TOKEN, token)
+        jid = JID.parse(str(self.client.boundjid.bare)).with_resource(hello.resource)
         return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.XEP0257)
 
     async def register(self, hello: DeviceHello, der: bytes) -> None:

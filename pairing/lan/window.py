@@ -284,7 +284,8 @@ class PairingWindow:
             assert hello is not None
             outcome = self._outcome(hello)
             result: EnrollmentResult = event.result
-            outcome.ok, outcome.jid, outcome.error = result.ok, result.jid, result.error
+            outcome.ok, outcome.error = result.ok, result.error
+            outcome.jid = str(result.jid) if result.jid is not None else ""
             self.report(
                 f"device {hello.device_id}: "
                 + (

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
+from pairing.errors import InvalidJID
 from pairing.protocol.frames import Frame, RemoteProtocolError
+from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.srp import HASH_BYTES, N_BYTES, SALT_BYTES
 
 PROTOCOL_VERSION = 1
@@ -78,6 +80,9 @@ class DeviceHello:
             raise ValueError("a device id has 10 characters and a setup hash 4 bytes")
         if not self.resource:
             raise ValueError("the device must propose a resource")
+        # RFC 7622 §3.4: the proposed resource becomes the device's resourcepart, so it is
+        # prepared (OpaqueString) here, where it enters, and a refused one ends the pairing.
+        object.__setattr__(self, "resource", prepare_resourcepart(self.resource))
 
     def frame(self) -> Frame:
         body = (
@@ -202,6 +207,19 @@ def _unb64(value: Any, what: str) -> bytes:
         raise RemoteProtocolError(f"{what} is not valid base64") from None
 
 
+def _device_jid(obj: dict[str, Any], key: str, *, optional: bool = False) -> JID | None:
+    text = _str(obj, key, optional=optional)
+    if not text:
+        return None
+    try:
+        jid = JID.parse(text)
+    except InvalidJID as exc:
+        raise RemoteProtocolError(f"the field {key!r} is invalid: {exc}") from None
+    if not jid.local or not jid.resource:
+        raise RemoteProtocolError(f"the field {key!r} must be a full JID: user@domain/resource")
+    return jid
+
+
 def _str(obj: dict[str, Any], key: str, *, optional: bool = False) -> str:
     value = obj.get(key)
     if value is None and optional:
@@ -215,7 +233,7 @@ def _str(obj: dict[str, Any], key: str, *, optional: bool = False) -> str:
 class EnrollmentOffer:
     """User → device: who to become, which server to trust, and how to enroll."""
 
-    jid: str
+    jid: JID  # the full JID the device will log in as
     host: str
     port: int
     fingerprint: str
@@ -223,6 +241,8 @@ class EnrollmentOffer:
     token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
+        if not self.jid.local or not self.jid.resource:
+            raise ValueError("the JID must be a full JID: user@domain/resource")
         if self.mode is EnrollMode.TOKEN and not self.token:
             raise ValueError("token mode needs a token")
         if not 0 < self.port < 65536 or len(self.fingerprint) != 64:
@@ -231,7 +251,7 @@ class EnrollmentOffer:
     def to_json(self) -> dict[str, Any]:
         return {
             "type": "enrollment-offer",
-            "jid": self.jid,
+            "jid": str(self.jid),
             "host": self.host,
             "port": self.port,
             "fingerprint": self.fingerprint,
@@ -242,9 +262,11 @@ class EnrollmentOffer:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> EnrollmentOffer:
         port = obj.get("port")
+        jid = _device_jid(obj, "jid")
+        assert jid is not None  # not optional
         try:
             return cls(
-                _str(obj, "jid"),
+                jid,
                 _str(obj, "host"),
                 port if isinstance(port, int) else -1,
                 _str(obj, "fingerprint"),
@@ -283,18 +305,19 @@ class EnrollmentResult:
     """Device → user, last: did the first EXTERNAL login work?"""
 
     ok: bool
-    jid: str = ""
+    jid: JID | None = None  # the JID the device logged in as, or tried to
     error: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "result", "ok": self.ok, "jid": self.jid, "error": self.error}
+        jid = str(self.jid) if self.jid is not None else ""
+        return {"type": "result", "ok": self.ok, "jid": jid, "error": self.error}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> EnrollmentResult:
         ok = obj.get("ok")
         if not isinstance(ok, bool):
             raise RemoteProtocolError("the field 'ok' must be true or false")
-        return cls(ok, _str(obj, "jid", optional=True), _str(obj, "error", optional=True))
+        return cls(ok, _device_jid(obj, "jid", optional=True), _str(obj, "error", optional=True))
 
 
 SecureMessage = EnrollmentOffer | CertificateSubmission | CertificateRegistered | EnrollmentResult

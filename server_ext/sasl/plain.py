@@ -52,14 +52,13 @@ class PlainMechanism:
             return Failure(SASLCondition.MALFORMED_REQUEST, "expected authzid\\0authcid\\0passwd")
         try:
             authzid_raw, authcid_raw, password_raw = (p.decode("utf-8") for p in parts)
-            authcid = saslprep(authcid_raw)
-            password = saslprep(password_raw)
-            account = (
-                JID.parse(authcid) if "@" in authcid else JID.parse(f"{authcid}@{self._domain}")
-            )
+            password = saslprep(password_raw)  # RFC 4616 §2; see scram.derive_credentials
+            # RFC 6120 §6.3.8, RFC 7622 §3.3: the authcid is a localpart (or a bare JID) and is
+            # prepared with PRECIS like every other localpart, never SASLprep'd onto another.
+            account = JID.parse_account(authcid_raw, self._domain)
         except (UnicodeDecodeError, SASLprepError, InvalidJID) as exc:
             return Failure(SASLCondition.MALFORMED_REQUEST, f"bad credentials: {exc}")
-        if account.domain != self._domain or account.resource or not account.local:
+        if account.domain != self._domain:
             return Failure(SASLCondition.NOT_AUTHORIZED, "wrong username or password")
         if authzid_raw:
             try:

@@ -49,6 +49,12 @@ def derive_credentials(
     if hash_name not in HASHES:
         raise ValueError(f"unsupported SCRAM hash {hash_name!r}")
     salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
+    # Passwords stay SASLprep (RFC 5802 §2.2, "Normalize"), not PRECIS OpaqueString
+    # (RFC 8265 §4.2): a SCRAM client salts the password it prepared itself, and the clients
+    # people run (slixmpp among them) use SASLprep, so keys made any other way would not match
+    # theirs for non-ASCII passwords. For ASCII passwords both are the identity, so the keys
+    # already stored keep verifying. Identifiers, unlike passwords, are PRECIS: see
+    # pairing.protocol.jid.
     salted = hashlib.pbkdf2_hmac(hash_name, saslprep(password).encode(), salt, iterations)
     client_key = _hmac(hash_name, salted, b"Client Key")
     return ScramCredentials(
@@ -147,12 +153,16 @@ class ScramMechanism:
             # RFC 5802 §5.1: a leading "m=" (mandatory extension) is not supported either.
             if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
                 raise ValueError("client-first needs n= and r= (no extensions)")
-            username = saslprep(_decode_saslname(attrs[0][1]))
+            # RFC 6120 §6.3.8 and RFC 7622 §3.3: in XMPP the SASL simple user name is the
+            # localpart, prepared with PRECIS UsernameCaseMapped like every other localpart,
+            # not with the SASLprep of RFC 5802 §5.1, which would fold "ﬁx" into "fix".
+            username = _decode_saslname(attrs[0][1])
             client_nonce = attrs[1][1]
             if not client_nonce or not client_nonce.isprintable() or "," in client_nonce:
                 raise ValueError("bad nonce")
             account = self._account_for(username)
-        except (UnicodeDecodeError, ValueError, SASLprepError, InvalidJID) as exc:
+        except (UnicodeDecodeError, ValueError) as exc:
+            # InvalidJID is a ValueError: a name PRECIS refuses is malformed, never mapped.
             return self._fail(SASLCondition.MALFORMED_REQUEST, f"bad client-first message: {exc}")
         self._account = account
         if authzid_part:
@@ -184,12 +194,10 @@ class ScramMechanism:
         return Challenge(self._server_first.encode())
 
     def _account_for(self, username: str) -> JID:
-        if "@" in username:
-            jid = JID.parse(username)
-            if jid.domain != self._domain or jid.resource:
-                raise ValueError("the username names another domain")
-            return jid
-        return JID.parse(f"{username}@{self._domain}")
+        account = JID.parse_account(username, self._domain)
+        if account.domain != self._domain:
+            raise ValueError("the username names another domain")
+        return account
 
     def _fake_salt(self, account: JID) -> bytes:
         return _hmac("sha256", _FAKE_SALT_KEY, str(account).encode())[:_SALT_BYTES]

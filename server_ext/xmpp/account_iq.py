@@ -10,6 +10,8 @@ import logging
 import xml.etree.ElementTree as ET
 
 from pairing import __version__
+from pairing.errors import InvalidJID
+from pairing.protocol.jid import prepare_localpart
 from server_ext.errors import RegistryError
 from server_ext.sasl.saslprep import saslprep
 from server_ext.xmpp import adhoc, saslcert
@@ -125,7 +127,7 @@ def register(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Ele
             "a session logged in with a certificate may not change the password",
         )
     username_el = query.find(ns.clark(ns.REGISTER, "username"))
-    if username_el is not None and (username_el.text or "").lower() != requester.jid.local:
+    if username_el is not None and not _is_own_username(username_el.text or "", requester):
         raise StanzaError(ErrorType.MODIFY, "bad-request", "the username is not yours")
     try:
         password = saslprep(password_el.text)
@@ -137,6 +139,15 @@ def register(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Ele
         log.error("cannot change password: %s", exc)
         raise StanzaError(ErrorType.WAIT, "resource-constraint", "try again later") from None
     return None
+
+
+def _is_own_username(text: str, requester: Requester) -> bool:
+    # XEP-0077 §3.3: the username is the localpart, compared after the same PRECIS
+    # preparation as at login (RFC 7622 §3.3), so fullwidth "ALICE" is alice and "ﬁx" is nobody.
+    try:
+        return prepare_localpart(text) == requester.jid.local
+    except InvalidJID:
+        return False
 
 
 def account_handlers() -> dict[tuple[str, str], IQHandler]:

@@ -93,7 +93,7 @@ def _account_for(ctx: ServerContext, requester: Requester, values: dict[str, str
     if not wanted:
         return requester.jid.bare
     try:
-        jid = JID.parse(wanted if "@" in wanted else f"{wanted}@{ctx.domain}").bare
+        jid = JID.parse_account(wanted, ctx.domain)
     except InvalidJID as exc:
         raise StanzaError(ErrorType.MODIFY, "bad-request", str(exc)) from None
     if jid != requester.jid.bare and not _is_admin(ctx, requester):

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from enum import Enum
 from xml.sax.saxutils import escape
 
-from pairing.protocol.jid import JID
+from pairing.errors import InvalidJID
+from pairing.protocol.jid import JID, prepare_domainpart
 from server_ext.errors import ServerExtError
 from server_ext.xmpp import namespaces as ns
 from server_ext.xmpp.xmlparser import (
@@ -254,7 +255,13 @@ class C2SStream:
         major = version.split(".", 1)[0]
         if major != "1":
             raise _StreamError("unsupported-version", "this server speaks XMPP version 1.0 only")
-        to = attrs.get("to", "").lower().removesuffix(".")
+        # RFC 6120 §4.7.2 and RFC 7622 §3.2: the 'to' domainpart is prepared like every
+        # other one, so a fullwidth or upper-case "LOCALHOST." reaches localhost and a name
+        # that cannot be prepared is simply unknown.
+        try:
+            to = prepare_domainpart(attrs.get("to", ""))
+        except InvalidJID:
+            to = None
         if to != self.domain:
             raise _StreamError("host-unknown", f"this server serves {self.domain} only")
         self._awaiting_header = False

@@ -40,7 +40,7 @@ from pairing.protocol.srp import make_verifier
 LABEL = SetupLabel("ABCDEFGHJK", "WXYZ", SetupCode("31415926"))
 HELLO = DeviceHello(LABEL.device_id, LABEL.setup_hash, "Kitchen sensor", "kitchen")
 OFFER = EnrollmentOffer(
-    "alice@example.org/kitchen", "127.0.0.1", 5222, "ab" * 32, EnrollMode.TOKEN, "T" * 32
+    JID.parse("alice@example.org/kitchen"), "127.0.0.1", 5222, "ab" * 32, EnrollMode.TOKEN, "T" * 32
 )
 
 
@@ -71,9 +71,11 @@ def test_token_mode_flow() -> None:
     user.send_offer(OFFER)
     events = device.receive_data(user.data_to_send())
     assert events == [OfferReceived(OFFER)]
-    device.send_result(EnrollmentResult(True, "alice@example.org/kitchen"))
+    device.send_result(EnrollmentResult(True, JID.parse("alice@example.org/kitchen")))
     (finished,) = user.receive_data(device.data_to_send())
-    assert finished == EnrollmentFinished(EnrollmentResult(True, "alice@example.org/kitchen"))
+    assert finished == EnrollmentFinished(
+        EnrollmentResult(True, JID.parse("alice@example.org/kitchen"))
+    )
     assert device.state is DeviceState.DONE and user.state is UserState.DONE
 
 
@@ -84,7 +86,7 @@ def test_xep0257_mode_with_proof_of_possession() -> None:
     )
     device.receive_data(user.data_to_send())
     key = generate_key()
-    der = certificate_der(build_device_certificate(key, JID.parse(OFFER.jid)))
+    der = certificate_der(build_device_certificate(key, OFFER.jid))
     device.submit_certificate(der, key)
     assert user.receive_data(device.data_to_send()) == [CertificateReceived(der)]
     user.confirm_registered()
@@ -97,7 +99,7 @@ def test_a_certificate_signed_by_another_key_is_refused() -> None:
         EnrollmentOffer(OFFER.jid, OFFER.host, OFFER.port, OFFER.fingerprint, EnrollMode.XEP0257)
     )
     device.receive_data(user.data_to_send())
-    der = certificate_der(build_device_certificate(generate_key(), JID.parse(OFFER.jid)))
+    der = certificate_der(build_device_certificate(generate_key(), OFFER.jid))
     device.submit_certificate(der, generate_key())  # not the certificate's key
     (event,) = user.receive_data(device.data_to_send())
     assert isinstance(event, ProtocolViolation)
