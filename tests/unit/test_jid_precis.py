@@ -38,7 +38,13 @@ from pairing.protocol.jid import (
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollmentResult
 from pairing.protocol.uri import EnrollmentURI, InvalidPairingURI
 from server_ext.config import ServerConfig
-from server_ext.model import CertificateRecord, CertState, ScramCredentials
+from server_ext.model import (
+    CertificateRecord,
+    CertState,
+    DeviceRecord,
+    DeviceState,
+    ScramCredentials,
+)
 from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
 from server_ext.sasl.mechanism import Challenge, Failure, SASLCondition, Success
 from server_ext.sasl.plain import PlainMechanism
@@ -365,17 +371,25 @@ def test_xmpp_addr_precis_refuses_makes_the_certificate_unusable() -> None:
 
 
 def external(der: bytes, authzid: str) -> ExternalAccepted | ExternalRejected:
-    record = CertificateRecord(
+    device = DeviceRecord(
         id=1,
         account=ALICE,
         name="bot",
+        state=DeviceState.ACTIVE,
+        no_cert_management=False,
+        added_by="t",
+        added_via="t",
+        added_at=NOW,
+    )
+    record = CertificateRecord(
+        id=1,
+        device=device,
         fingerprint=fingerprint(der),
         der=der,
         subject_jids=(),
         not_before=NOW,
         not_after=NOW,
         state=CertState.ACTIVE,
-        no_cert_management=False,
         added_by="t",
         added_via="t",
         added_at=NOW,
