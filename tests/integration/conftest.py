@@ -65,11 +65,13 @@ class RunningServer:
         self.registry.add_account(jid, password, admin=admin)
         return jid
 
-    async def raw(self) -> RawClient:
-        return await RawClient.connect(self.host, self.port, self.domain)
+    async def raw(self, *, source: str | None = None) -> RawClient:
+        return await RawClient.connect(self.host, self.port, self.domain, source=source)
 
-    async def raw_tls(self, device: Device | None = None) -> RawClient:
-        client = await self.raw()
+    async def raw_tls(
+        self, device: Device | None = None, *, source: str | None = None
+    ) -> RawClient:
+        client = await self.raw(source=source)
         ctx = client_context(
             self.cert_path,
             device.cert_path if device else None,
