@@ -112,9 +112,16 @@ def change_state(
     updated = registry.set_certificate_state(
         record.account, record.name, state, actor=actor, reason=reason
     )
-    reply = admin_channel.request(
-        data_dir, {"op": "certificate-changed", "fingerprint": updated.fingerprint}
-    )
+    try:
+        reply = admin_channel.request(
+            data_dir, {"op": "certificate-changed", "fingerprint": updated.fingerprint}
+        )
+    except admin_channel.AdminChannelError as exc:
+        raise ServerExtError(
+            f"device {updated.id} is {updated.state.value} in the registry, but the running "
+            f"server was not told ({exc}); its live sessions stay open until the server "
+            "restarts"
+        ) from None
     if reply is None:
         return updated, None
     if not reply.get("ok"):

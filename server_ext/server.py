@@ -19,8 +19,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
 from pairing.protocol.identity import fingerprint, format_fingerprint
 from pairing.protocol.jid import JID
-from server_ext import admin_channel
-from server_ext.admin_channel import serve_admin
+from server_ext.admin_channel import AdminListener, serve_admin
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
@@ -116,16 +115,14 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self.connections: set[C2SConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._admin: asyncio.AbstractServer | None = None
+        self._admin: AdminListener | None = None
 
     async def start(self) -> list[ListeningAddress]:
         """Bind the listeners (port 0 picks a free port) and start accepting."""
         loop = asyncio.get_running_loop()
         # First the admin socket: a second server on the same data directory stops here,
         # before it binds any port.
-        self._admin = await serve_admin(
-            admin_channel.socket_path(self.config.data_dir), self.admin_request
-        )
+        self._admin = await serve_admin(self.config.data_dir, self.admin_request)
         ports = [(self.config.port, False)]
         if self.config.direct_tls_port is not None:
             ports.append((self.config.direct_tls_port, True))
@@ -211,7 +208,6 @@ class Server:
             self._sweeper = None
         if self._admin is not None:
             self._admin.close()
-            admin_channel.socket_path(self.config.data_dir).unlink(missing_ok=True)
             self._admin = None
         for listener in self._listeners:
             listener.close()
