@@ -78,9 +78,11 @@ def certificate(
     return builder.sign(key, hashes.SHA256())
 
 
-def make(kind: str, *jids: str) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
+def make(
+    kind: str, *jids: str, now: dt.datetime | None = None
+) -> tuple[CertificateIssuerPrivateKeyTypes, x509.Certificate]:
     key = KEYS[kind][0]()
-    return key, certificate(key, *jids)
+    return key, certificate(key, *jids, now=now)
 
 
 def write(folder: Path, kind: str, *jids: str) -> tuple[Path, Path, bytes]:

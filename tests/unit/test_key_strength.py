@@ -17,7 +17,7 @@ from server_ext.sasl.mechanism import SASLCondition
 from server_ext.xmpp.saslcert import validate_for_account
 from tests.support import keytypes
 
-NOW = dt.datetime.now(dt.UTC)
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 BOT = JID.parse("alice@example.org/bot")
 
 #: What each refusal must say, so the operator or the device learns why.
@@ -59,14 +59,14 @@ def test_every_weak_kind_has_a_reason() -> None:
 
 @pytest.mark.parametrize("kind", keytypes.STRONG)
 def test_strong_keys_pass(kind: str) -> None:
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     require_strong_key(cert)
     assert validate_for_account(cert, BOT.bare, NOW) is None
 
 
 @pytest.mark.parametrize("kind", keytypes.WEAK)
 def test_the_rule_refuses_weak_keys_with_the_reason(kind: str) -> None:
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     with pytest.raises(CertificateError, match="weak key") as info:
         require_strong_key(cert)
     assert REASONS[kind] in str(info.value)
@@ -75,14 +75,14 @@ def test_the_rule_refuses_weak_keys_with_the_reason(kind: str) -> None:
 @pytest.mark.parametrize("kind", keytypes.WEAK)
 def test_registration_refuses_weak_keys(kind: str) -> None:
     """XEP-0257 append, rotation and ``server-ext certs add`` all go through this check."""
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     problem = validate_for_account(cert, BOT.bare, NOW)
     assert problem is not None and REASONS[kind] in problem
 
 
 @pytest.mark.parametrize("kind", keytypes.WEAK)
 def test_enrollment_refuses_weak_keys_and_keeps_the_token(kind: str) -> None:
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     token = TokenRecord(
         1, "h", BOT, "bot", TokenState.PENDING, NOW, NOW + dt.timedelta(minutes=5), "alice"
     )
@@ -96,7 +96,7 @@ def test_enrollment_refuses_weak_keys_and_keeps_the_token(kind: str) -> None:
 @pytest.mark.parametrize("kind", keytypes.WEAK)
 def test_login_refuses_weak_keys_even_when_registered(kind: str) -> None:
     """A certificate registered before the rule existed cannot log in either."""
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     der = certificate_der(cert)
     result = login(der)
     assert isinstance(result, ExternalRejected), result
@@ -106,7 +106,7 @@ def test_login_refuses_weak_keys_even_when_registered(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", keytypes.STRONG)
 def test_login_accepts_strong_keys(kind: str) -> None:
-    _, cert = keytypes.make(kind, str(BOT))
+    _, cert = keytypes.make(kind, str(BOT), now=NOW)
     der = certificate_der(cert)
     result = login(der)
     assert isinstance(result, ExternalAccepted), result
