@@ -262,13 +262,18 @@ def user_delete(settings: Settings, jid: str, yes: bool) -> None:
         click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
     with settings.registry() as registry:
         revoked = registry.delete_account(account, actor="cli")
-    for record in revoked:
+    try:
+        for device_id in sorted({record.device.id for record in revoked}):
+            admin_channel.request(settings.data_dir, {"op": "device-changed", "device": device_id})
         admin_channel.request(
-            settings.data_dir, {"op": "certificate-changed", "fingerprint": record.fingerprint}
+            settings.data_dir,
+            {"op": "kick", "jid": str(account), "reason": "the account was deleted"},
         )
-    admin_channel.request(
-        settings.data_dir, {"op": "kick", "jid": str(account), "reason": "the account was deleted"}
-    )
+    except admin_channel.AdminChannelError as exc:
+        raise click.ClickException(
+            f"deleted {account} and revoked {len(revoked)} certificate(s), but the running "
+            f"server was not told ({exc}); its live sessions stay open until it restarts"
+        ) from None
     click.echo(f"deleted {account}; {len(revoked)} certificate(s) revoked")
 
 

@@ -25,8 +25,12 @@ class ServerConfig:
     max_stanza_bytes: int = 256 * 1024
     auth_timeout: float = 20.0  # seconds an unauthenticated stream may live
     max_unauthenticated_per_address: int = 64
-    failed_logins_per_account: int = 5
+    # Password throttling (docs/server.md, "Throttling"): the failing address waits, never the
+    # account as a whole, so nobody can lock an owner out by failing on purpose.
+    failed_logins_per_account_and_address: int = 5
     failed_logins_per_address: int = 20
+    failed_logins_before_slowdown: int = 50  # per account, all addresses: answer failures late
+    slowdown_max_delay: float = 8.0
     failed_login_window: float = 300.0
     backlog: int = 1024
     # A device may register a successor certificate (rotation) at most this often, seconds.

@@ -135,7 +135,14 @@ def change_state(
     and how many sessions the server closed (None: not running).
     """
     updated, changed = registry.set_device_state(device.id, state, actor=actor, reason=reason)
-    reply = admin_channel.request(data_dir, {"op": "device-changed", "device": updated.id})
+    try:
+        reply = admin_channel.request(data_dir, {"op": "device-changed", "device": updated.id})
+    except admin_channel.AdminChannelError as exc:
+        raise ServerExtError(
+            f"device {updated.id} is {updated.state.value} in the registry, but the running "
+            f"server was not told ({exc}); its live sessions stay open until the server "
+            "restarts"
+        ) from None
     if reply is None:
         return updated, changed, None
     if not reply.get("ok"):

@@ -19,8 +19,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
 from pairing.protocol.identity import fingerprint, format_fingerprint
 from pairing.protocol.jid import JID
-from server_ext import admin_channel
-from server_ext.admin_channel import serve_admin
+from server_ext.admin_channel import AdminListener, serve_admin
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
@@ -51,6 +50,7 @@ from server_ext.xmpp.stream import (
     C2SStream,
     Event,
     NonzaReceived,
+    Phase,
     StanzaReceived,
     StreamFailed,
     TLSRequested,
@@ -94,8 +94,10 @@ class Server:
         self.sessions = SessionTable()
         self.throttle = LoginThrottle(
             clock=time.monotonic,
-            account_limit=config.failed_logins_per_account,
+            pair_limit=config.failed_logins_per_account_and_address,
             address_limit=config.failed_logins_per_address,
+            account_soft_limit=config.failed_logins_before_slowdown,
+            max_delay=config.slowdown_max_delay,
             window=config.failed_login_window,
         )
         self.unauthenticated = ConnectionCap(config.max_unauthenticated_per_address)
@@ -114,16 +116,14 @@ class Server:
         self._listeners: list[asyncio.Server] = []
         self.connections: set[C2SConnection] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._admin: asyncio.AbstractServer | None = None
+        self._admin: AdminListener | None = None
 
     async def start(self) -> list[ListeningAddress]:
         """Bind the listeners (port 0 picks a free port) and start accepting."""
         loop = asyncio.get_running_loop()
         # First the admin socket: a second server on the same data directory stops here,
         # before it binds any port.
-        self._admin = await serve_admin(
-            admin_channel.socket_path(self.config.data_dir), self.admin_request
-        )
+        self._admin = await serve_admin(self.config.data_dir, self.admin_request)
         ports = [(self.config.port, False)]
         if self.config.direct_tls_port is not None:
             ports.append((self.config.direct_tls_port, True))
@@ -210,7 +210,6 @@ class Server:
             self._sweeper = None
         if self._admin is not None:
             self._admin.close()
-            admin_channel.socket_path(self.config.data_dir).unlink(missing_ok=True)
             self._admin = None
         for listener in self._listeners:
             listener.close()
@@ -252,6 +251,10 @@ class C2SConnection(asyncio.Protocol):
         self.address = "?"
         self._counted = False
         self._timer: asyncio.TimerHandle | None = None
+        # A failed password answered late (LoginThrottle.failure_delay), and what the client
+        # sent meanwhile, handled only after that answer.
+        self._tarpit: asyncio.TimerHandle | None = None
+        self._held: list[Event] = []
         self._mechanism: Mechanism | None = None
         self._mechanism_name = ""
         self._identity: JID | None = None
@@ -331,6 +334,9 @@ class C2SConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._tarpit is not None:
+            self._tarpit.cancel()
+            self._tarpit = None
         if self._jid is not None and server.sessions.remove(self) and self.available:
             # RFC 6121 §4.5.2: the user's other resources learn this one is gone.
             for peer in server.sessions.available_resources(self._jid.bare):
@@ -377,10 +383,7 @@ class C2SConnection(asyncio.Protocol):
                 if self.tls.peer_closed:
                     self._abort()
                 return
-        for event in self.stream.receive_data(data):
-            self._handle(event)
-            if isinstance(event, TLSRequested):
-                break
+        self._handle_all(self.stream.receive_data(data))
         self._flush()
         if self.tls is not None and self.tls.peer_closed:
             self._abort()
@@ -447,6 +450,15 @@ class C2SConnection(asyncio.Protocol):
             self.shutdown("connection-timeout", "authenticate sooner")
 
     # --- events ---------------------------------------------------------------------------
+
+    def _handle_all(self, events: list[Event]) -> None:
+        for index, event in enumerate(events):
+            if self._tarpit is not None:
+                self._held.extend(events[index:])  # answered in order, after the late failure
+                return
+            self._handle(event)
+            if isinstance(event, TLSRequested):
+                break
 
     def _handle(self, event: Event) -> None:
         if isinstance(event, StanzaReceived):
@@ -528,11 +540,8 @@ class C2SConnection(asyncio.Protocol):
             if password:
                 wait = server.throttle.retry_after(account, self.address)
                 if wait > 0:
-                    # The same answer whether or not the password was right: no oracle.
-                    self.stream.auth_failed(
-                        "temporary-auth-failure",
-                        f"too many failed logins for this account; retry in {int(wait) + 1} s",
-                    )
+                    # The same answer, at once, whether or not the password was right: no oracle.
+                    self.stream.auth_failed("temporary-auth-failure", _held_back(wait))
                     return
                 server.throttle.succeeded(account, self.address)
             self._identity = account
@@ -550,8 +559,17 @@ class C2SConnection(asyncio.Protocol):
                 self._record_certificate_login(account, retire=replaces is not None)
             return
         assert isinstance(outcome, Failure)
+        condition, text = str(outcome.condition), outcome.text
+        delay = 0.0
         if password:
+            wait = server.throttle.retry_after(outcome.account, self.address)
             server.throttle.failed(outcome.account, self.address)
+            if wait > 0:
+                # This address is over its limit for the account: the answer the right password
+                # gets too, and just as fast, so it tells the guesser nothing.
+                condition, text = "temporary-auth-failure", _held_back(wait)
+            elif outcome.account is not None:
+                delay = server.throttle.failure_delay(outcome.account)
         subject = str(outcome.account or "unknown")
         if not password and self.tls is not None and self.tls.peer_certificate_der is not None:
             # A failed certificate login belongs to that device's history (audit --device).
@@ -564,7 +582,27 @@ class C2SConnection(asyncio.Protocol):
             mechanism=name,
             condition=str(outcome.condition),
         )
-        self.stream.auth_failed(str(outcome.condition), outcome.text)
+        if delay > 0 and self.transport is not None:
+            # The account is being guessed from many addresses: answer failures late (a tarpit)
+            # and read nothing more from this client meanwhile. Successes are never delayed.
+            self.transport.pause_reading()
+            self._tarpit = asyncio.get_running_loop().call_later(
+                delay, self._fail_late, condition, text
+            )
+            return
+        self.stream.auth_failed(condition, text)
+
+    def _fail_late(self, condition: str, text: str | None) -> None:
+        self._tarpit = None
+        if self._closing:
+            return
+        if self.stream.phase is Phase.AUTHENTICATING:
+            self.stream.auth_failed(condition, text)
+        held, self._held = self._held, []
+        self._handle_all(held)
+        self._flush()
+        if self._tarpit is None and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
 
     def _enroll(self, element: ET.Element) -> None:
         server = self.server
@@ -640,6 +678,10 @@ class C2SConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.stream.bind_succeeded(event.iq_id, jid)
+
+
+def _held_back(wait: float) -> str:
+    return f"too many failed logins for this account from your address; retry in {int(wait) + 1} s"
 
 
 def load_certificate_for(config: ServerConfig) -> ServerCertificate:

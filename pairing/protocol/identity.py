@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -129,6 +130,41 @@ def allows_client_auth(cert: x509.Certificate) -> bool:
     except x509.ExtensionNotFound:
         return True  # RFC 5280 §4.2.1.12: without the extension, no usage is excluded.
     return any(oid in eku for oid in _CLIENT_AUTH_COMPATIBLE)
+
+
+#: RSA below 2048 bits has been disallowed for signatures since 2013 (NIST SP 800-131A).
+MIN_RSA_BITS = 2048
+#: The curves TLS 1.3 can sign with (RFC 8446 §4.2.3: ecdsa_secp256r1/384r1/521r1 only).
+ACCEPTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
+_ADVICE = "use EC P-256, P-384 or P-521, Ed25519, or RSA of at least 2048 bits"
+
+
+def require_strong_key(cert: x509.Certificate) -> None:
+    """Raise :class:`CertificateError` unless the certificate's public key is strong enough.
+
+    The one rule for device keys, applied at registration (XEP-0257 append and
+    ``server-ext certs add``), enrollment and every EXTERNAL login.
+    """
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CertificateError(f"weak key: its type is not supported ({exc}); {_ADVICE}") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise CertificateError(
+                f"weak key: RSA with {key.key_size} bits (at least {MIN_RSA_BITS} are required)"
+            )
+        return
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ACCEPTED_CURVES:
+            raise CertificateError(f"weak key: the EC curve {key.curve.name} is refused; {_ADVICE}")
+        return
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return
+    if isinstance(key, dsa.DSAPublicKey):
+        # DSA is gone from TLS 1.3 (RFC 8446 §4.2.3) and from FIPS 186-5.
+        raise CertificateError(f"weak key: DSA is refused; {_ADVICE}")
+    raise CertificateError(f"weak key: a {type(key).__name__} cannot be used; {_ADVICE}")
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:

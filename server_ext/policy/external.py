@@ -6,7 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pairing.errors import CertificateError, InvalidJID
-from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
+from pairing.protocol.identity import (
+    allows_client_auth,
+    load_certificate,
+    require_strong_key,
+    xmpp_addrs,
+)
 from pairing.protocol.jid import JID
 from server_ext.model import CertificateRecord, CertState, DeviceState
 from server_ext.sasl.mechanism import SASLCondition
@@ -56,6 +61,10 @@ def decide_external(
         return ExternalRejected(
             not_authorized, "the certificate's extendedKeyUsage excludes TLS client auth"
         )
+    try:
+        require_strong_key(cert)
+    except CertificateError as exc:
+        return ExternalRejected(not_authorized, f"the client certificate is refused: {exc}")
     if not jids:
         return ExternalRejected(
             not_authorized, f"the certificate has no xmppAddr for {domain} (XEP-0178 §3)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 
@@ -13,28 +14,38 @@ _MAX_KEYS = 10_000  # bounded memory: an attacker cannot grow the tables without
 class _Window:
     """Failure times per key in a sliding window, oldest keys evicted first."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, *, keep: int | None = None) -> None:
         self.limit = limit
         self.window = window
+        self._keep = max(limit, keep or 0)
         self._times: OrderedDict[Hashable, deque[float]] = OrderedDict()
 
-    def retry_after(self, key: Hashable, now: float) -> float:
+    def _live(self, key: Hashable, now: float) -> deque[float] | None:
         times = self._times.get(key)
         if times is None:
-            return 0.0
+            return None
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
             del self._times[key]
-            return 0.0
-        if len(times) < self.limit:
+            return None
+        return times
+
+    def count(self, key: Hashable, now: float) -> int:
+        """Failures of ``key`` within the window (at most ``keep`` are remembered)."""
+        times = self._live(key, now)
+        return 0 if times is None else len(times)
+
+    def retry_after(self, key: Hashable, now: float) -> float:
+        times = self._live(key, now)
+        if times is None or len(times) < self.limit:
             return 0.0
         return times[-self.limit] + self.window - now
 
     def add(self, key: Hashable, now: float) -> None:
         times = self._times.get(key)
         if times is None:
-            times = self._times[key] = deque(maxlen=self.limit)
+            times = self._times[key] = deque(maxlen=self._keep)
             if len(self._times) > _MAX_KEYS:
                 self._times.popitem(last=False)
         else:
@@ -46,41 +57,71 @@ class _Window:
 
 
 class LoginThrottle:
-    """Failed password logins per account and per address, in a sliding window.
+    """Failed password logins, counted three ways in one sliding window.
 
-    Only password mechanisms consult it. A valid certificate login is never blocked, so an
-    attacker guessing passwords cannot lock the owner's devices out.
+    In the spirit of fail2ban and Prosody's ``mod_limit_auth``, the address that fails is the
+    one that waits; an account is never locked from everywhere, or an attacker could lock its
+    owner out simply by failing on purpose:
+
+    - per (account, address), ``pair_limit``: that address may not try that account's password
+      until the window has moved on, right or wrong (the same answer: no oracle);
+    - per address, ``address_limit``: that address may not try any password or token;
+    - per account from all addresses, ``account_soft_limit``: a guessing spread over many
+      addresses. The account is not blocked; its *failures* are answered late, doubling from
+      ``base_delay`` to ``max_delay``. The right password is still answered at once from any
+      address that is not itself over a limit above.
+
+    Only password mechanisms and token redemption consult it: certificate (EXTERNAL) logins
+    never do, so no number of password failures keeps the owner's devices out.
     """
 
     def __init__(
         self,
         *,
         clock: Callable[[], float],
-        account_limit: int = 5,
+        pair_limit: int = 5,
         address_limit: int = 20,
+        account_soft_limit: int = 50,
         window: float = 300.0,
+        base_delay: float = 0.5,
+        max_delay: float = 8.0,
     ) -> None:
         self._clock = clock
-        self._accounts = _Window(account_limit, window)
+        self._pairs = _Window(pair_limit, window)
         self._addresses = _Window(address_limit, window)
+        self._account_soft_limit = account_soft_limit
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        # Enough failures remembered per account to reach max_delay by doubling.
+        doublings = max(0, math.ceil(math.log2(max_delay / base_delay))) if base_delay > 0 else 0
+        self._accounts = _Window(account_soft_limit, window, keep=account_soft_limit + doublings)
 
     def retry_after(self, account: JID | None, address: str) -> float:
-        """Seconds until a password attempt may proceed; 0.0 means now."""
+        """Seconds until this address may try a password (for ``account``); 0.0 means now."""
         now = self._clock()
         wait = self._addresses.retry_after(address, now)
         if account is not None:
-            wait = max(wait, self._accounts.retry_after(account, now))
+            wait = max(wait, self._pairs.retry_after((account, address), now))
         return wait
+
+    def failure_delay(self, account: JID) -> float:
+        """How long to hold back the answer to a failed password for ``account``."""
+        excess = self._accounts.count(account, self._clock()) - self._account_soft_limit
+        if excess < 0:
+            return 0.0
+        return min(self._max_delay, self._base_delay * 2.0 ** min(excess, 32))
 
     def failed(self, account: JID | None, address: str) -> None:
         now = self._clock()
         self._addresses.add(address, now)
         if account is not None:
+            self._pairs.add((account, address), now)
             self._accounts.add(account, now)
 
     def succeeded(self, account: JID, address: str) -> None:
-        # The owner got in: forget the account's failures, keep the address's.
-        self._accounts.clear(account)
+        # The owner got in from here: forget this pair's failures. The address's failures for
+        # other accounts, and the account's failures from elsewhere, still count.
+        self._pairs.clear((account, address))
 
 
 class ConnectionCap:

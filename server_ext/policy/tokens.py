@@ -16,7 +16,7 @@ from cryptography import x509
 
 from pairing.errors import CertificateError
 from pairing.protocol.enrollment import EnrollCondition
-from pairing.protocol.identity import allows_client_auth, xmpp_addrs
+from pairing.protocol.identity import allows_client_auth, require_strong_key, xmpp_addrs
 from pairing.protocol.jid import JID
 from server_ext.errors import ServerExtError
 from server_ext.model import TokenRecord, TokenState
@@ -112,6 +112,7 @@ def check_redemption(
             EnrollCondition.BAD_CERTIFICATE, "the device certificate does not allow client auth"
         )
     try:
+        require_strong_key(cert)
         jids = xmpp_addrs(cert)
     except CertificateError as exc:
         raise TokenRefused(EnrollCondition.BAD_CERTIFICATE, str(exc)) from None

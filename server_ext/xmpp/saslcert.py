@@ -16,7 +16,12 @@ import xml.etree.ElementTree as ET
 from cryptography import x509
 
 from pairing.errors import CertificateError
-from pairing.protocol.identity import allows_client_auth, load_certificate, xmpp_addrs
+from pairing.protocol.identity import (
+    allows_client_auth,
+    load_certificate,
+    require_strong_key,
+    xmpp_addrs,
+)
 from pairing.protocol.jid import JID
 from server_ext.errors import (
     DuplicateCertificate,
@@ -225,6 +230,10 @@ def validate_for_account(
         return "the certificate is not valid yet"
     if not allows_client_auth(cert):
         return "the certificate's extendedKeyUsage does not allow TLS client authentication"
+    try:
+        require_strong_key(cert)
+    except CertificateError as exc:
+        return str(exc)
     if not jids:
         return f"the certificate has no xmppAddr; it must name {account} (XEP-0178)"
     foreign = [str(jid) for jid in jids if jid.bare != account]

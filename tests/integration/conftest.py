@@ -74,11 +74,13 @@ class RunningServer:
         assert device is not None, f"no device {name!r}"
         self.registry.set_device_state(device.id, state, actor="test", reason=reason)
 
-    async def raw(self) -> RawClient:
-        return await RawClient.connect(self.host, self.port, self.domain)
+    async def raw(self, *, source: str | None = None) -> RawClient:
+        return await RawClient.connect(self.host, self.port, self.domain, source=source)
 
-    async def raw_tls(self, device: Device | None = None) -> RawClient:
-        client = await self.raw()
+    async def raw_tls(
+        self, device: Device | None = None, *, source: str | None = None
+    ) -> RawClient:
+        client = await self.raw(source=source)
         ctx = client_context(
             self.cert_path,
             device.cert_path if device else None,

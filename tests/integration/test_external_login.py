@@ -222,7 +222,7 @@ async def test_valid_certificate_login_is_never_throttled(
     from tests.integration.conftest import ServerFactory
 
     factory: ServerFactory = make_server  # type: ignore[assignment]
-    server = await factory(failed_logins_per_account=2, failed_logins_per_address=2)
+    server = await factory(failed_logins_per_account_and_address=2, failed_logins_per_address=2)
     server.add_user("alice")
     device = make_device("alice@localhost/bot")
     register(server, device)

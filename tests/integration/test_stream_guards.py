@@ -114,7 +114,7 @@ async def test_unauthenticated_connections_are_capped_per_address(
 
 
 async def test_failed_password_logins_are_throttled(make_server: ServerFactory) -> None:
-    server = await make_server(failed_logins_per_account=3)
+    server = await make_server(failed_logins_per_account_and_address=3)
     server.add_user("alice")
     for _ in range(3):
         client = await server.raw_tls()

@@ -38,8 +38,12 @@ class RawClient:
     buffer: bytes = b""
 
     @classmethod
-    async def connect(cls, host: str, port: int, domain: str) -> RawClient:
-        reader, writer = await asyncio.open_connection(host, port)
+    async def connect(
+        cls, host: str, port: int, domain: str, *, source: str | None = None
+    ) -> RawClient:
+        """Connect, from the local address ``source`` when given (127.0.0.x on loopback)."""
+        local = (source, 0) if source is not None else None
+        reader, writer = await asyncio.open_connection(host, port, local_addr=local)
         return cls(reader, writer, domain)
 
     async def send(self, data: str | bytes) -> None:

@@ -13,9 +13,10 @@ from pairing.protocol.identity import (
     generate_key,
 )
 from pairing.protocol.jid import JID
-from server_ext.model import CertificateRecord, CertState, DeviceRecord, DeviceState
+from server_ext.model import CertificateRecord, CertState, DeviceState
 from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
 from server_ext.sasl.mechanism import SASLCondition
+from tests.support.records import certificate_record
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 ALICE = JID.parse("alice@example.org")
@@ -40,29 +41,8 @@ def record(
     state: CertState = CertState.ACTIVE,
     device_state: DeviceState = DeviceState.ACTIVE,
 ) -> CertificateRecord:
-    device = DeviceRecord(
-        id=1,
-        account=account,
-        name="bot",
-        state=device_state,
-        no_cert_management=False,
-        added_by="t",
-        added_via="t",
-        added_at=NOW,
-        revoked_reason="stolen" if device_state is DeviceState.REVOKED else None,
-    )
-    return CertificateRecord(
-        id=1,
-        device=device,
-        fingerprint=fingerprint(der),
-        der=der,
-        subject_jids=(),
-        not_before=NOW,
-        not_after=NOW,
-        state=state,
-        added_by="t",
-        added_via="t",
-        added_at=NOW,
+    return certificate_record(
+        der, account=account, state=state, device_state=device_state, revoked_reason="stolen"
     )
 
 

@@ -25,7 +25,6 @@ from pairing.protocol.identity import (
     XMPP_ADDR_OID,
     certificate_der,
     encode_utf8string,
-    fingerprint,
     generate_key,
     xmpp_addrs,
 )
@@ -39,10 +38,6 @@ from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, Enrollm
 from pairing.protocol.uri import EnrollmentURI, InvalidPairingURI
 from server_ext.config import ServerConfig
 from server_ext.model import (
-    CertificateRecord,
-    CertState,
-    DeviceRecord,
-    DeviceState,
     ScramCredentials,
 )
 from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
@@ -50,6 +45,7 @@ from server_ext.sasl.mechanism import Challenge, Failure, SASLCondition, Success
 from server_ext.sasl.plain import PlainMechanism
 from server_ext.sasl.scram import ScramMechanism, derive_credentials
 from server_ext.xmpp.stream import C2SStream, StreamFailed
+from tests.support.records import certificate_record
 
 ZWSP = "\u200b"  # ZERO WIDTH SPACE: SASLprep maps it to nothing, PRECIS refuses it
 FI = "\ufb01"  # LATIN SMALL LIGATURE FI: NFKC makes it "fi", PRECIS refuses it
@@ -371,29 +367,7 @@ def test_xmpp_addr_precis_refuses_makes_the_certificate_unusable() -> None:
 
 
 def external(der: bytes, authzid: str) -> ExternalAccepted | ExternalRejected:
-    device = DeviceRecord(
-        id=1,
-        account=ALICE,
-        name="bot",
-        state=DeviceState.ACTIVE,
-        no_cert_management=False,
-        added_by="t",
-        added_via="t",
-        added_at=NOW,
-    )
-    record = CertificateRecord(
-        id=1,
-        device=device,
-        fingerprint=fingerprint(der),
-        der=der,
-        subject_jids=(),
-        not_before=NOW,
-        not_after=NOW,
-        state=CertState.ACTIVE,
-        added_by="t",
-        added_via="t",
-        added_at=NOW,
-    )
+    record = certificate_record(der, account=ALICE)
     return decide_external(
         peer_certificate_der=der,
         authzid=authzid,
