@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
+
+from pairing.errors import InvalidJID
+from pairing.protocol.jid import JID, prepare_resourcepart
+from server_ext.errors import ServerExtError
 
 migrations = Migrations("server_ext.registry")
 
@@ -167,3 +173,77 @@ def m005_devices(db: Database) -> None:
         "(SELECT revoked_reason FROM devices WHERE devices.id = certificates.device_id)) "
         "WHERE state != 'revoked' AND device_id IN (SELECT id FROM devices WHERE state = 'revoked')"
     )
+
+
+class IdentifierMigrationError(ServerExtError):
+    """Stored names that RFC 7622 (PRECIS) refuses or that now name the same account."""
+
+
+@migrations()
+def m006_prepare_identifiers(db: Database) -> None:
+    """Re-prepare stored JIDs with RFC 7622 (PRECIS); they were NFC plus lower-case before.
+
+    ASCII names are unchanged. A name PRECIS refuses, or two names that now prepare to the
+    same account, stop the migration with the list (nothing is written): an operator decides,
+    with the previous version, which account to rename or delete.
+    """
+    conn = db.conn
+    # Parent and child rows are renamed one after the other; the keys agree again at commit.
+    conn.execute("PRAGMA defer_foreign_keys = ON")
+    problems: list[str] = []
+
+    def prepared(text: str, what: str) -> str:
+        try:
+            return str(JID.parse(text))
+        except InvalidJID as exc:
+            problems.append(f"{what} {text!r}: {exc}")
+            return text
+
+    accounts = [str(r[0]) for r in conn.execute("SELECT jid FROM accounts")]
+    renamed = {old: prepared(old, "account") for old in accounts}
+    seen: dict[str, str] = {}
+    for old, new in renamed.items():
+        if new in seen:
+            problems.append(f"accounts {seen[new]!r} and {old!r} are now both {new!r}")
+        seen[new] = old
+    if problems:
+        raise IdentifierMigrationError(
+            "the registry has account names that RFC 7622 (PRECIS) refuses or merges: "
+            + "; ".join(problems)
+            + ". Rename or delete them with the previous version, then start again."
+        )
+    for old, new in renamed.items():
+        if old == new:
+            continue
+        for table, column in (
+            ("accounts", "jid"),
+            ("scram_credentials", "jid"),
+            ("certificates", "account"),
+            ("devices", "account"),
+            ("tokens", "account"),
+        ):
+            conn.execute(f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (new, old))  # noqa: S608
+    for cert_id, subjects in conn.execute("SELECT id, subject_jids FROM certificates").fetchall():
+        jids = json.loads(subjects)
+        again = []
+        for text in jids:
+            try:
+                again.append(str(JID.parse(text)))
+            except InvalidJID:
+                again.append(text)  # such a certificate cannot log in any more anyway
+        if again != jids:
+            conn.execute(
+                "UPDATE certificates SET subject_jids = ? WHERE id = ?",
+                (json.dumps(again), cert_id),
+            )
+    for token_id, resource in conn.execute("SELECT id, resource FROM tokens").fetchall():
+        try:
+            new_resource = prepare_resourcepart(resource)
+        except InvalidJID:
+            conn.execute(
+                "UPDATE tokens SET state = 'cancelled' WHERE id = ? AND state = 'pending'",
+                (token_id,),
+            )
+            continue
+        if new_resource != resource:
+            conn.execute("UPDATE tokens SET resource = ? WHERE id = ?", (new_resource, token_id))

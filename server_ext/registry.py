@@ -29,6 +29,7 @@ from server_ext.errors import (
     JIDInUse,
     RegistryError,
     RotationRefused,
+    ServerExtError,
     TokenRaceLost,
     TooManyTokens,
     UnknownAccount,
@@ -202,6 +203,9 @@ class Registry:
         except sqlite3.Error as exc:
             conn.close()
             raise _storage_error(exc, f"prepare the registry {path}") from exc
+        except ServerExtError:
+            conn.close()
+            raise
         return cls(db, path)
 
     def close(self) -> None:

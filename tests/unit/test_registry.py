@@ -320,3 +320,57 @@ def test_migration_turns_rotation_chains_into_devices(tmp_path: Path) -> None:
     cam = migrated.certificate_by_id(3)
     assert cam is not None and (cam.name, cam.device.state) == ("cam", DeviceState.ACTIVE)
     assert [d.name for d in migrated.list_devices(ALICE)] == ["bot", "cam"]
+
+
+def old_registry(path: Path, accounts: list[str]) -> None:
+    """A registry as versions before RFC 7622 preparation wrote it (NFC plus lower-case)."""
+    from sqlite_utils import Database
+
+    from server_ext.migrations import migrations
+    from server_ext.sasl.scram import derive_credentials
+
+    db = Database(path)
+    migrations.apply(db, stop_before="m006_prepare_identifiers")
+    for jid in accounts:
+        db.conn.execute(
+            "INSERT INTO accounts (jid, is_admin, created_at) VALUES (?, 0, '2026-11-01')", (jid,)
+        )
+        creds = derive_credentials("pencil", "sha256", iterations=4096)
+        db.conn.execute(
+            "INSERT INTO scram_credentials VALUES (?,?,?,?,?,?)",
+            (jid, "sha256", creds.salt, creds.iterations, creds.stored_key, creds.server_key),
+        )
+        db.conn.execute(
+            "INSERT INTO tokens (token_hash, account, resource, name, state, created_at, "
+            "expires_at, created_by) VALUES (?,?,?,?,'pending','2026-11-01','2099-01-01','t')",
+            (jid + "-token", jid, "my\u00a0bot", "bot"),
+        )
+    db.conn.commit()
+    db.conn.close()
+
+
+def test_migration_prepares_stored_names_with_precis(tmp_path: Path) -> None:
+    """A fullwidth account stored the old way becomes the account its name prepares to."""
+    path = tmp_path / "old.sqlite3"
+    old_registry(path, ["\uff41\uff4c\uff49\uff43\uff45@example.org", "bob@example.org"])
+    registry = Registry.open(path)
+    assert [str(a.jid) for a in registry.list_accounts()] == [
+        "alice@example.org",
+        "bob@example.org",
+    ]
+    creds = registry.scram_credentials(ALICE, "sha256")
+    assert creds is not None and verify_password("pencil", creds)
+    # OpaqueString maps the no-break space in the token's resource to a space.
+    assert {str(t.jid) for t in registry.list_tokens(ALICE)} == {"alice@example.org/my bot"}
+
+
+def test_migration_refuses_names_that_merge_and_writes_nothing(tmp_path: Path) -> None:
+    from server_ext.migrations import IdentifierMigrationError
+
+    path = tmp_path / "old.sqlite3"
+    old_registry(path, ["\uff41\uff4c\uff49\uff43\uff45@example.org", "alice@example.org"])
+    with pytest.raises(IdentifierMigrationError, match=r"are now both 'alice@example\.org'"):
+        Registry.open(path)
+    conn = sqlite3.connect(path)
+    names = sorted(r[0] for r in conn.execute("SELECT jid FROM accounts"))
+    assert names == ["alice@example.org", "\uff41\uff4c\uff49\uff43\uff45@example.org"]
