@@ -107,6 +107,8 @@ async def run(
     refused login) and records why, until ``device-agent reset``.
     """
     stop = stop or asyncio.Event()
+    if rotate_before is not None:
+        rotation.check_margin(state_dir, rotate_before)
     delay = min_delay
     previous = read_status(state_dir)
     if previous is not None and previous.get("state") == "revoked":
