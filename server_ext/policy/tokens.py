@@ -87,15 +87,6 @@ def well_formed(token: str) -> bool:
     return len(text) == TOKEN_LENGTH and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in text)
 
 
-# The answer to a retry by the very certificate that redeemed the token: the device lost the
-# first answer (docs/protocol.md, section 3). It proved possession of that key in this TLS
-# handshake, so it learns nothing new; it logs in with the certificate it already has.
-REDEEMED_ALREADY = (
-    EnrollCondition.ALREADY_REGISTERED,
-    "this certificate redeemed this token already; log in with it",
-)
-
-
 def redeemed_by(record: TokenRecord, cert: x509.Certificate | None) -> bool:
     """Whether ``cert`` is the certificate that redeemed ``record`` (same SHA-256 of the DER)."""
     if cert is None or record.state is not TokenState.REDEEMED or not record.redeemed_fingerprint:
@@ -112,7 +103,13 @@ def check_redemption(
         raise TokenRefused(EnrollCondition.TOKEN_UNKNOWN, "this token is not known to the server")
     if record.state is TokenState.REDEEMED:
         if redeemed_by(record, cert):
-            raise TokenRefused(*REDEEMED_ALREADY)
+            # A retry by the very certificate that redeemed the token, whose first answer was
+            # lost (docs/protocol.md, section 3). It proved possession of that key in this TLS
+            # handshake, so it learns nothing new, and it logs in with what it already has.
+            raise TokenRefused(
+                EnrollCondition.ALREADY_REGISTERED,
+                "this certificate redeemed this token already; log in with it",
+            )
         raise TokenRefused(EnrollCondition.TOKEN_USED, "this token has already been used")
     if record.state is TokenState.CANCELLED:
         raise TokenRefused(EnrollCondition.TOKEN_CANCELLED, "this token was cancelled")
