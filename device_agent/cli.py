@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from device_agent import enrollment, runtime
+from device_agent import enrollment, rotation, runtime
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.cli_output import BadInput, configure_logging, emit_record, friendly_group
@@ -62,9 +62,9 @@ def init(store: KeyStore, jid: str, valid_days: int, force: bool) -> None:
         raise click.BadParameter("must be at least 1", param_hint="--valid-days")
     identity = store.create(parsed, valid_for=dt.timedelta(days=valid_days), force=force)
     click.echo(f"created the identity for {identity.jid}")
-    click.echo(f"certificate: {identity.cert_path}")
+    click.echo(f"certificate: {store.cert_path}")
     click.echo(f"SHA-256:     {format_fingerprint(identity.fingerprint)}")
-    click.echo("register it with: pairing certs add NAME " + str(identity.cert_path))
+    click.echo("register it with: pairing certs add NAME " + str(store.cert_path))
 
 
 @main.command()
@@ -80,8 +80,8 @@ def show(store: KeyStore, as_json: bool) -> None:
             if as_json
             else format_fingerprint(identity.fingerprint),
             "not_after": identity.not_after.isoformat(timespec="seconds"),
-            "certificate": str(identity.cert_path),
-            "key": str(identity.key_path),
+            "certificate": str(store.cert_path),
+            "key": str(store.key_path),
         },
         as_json=as_json,
     )
@@ -130,7 +130,12 @@ def status(store: KeyStore, as_json: bool) -> None:
         try:
             settings = enrollment.ServerSettings.load(store.state_dir)
         except DeviceAgentError:
-            record["state"] = "identity only (not enrolled)"
+            unfinished = enrollment.pending(store.state_dir)
+            if unfinished is None:
+                record["state"] = "identity only (not enrolled)"
+            else:
+                record["state"] = "enrollment unfinished: run the same `device-agent enroll` again"
+                record["server"] = f"{unfinished.host}:{unfinished.port}"
         else:
             record["state"] = "enrolled"
             record["server"] = f"{settings.host}:{settings.port}"
@@ -150,9 +155,9 @@ def reset(store: KeyStore, yes: bool) -> None:
     """Wipe the key, certificate and enrollment, so the device can be enrolled afresh."""
     if not yes:
         click.confirm(f"Wipe the device identity in {store.state_dir}?", abort=True)
-    store.remove()
-    for name in (enrollment.SERVER_FILE, runtime.STATUS_FILE):
+    for name in (enrollment.SERVER_FILE, enrollment.PENDING_FILE, runtime.STATUS_FILE):
         (store.state_dir / name).unlink(missing_ok=True)
+    store.remove()  # last: it also sweeps every temporary file, which may hold a key
     click.echo("the device identity is wiped; enroll it again (enroll, pair, or init)")
 
 
@@ -183,9 +188,16 @@ def run_command(store: KeyStore, rotate_before_days: float | None) -> None:
         asyncio.run(pair_on_lan(store.state_dir, report=report))
     store.load()
     enrollment.ServerSettings.load(store.state_dir)
+    margin = dt.timedelta(days=rotate_before_days) if rotate_before_days is not None else None
+    if margin is not None:
+        try:
+            rotation.check_margin(store.state_dir, margin)
+        except rotation.RotationError as exc:
+            raise click.ClickException(
+                f"--rotate-before-days {rotate_before_days:g}: {exc}"
+            ) from None
 
     try:
-        margin = dt.timedelta(days=rotate_before_days) if rotate_before_days is not None else None
         asyncio.run(runtime.run(store.state_dir, report=report, rotate_before=margin))
     except KeyboardInterrupt:
         report("stopped")

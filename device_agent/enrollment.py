@@ -14,9 +14,12 @@ from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
 from pairing.secure_files import write_private
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
-from pairing.xmpp.enrollment import EnrollmentRefused, offer_token
+from pairing.xmpp.enrollment import EnrollmentRefused, TokenOffer, offer_token
 
 SERVER_FILE = "server.json"
+# Written when the token left this machine but the answer did not arrive: the server may have
+# registered the key, so the key stays, and the same `device-agent enroll` finishes the job.
+PENDING_FILE = "enrollment-pending.json"
 
 
 class EnrollmentError(DeviceAgentError):
@@ -32,23 +35,36 @@ class ServerSettings:
     fingerprint: str
     jid: str
 
-    def save(self, state_dir: Path) -> None:
-        write_private(state_dir / SERVER_FILE, json.dumps(asdict(self), indent=2).encode())
+    def save(self, state_dir: Path, name: str = SERVER_FILE) -> None:
+        write_private(state_dir / name, json.dumps(asdict(self), indent=2).encode())
 
     @classmethod
-    def load(cls, state_dir: Path) -> ServerSettings:
-        path = state_dir / SERVER_FILE
+    def load(cls, state_dir: Path, name: str = SERVER_FILE) -> ServerSettings:
+        path = state_dir / name
         try:
             data = json.loads(path.read_text())
             return cls(
                 str(data["host"]), int(data["port"]), str(data["fingerprint"]), str(data["jid"])
             )
         except FileNotFoundError:
+            if name == SERVER_FILE and (state_dir / PENDING_FILE).exists():
+                raise EnrollmentError(
+                    "the last enrollment did not finish (its answer was lost): run the same "
+                    "`device-agent enroll` again to complete it"
+                ) from None
             raise EnrollmentError(
                 f"this device is not enrolled yet ({path} is missing): run `device-agent enroll`"
             ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise EnrollmentError(f"{path} is unreadable: {exc}") from None
+
+
+def pending(state_dir: Path) -> ServerSettings | None:
+    """The server of an enrollment whose outcome is unknown, if there is one."""
+    try:
+        return ServerSettings.load(state_dir, PENDING_FILE)
+    except EnrollmentError:
+        return None
 
 
 async def enroll(
@@ -60,8 +76,12 @@ async def enroll(
 ) -> JID:
     """Create the identity if needed, redeem the token, log in with EXTERNAL; returns the JID.
 
-    On failure nothing is left half-done: a key made for this attempt is removed, and the
-    server settings are written only after the server has registered the certificate.
+    The key is never deleted once the server may have registered it: only a key made for this
+    very attempt goes, and only when the token never left this machine or the server answered
+    with a refusal (which it sends before registering anything). When the answer is lost, the
+    key and the server settings stay (``enrollment-pending.json``), and the same command again
+    completes the enrollment: the server answers a repeated redemption by the certificate that
+    redeemed the token with ``already-registered`` (docs/protocol.md, section 3).
     """
     created = False
     if store.exists():
@@ -74,6 +94,7 @@ async def enroll(
     else:
         identity = store.create(uri.jid, valid_for=valid_for)
         created = True
+    settings = ServerSettings(uri.host, uri.port, uri.fingerprint, str(uri.jid))
     client = make_client(
         str(uri.jid),
         server=ServerAddress(uri.host, uri.port),
@@ -81,23 +102,52 @@ async def enroll(
         certfile=identity.cert_path,
         keyfile=identity.key_path,
     )
-    outcome = offer_token(client, uri.token, timeout=timeout)
+    offer = offer_token(client, uri.token, timeout=timeout)
     try:
         bound = await login(client, timeout=timeout)
     except PairingError as exc:
-        if created:
-            store.remove()
-        refused = outcome.exception() if outcome.done() else None
-        if isinstance(refused, EnrollmentRefused):
+        _settle_failure(store, settings, offer, created=created)
+        refused = offer.refusal
+        if refused is not None:
             raise EnrollmentError(_advice(refused)) from None
+        if offer.registered:
+            raise EnrollmentError(
+                f"enrolled as {uri.jid}, but the first login failed: {exc}; "
+                "`device-agent run` logs in from now on"
+            ) from None
+        if offer.sent:
+            raise EnrollmentError(
+                f"{exc}; the server may have enrolled this device before the connection "
+                "ended: run the same `device-agent enroll` again to finish (the key is kept)"
+            ) from None
         if isinstance(exc, ConnectionFailed):
             raise EnrollmentError(
                 f"{exc}; check that the server is running and reachable"
             ) from None
         raise EnrollmentError(str(exc)) from None
-    ServerSettings(uri.host, uri.port, uri.fingerprint, str(uri.jid)).save(store.state_dir)
+    _record_enrolled(store.state_dir, settings)
     await logout(client)
     return bound
+
+
+def _record_enrolled(state_dir: Path, settings: ServerSettings) -> None:
+    settings.save(state_dir)
+    (state_dir / PENDING_FILE).unlink(missing_ok=True)
+
+
+def _settle_failure(
+    store: KeyStore, settings: ServerSettings, offer: TokenOffer, *, created: bool
+) -> None:
+    """Keep exactly what a retry needs after a failed attempt, and nothing else."""
+    if offer.registered:
+        _record_enrolled(store.state_dir, settings)  # the server said so: we are enrolled
+    elif offer.refusal is None and offer.sent:
+        # The token left, the answer did not arrive: the server may hold this certificate
+        # now, with the token burned. Deleting the key would brick the device for good.
+        settings.save(store.state_dir, PENDING_FILE)
+    elif created:
+        # Refused, or the token never left: no attempt registered this new key.
+        store.remove()
 
 
 def _advice(refused: EnrollmentRefused) -> str:

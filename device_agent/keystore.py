@@ -1,11 +1,28 @@
 """The device's identity on disk: its private key (mode 0600) and self-signed certificate.
 
 The key is made here and never leaves the device; only the certificate is shown to anyone.
+
+The key and the certificate are installed as one unit (docs/admin.md, "The device's files")::
+
+    state_dir/current    -> gen-000003            the switch: one symlink, replaced by rename(2)
+    state_dir/gen-000003/device.key, device.crt   one generation: a key and its certificate
+    state_dir/device.key -> current/device.key    stable names for people and tools
+    state_dir/device.crt -> current/device.crt
+
+A new identity (creation or rotation) is written into a fresh generation directory and synced,
+then made current by renaming one symlink over ``current``, and the directory is synced. A
+crash at any moment therefore leaves the old pair or the new pair, never the key of one with
+the certificate of the other; leftovers of a crash (an unreferenced generation, ``.tmp-*``
+files) are ignored when reading and removed at the next install or reset. A state directory
+of the earlier layout (``device.key`` and ``device.crt`` as plain files) is read as it is and
+moves to this layout at its next install.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +43,15 @@ from pairing.protocol.identity import (
     xmpp_addrs,
 )
 from pairing.protocol.jid import JID
-from pairing.secure_files import write_private, write_public
+from pairing.secure_files import TEMP_PREFIX, fsync_directory, write_new
 
 KEY_NAME = "device.key"
 CERT_NAME = "device.crt"
+CURRENT_NAME = "current"
+GENERATION_PREFIX = "gen-"
+# build_device_certificate backdates notBefore by this much, as slack for slow clocks, so a
+# certificate made "for N days" spans N days plus this.
+CLOCK_SLACK = dt.timedelta(minutes=1)
 
 
 class KeyStoreError(DeviceAgentError):
@@ -39,12 +61,46 @@ class KeyStoreError(DeviceAgentError):
 @dataclass(frozen=True, slots=True)
 class DeviceIdentity:
     jid: JID
-    cert_path: Path
+    cert_path: Path  # the files of this very generation: a key and certificate that match
     key_path: Path
     fingerprint: str
     not_after: dt.datetime
     certificate_der: bytes
     not_before: dt.datetime
+
+    @property
+    def validity(self) -> dt.timedelta:
+        """How long the certificate was made to be valid (a renewed one gets as long)."""
+        return self.not_after - self.not_before - CLOCK_SLACK
+
+
+def _generation_number(name: str) -> int | None:
+    digits = name.removeprefix(GENERATION_PREFIX)
+    if digits == name or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits)
+
+
+def _overwrite(path: Path) -> None:
+    """Fill a file with zeros before it is unlinked, so a key does not linger in its blocks."""
+    size = path.stat().st_size
+    with path.open("r+b") as handle:
+        handle.write(b"\0" * size)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _destroy(path: Path) -> None:
+    """Remove a file, symlink or generation directory; files are overwritten first."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.is_dir():
+        for entry in path.iterdir():
+            _destroy(entry)
+        path.rmdir()
+    elif path.exists():
+        _overwrite(path)
+        path.unlink()
 
 
 class KeyStore:
@@ -52,11 +108,13 @@ class KeyStore:
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = Path(state_dir)
+        # The stable names: links into the current generation, or the earlier layout's files.
         self.key_path = self.state_dir / KEY_NAME
         self.cert_path = self.state_dir / CERT_NAME
+        self._current = self.state_dir / CURRENT_NAME
 
     def exists(self) -> bool:
-        return self.key_path.exists() or self.cert_path.exists()
+        return self._current.is_symlink() or self.key_path.exists() or self.cert_path.exists()
 
     def create(
         self,
@@ -74,60 +132,77 @@ class KeyStore:
         if not jid.local:
             raise KeyStoreError(f"{jid} has no user part; a device logs in as user@domain")
         key = generate_key()
-        cert = build_device_certificate(key, jid, valid_for=valid_for)
-        try:
-            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private(self.key_path, private_key_pem(key))
-            write_public(self.cert_path, certificate_pem(cert))
-        except OSError as exc:
-            raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
-        return self.load()
+        return self.install(key, build_device_certificate(key, jid, valid_for=valid_for))
 
     def next_identity(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         """A fresh key and certificate for the same JID and lifetime (rotation), not yet saved."""
-        current = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
-        jid = self.load().jid
-        lifetime = current.not_valid_after_utc - current.not_valid_before_utc
+        current = self.load()
         key = generate_key()
-        # build_device_certificate backdates by a minute; keep the same total lifetime.
-        return key, build_device_certificate(key, jid, valid_for=lifetime - dt.timedelta(minutes=1))
+        return key, build_device_certificate(key, current.jid, valid_for=current.validity)
 
     def install(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> DeviceIdentity:
-        """Make ``key`` and ``cert`` this device's identity (each file replaced atomically)."""
-        write_private(self.key_path, private_key_pem(key))
-        write_public(self.cert_path, certificate_pem(cert))
+        """Make ``key`` and ``cert`` this device's identity, as one unit (see the module doc)."""
+        folder: Path | None = None
+        switched = False
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder = self._new_generation()
+            write_new(folder / KEY_NAME, private_key_pem(key), 0o600)
+            write_new(folder / CERT_NAME, certificate_pem(cert), 0o644)
+            fsync_directory(folder)
+            self._switch(folder.name)
+            switched = True
+            self._link_stable_names()
+            self._sweep(keep=folder.name)
+        except OSError as exc:
+            if folder is not None and not switched:
+                try:
+                    _destroy(folder)
+                except OSError:
+                    pass  # a leftover generation is ignored, and swept at the next install
+            raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
         return self.load()
 
     def remove(self) -> None:
-        """Delete the key and certificate (the key file is overwritten first)."""
-        if self.key_path.exists():
-            size = self.key_path.stat().st_size
-            with self.key_path.open("r+b") as handle:
-                handle.write(b"\0" * size)
-            self.key_path.unlink()
-        self.cert_path.unlink(missing_ok=True)
+        """Delete the identity and every leftover of earlier ones (keys are overwritten first)."""
+        if not self.state_dir.is_dir():
+            return
+        try:
+            # The stable names first: in the earlier layout they *are* the identity, and while
+            # ``current`` exists they are ignored, so a crash here leaves a loadable identity.
+            for path in (self.key_path, self.cert_path, self._current):
+                _destroy(path)
+            self._sweep(keep=None)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot wipe the identity in {self.state_dir}: {exc}") from exc
 
     def private_key(self) -> ec.EllipticCurvePrivateKey:
         """The device key, for signing inside this process only; it is never sent anywhere."""
-        self.load()  # refuses loose permissions and mismatches first
-        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        identity = self.load()  # refuses loose permissions and mismatches first
+        key = serialization.load_pem_private_key(identity.key_path.read_bytes(), password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key
 
     def load(self) -> DeviceIdentity:
         """Read and check the identity; refuses a key that others can read."""
-        if not self.key_path.exists() or not self.cert_path.exists():
+        key_path, cert_path = self._files()
+        if not key_path.exists() or not cert_path.exists():
+            if self._current.is_symlink():
+                raise KeyStoreError(
+                    f"the identity in {self.state_dir} is incomplete ({key_path.parent.name} "
+                    "lacks its key or certificate); run `device-agent reset` and enroll again"
+                )
             raise KeyStoreError(
                 f"no device identity in {self.state_dir}; create one with `device-agent init`"
             )
-        mode = stat.S_IMODE(self.key_path.stat().st_mode)
+        mode = stat.S_IMODE(key_path.stat().st_mode)
         if mode & 0o077:
             raise KeyStoreError(
                 f"{self.key_path} is readable by others (mode {mode:o}); run chmod 600 on it"
             )
         try:
-            key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
-            cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             jids = xmpp_addrs(cert)
         except (OSError, ValueError, TypeError, CertificateError) as exc:
             raise KeyStoreError(f"the identity in {self.state_dir} is unreadable: {exc}") from exc
@@ -138,10 +213,68 @@ class KeyStore:
         der = certificate_der(cert)
         return DeviceIdentity(
             jid=jids[0],
-            cert_path=self.cert_path,
-            key_path=self.key_path,
+            cert_path=cert_path,
+            key_path=key_path,
             fingerprint=fingerprint(der),
             not_after=cert.not_valid_after_utc,
             certificate_der=der,
             not_before=cert.not_valid_before_utc,
         )
+
+    # --- the layout ---------------------------------------------------------------------
+
+    def _files(self) -> tuple[Path, Path]:
+        """The key and certificate of the current generation, resolved once so they pair."""
+        try:
+            target = os.readlink(self._current)
+        except FileNotFoundError:
+            return self.key_path, self.cert_path  # the earlier layout, or no identity at all
+        except OSError as exc:
+            raise KeyStoreError(
+                f"{self._current} is not a link to a generation ({exc.strerror}); "
+                "run `device-agent reset` and enroll again"
+            ) from None
+        if _generation_number(target) is None:
+            raise KeyStoreError(
+                f"{self._current} points to {target!r}, not to a generation in {self.state_dir}"
+            )
+        folder = self.state_dir / target
+        return folder / KEY_NAME, folder / CERT_NAME
+
+    def _new_generation(self) -> Path:
+        numbers = (_generation_number(entry.name) for entry in self.state_dir.iterdir())
+        number = max((n for n in numbers if n is not None), default=0) + 1
+        folder = self.state_dir / f"{GENERATION_PREFIX}{number:06d}"
+        folder.mkdir(mode=0o700)
+        return folder
+
+    def _temporary_name(self, what: str) -> Path:
+        return self.state_dir / f"{TEMP_PREFIX}{what}-{secrets.token_hex(6)}"
+
+    def _switch(self, generation: str) -> None:
+        """Make ``generation`` current: the one atomic step of an install."""
+        link = self._temporary_name(CURRENT_NAME)
+        os.symlink(generation, link)
+        os.replace(link, self._current)  # rename(2) over the old link: atomic
+        fsync_directory(self.state_dir)
+
+    def _link_stable_names(self) -> None:
+        for name in (KEY_NAME, CERT_NAME):
+            stable = self.state_dir / name
+            target = f"{CURRENT_NAME}/{name}"
+            if stable.is_symlink() and os.readlink(stable) == target:
+                continue
+            if stable.is_file() and not stable.is_symlink():
+                _overwrite(stable)  # the earlier layout's key, dead since the switch
+            link = self._temporary_name(name)
+            os.symlink(target, link)
+            os.replace(link, stable)
+        fsync_directory(self.state_dir)
+
+    def _sweep(self, *, keep: str | None) -> None:
+        """Remove generations other than ``keep`` and every temporary file (crash leftovers)."""
+        for entry in self.state_dir.iterdir():
+            stale_generation = _generation_number(entry.name) is not None and entry.name != keep
+            if stale_generation or entry.name.startswith(TEMP_PREFIX):
+                _destroy(entry)
+        fsync_directory(self.state_dir)

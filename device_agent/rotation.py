@@ -14,12 +14,39 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.protocol.identity import certificate_der
 from pairing.xmpp.connection import PairingClient, login
 from pairing.xmpp.saslcert import add_certificate
 
 log = logging.getLogger(__name__)
+
+
+class RotationError(DeviceAgentError):
+    """The rotation settings cannot work; the message says what to give instead."""
+
+
+def check_margin(state_dir: Path, margin: dt.timedelta) -> None:
+    """Refuse a margin that would make the device renew again as soon as it has renewed.
+
+    A renewed certificate is valid for as long as the current one was made for, and it is due
+    ``margin`` before it expires: with a margin at or above that lifetime it is due at once,
+    and the device would rotate without pause (and the server refuse it as abuse).
+    """
+    validity = KeyStore(state_dir).load().validity
+    if margin <= dt.timedelta(0):
+        raise RotationError("the rotation margin must be more than 0 days")
+    if margin >= validity:
+        raise RotationError(
+            f"cannot rotate {_days(margin)} before expiry: the certificate is valid for only "
+            f"{_days(validity)}; give less than that (or enroll with a longer --valid-days)"
+        )
+
+
+def _days(delta: dt.timedelta) -> str:
+    days = delta / dt.timedelta(days=1)
+    return f"{days:g} day" + ("" if days == 1 else "s")
 
 
 def default_margin(state_dir: Path) -> dt.timedelta:

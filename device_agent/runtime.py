@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pairing.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     PairingError,
+    RequestFailed,
     ServerIdentityMismatch,
 )
 from pairing.secure_files import write_private
@@ -33,6 +35,7 @@ from pairing.xmpp.connection import (
 log = logging.getLogger(__name__)
 
 ROTATION_RETRY = 60.0  # seconds before retrying a failed rotation
+ROTATION_RETRY_THROTTLED = 900.0  # ... when the server said the device asked too often
 
 
 class LoginRefused(DeviceAgentError):
@@ -107,6 +110,8 @@ async def run(
     refused login) and records why, until ``device-agent reset``.
     """
     stop = stop or asyncio.Event()
+    if rotate_before is not None:
+        rotation.check_margin(state_dir, rotate_before)
     delay = min_delay
     previous = read_status(state_dir)
     if previous is not None and previous.get("state") == "revoked":
@@ -154,8 +159,10 @@ async def run(
         record_status(state_dir, "online", str(bound))
         report(f"online as {bound}")
         margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
+        not_before = 0.0  # after a failed rotation: when to try again (monotonic clock)
         while True:
             wait = (rotation.due(state_dir, margin) - dt.datetime.now(dt.UTC)).total_seconds()
+            wait = max(wait, not_before - time.monotonic())
             stopped = asyncio.ensure_future(stop.wait())
             lost = asyncio.ensure_future(gone.wait())
             done, _ = await asyncio.wait(
@@ -169,8 +176,15 @@ async def run(
             try:
                 successor = await rotation.rotate(state_dir, client, lambda: client_for(state_dir))
             except (DeviceAgentError, PairingError) as exc:
-                report(f"rotation failed, will retry: {exc}")
-                await _sleep_or_stop(stop, min(3600.0, max(min_delay, ROTATION_RETRY)))
+                # The server limits how often a device may register a successor
+                # (<resource-constraint/>): wait longer then, instead of being refused again
+                # and again. Meanwhile the loop above still notices a stop or a lost link.
+                throttled = isinstance(exc, RequestFailed) and exc.condition == (
+                    "resource-constraint"
+                )
+                retry = ROTATION_RETRY_THROTTLED if throttled else ROTATION_RETRY
+                report(f"rotation failed, will retry in {retry:.0f} s: {exc}")
+                not_before = time.monotonic() + max(min_delay, retry)
                 continue
             client, gone = successor, asyncio.Event()
             client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())

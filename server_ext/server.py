@@ -626,8 +626,10 @@ class C2SConnection(asyncio.Protocol):
                 # Guessing is hopeless at 160 bits, but each unknown token still counts
                 # against the address, like a failed password.
                 server.throttle.failed(None, self.address)
+            repeated = result.condition is EnrollCondition.ALREADY_REGISTERED
             server.audit(
-                "enroll.failed",
+                # A device retrying with its own, registered certificate has not failed.
+                "enroll.repeated" if repeated else "enroll.failed",
                 actor="unknown",
                 subject=self.address,
                 address=self.address,

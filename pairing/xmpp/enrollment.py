@@ -39,10 +39,40 @@ class EnrollmentRefused(PairingError):
             return False
 
 
+class EnrollmentUnanswered(PairingError):
+    """The token was sent but no answer came: the server may or may not have registered it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Enrolled:
     jid: str
     name: str
+
+
+class TokenOffer:
+    """One redemption on one stream: whether the token left this machine, and the answer.
+
+    ``outcome`` is :class:`Enrolled` (registered, now or by an earlier attempt),
+    :class:`EnrollmentRefused` (the server answered with a failure, so this attempt registered
+    nothing) or :class:`EnrollmentUnanswered`; it stays pending if the stream ended first.
+    """
+
+    def __init__(self, outcome: asyncio.Future[Enrolled]) -> None:
+        self.outcome = outcome
+        self.sent = False
+
+    @property
+    def registered(self) -> bool:
+        """The server said this certificate is registered."""
+        return self.outcome.done() and self.outcome.exception() is None
+
+    @property
+    def refusal(self) -> EnrollmentRefused | None:
+        """The server's typed refusal, if it sent one."""
+        if not self.outcome.done():
+            return None
+        refused = self.outcome.exception()
+        return refused if isinstance(refused, EnrollmentRefused) else None
 
 
 class _Feature(ElementBase):
@@ -64,12 +94,11 @@ class _Failure(StanzaBase):
     interfaces: ClassVar[set[str]] = set()
 
 
-def offer_token(
-    client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0
-) -> asyncio.Future[Enrolled]:
-    """Redeem ``token`` when the server offers enrollment; the future tells the outcome."""
+def offer_token(client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0) -> TokenOffer:
+    """Redeem ``token`` when the server offers enrollment; the offer tells the outcome."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[Enrolled] = loop.create_future()
+    offer = TokenOffer(outcome)
     answer: asyncio.Queue[StanzaBase] = asyncio.Queue()
 
     register_stanza_plugin(StreamFeatures, _Feature)
@@ -83,11 +112,14 @@ def offer_token(
     async def negotiate(features: Any) -> bool:
         if outcome.done():
             return False  # already enrolled on this stream
+        offer.sent = True  # from here on, the server may register the certificate
         client.send_raw(f"<enroll xmlns='{ENROLL_NS}' token={quoteattr(token)}/>")
         try:
             reply = await asyncio.wait_for(answer.get(), timeout)
         except TimeoutError:
-            outcome.set_exception(EnrollmentRefused("timeout", "the server did not answer"))
+            outcome.set_exception(
+                EnrollmentUnanswered(f"the server did not answer the token within {timeout:g} s")
+            )
             client.abort()
             return True
         if reply.name == "success":
@@ -108,4 +140,4 @@ def offer_token(
         return True
 
     client.register_feature("enroll", negotiate, restart=True, order=_ORDER)
-    return outcome
+    return offer

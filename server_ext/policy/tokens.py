@@ -9,10 +9,12 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from pairing.errors import CertificateError
 from pairing.protocol.enrollment import EnrollCondition
@@ -85,6 +87,14 @@ def well_formed(token: str) -> bool:
     return len(text) == TOKEN_LENGTH and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in text)
 
 
+def redeemed_by(record: TokenRecord, cert: x509.Certificate | None) -> bool:
+    """Whether ``cert`` is the certificate that redeemed ``record`` (same SHA-256 of the DER)."""
+    if cert is None or record.state is not TokenState.REDEEMED or not record.redeemed_fingerprint:
+        return False
+    presented = cert.fingerprint(hashes.SHA256()).hex()
+    return hmac.compare_digest(presented, record.redeemed_fingerprint)
+
+
 def check_redemption(
     record: TokenRecord | None, cert: x509.Certificate | None, now: dt.datetime
 ) -> JID:
@@ -92,6 +102,14 @@ def check_redemption(
     if record is None:
         raise TokenRefused(EnrollCondition.TOKEN_UNKNOWN, "this token is not known to the server")
     if record.state is TokenState.REDEEMED:
+        if redeemed_by(record, cert):
+            # A retry by the very certificate that redeemed the token, whose first answer was
+            # lost (docs/protocol.md, section 3). It proved possession of that key in this TLS
+            # handshake, so it learns nothing new, and it logs in with what it already has.
+            raise TokenRefused(
+                EnrollCondition.ALREADY_REGISTERED,
+                "this certificate redeemed this token already; log in with it",
+            )
         raise TokenRefused(EnrollCondition.TOKEN_USED, "this token has already been used")
     if record.state is TokenState.CANCELLED:
         raise TokenRefused(EnrollCondition.TOKEN_CANCELLED, "this token was cancelled")

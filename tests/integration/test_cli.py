@@ -148,6 +148,49 @@ def test_errors_exit_non_zero_with_one_line(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+def test_a_rotation_margin_at_or_above_the_lifetime_is_refused(tmp_path: Path) -> None:
+    """It would rotate without pause (hundreds of times a minute): one line, non-zero exit."""
+    state = tmp_path / "bot"
+    run(
+        "device-agent",
+        "--state-dir",
+        str(state),
+        "init",
+        "--jid",
+        "alice@localhost/bot",
+        "--valid-days",
+        "1",
+    )
+    settings = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "fingerprint": "ab" * 32,
+        "jid": "alice@localhost/bot",
+    }
+    (state / "server.json").write_text(json.dumps(settings))
+    for days in ("1", "400", "0", "-2"):
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "device-agent"),
+                "--state-dir",
+                str(state),
+                "run",
+                "--rotate-before-days",
+                days,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,  # without the check it would run (and retry) until killed
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert "--rotate-before-days" in line and "Traceback" not in line
+        if days in ("1", "400"):
+            assert "valid for only 1 day" in line
+    assert not (state / "status.json").exists()  # it never started
+
+
 @pytest.mark.parametrize("tool", ["server-ext", "pairing", "device-agent"])
 def test_help_explains_the_tool(tool: str) -> None:
     out = run(tool, "--help").stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from pairing.xmpp.tokens import cancel_token, list_tokens, request_token
 from server_ext.model import TokenState
 from server_ext.policy.tokens import TokenRules
 from server_ext.token_issuer import issue_token
-from tests.integration.conftest import PASSWORD, RunningServer
+from tests.integration.conftest import PASSWORD, Device, DeviceFactory, RunningServer
+from tests.support.rawclient import RawClient
 
 
 def owner(server: RunningServer) -> Any:
@@ -303,3 +305,152 @@ async def test_a_failing_disk_leaves_nothing_half_enrolled(
     assert xmpp_server.registry.list_certificates() == []
     # The server kept serving, and the same token works once the disk is fine again.
     assert await enroll(store, uri) == JID.parse("alice@localhost/weatherbot")
+
+
+class CuttingProxy:
+    """A loopback TCP proxy that cuts the connection once the server has redeemed the token.
+
+    ``after_answer``: cut at the device's next bytes (its SASL <auth/>), so the <success/>
+    for <enroll/> did reach it. Otherwise cut at the server's next bytes (the answer is lost).
+    The stream is TLS: the proxy cannot read it, so it watches the registry instead.
+    """
+
+    def __init__(self, server: RunningServer, token: str, *, after_answer: bool) -> None:
+        from server_ext.policy.tokens import hash_token
+
+        self.server = server
+        self.token_hash = hash_token(token)
+        self.after_answer = after_answer
+        self.cutting = True
+        self.cuts = 0
+        self.port = 0
+        self._listener: asyncio.Server | None = None
+
+    def _redeemed(self) -> bool:
+        record = self.server.registry.token_by_hash(self.token_hash)
+        return record is not None and record.state is TokenState.REDEEMED
+
+    async def start(self) -> None:
+        self._listener = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._listener.sockets[0].getsockname()[1]
+
+    def close(self) -> None:
+        assert self._listener is not None
+        self._listener.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.server.host, self.server.port)
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, from_device: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if self.cutting and from_device == self.after_answer and self._redeemed():
+                        self.cuts += 1
+                        writer.transport.abort()
+                        up_writer.transport.abort()
+                        return
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+
+async def _device_agent(*args: str) -> tuple[int, str, str]:
+    """``device-agent ARGS`` as a real process, while this event loop serves the server."""
+    from tests.integration.cli_support import BIN
+
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "device-agent"),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("after_answer", [True, False], ids=["success-then-cut", "answer-lost"])
+async def test_a_connection_lost_after_the_server_enrolled_never_bricks_the_device(
+    xmpp_server: RunningServer, tmp_path: Path, after_answer: bool
+) -> None:
+    """The token is burned and the certificate active: the device keeps its key, and the same
+    `device-agent enroll` again completes the enrollment (issue 8)."""
+    xmpp_server.add_user("alice")
+    direct = token_uri(xmpp_server)
+    proxy = CuttingProxy(xmpp_server, direct.token, after_answer=after_answer)
+    await proxy.start()
+    uri = EnrollmentURI(direct.jid, direct.token, "127.0.0.1", proxy.port, direct.fingerprint)
+    state = tmp_path / "bot"
+    try:
+        code, _, err = await _device_agent("--state-dir", str(state), "enroll", "--uri", str(uri))
+        assert proxy.cuts == 1
+        assert code != 0
+        assert "Traceback" not in err
+        assert "enroll" in err.splitlines()[-1]  # one line that says what to do
+        # The server did register the device's certificate and burn the token...
+        (token,) = xmpp_server.registry.list_tokens()
+        assert token.state is TokenState.REDEEMED
+        store = KeyStore(state)
+        identity = store.load()  # ...and the device still holds that key.
+        assert token.redeemed_fingerprint == identity.fingerprint
+        if not after_answer:  # the device does not know yet, and says so
+            code, out, _ = await _device_agent("--state-dir", str(state), "status", "--json")
+            assert json.loads(out)["state"].startswith("enrollment unfinished"), out
+        # The same URI again (the proxy no longer cuts) finishes the enrollment.
+        proxy.cutting = False
+        code, out, err = await _device_agent("--state-dir", str(state), "enroll", "--uri", str(uri))
+        assert code == 0, err
+        assert "enrolled: this device logs in as alice@localhost/weatherbot" in out
+        assert store.load().fingerprint == identity.fingerprint
+        assert not (state / "enrollment-pending.json").exists()
+        bot = device(store)  # it logs in through the address of its QR code: the proxy
+        assert await login(bot) == JID.parse("alice@localhost/weatherbot")
+        await logout(bot)
+    finally:
+        proxy.close()
+    assert len(xmpp_server.registry.list_certificates(JID.parse("alice@localhost"))) == 1
+
+
+async def test_a_retry_with_the_redeeming_certificate_is_idempotent(
+    xmpp_server: RunningServer, make_device: DeviceFactory
+) -> None:
+    """The documented already-registered path: same certificate only; others find it used."""
+    from pairing.protocol.enrollment import ENROLL_NS
+
+    xmpp_server.add_user("alice")
+    uri = token_uri(xmpp_server)
+    mine = make_device(str(uri.jid))
+    thief = make_device(str(uri.jid))  # same JID, another key: e.g. whoever saw the QR code
+
+    async def redeem(dev: Device) -> tuple[bytes, RawClient]:
+        client = await xmpp_server.raw_tls(dev)
+        await client.send(f"<enroll xmlns='{ENROLL_NS}' token='{uri.token}'/>")
+        start = await client.read_until(b"<success", b"<failure")
+        rest = await client.read_until(b"/>" if start.endswith(b"<success") else b"</failure>")
+        return start + rest, client
+
+    first, client = await redeem(mine)
+    assert b"<success" in first
+    await client.close()  # as if the answer never arrived
+    for _ in range(2):  # idempotent: as often as the device needs
+        again, client = await redeem(mine)
+        assert b"<already-registered/>" in again, again
+        assert b"<success" in await client.auth("EXTERNAL", b"")
+        assert b"alice@localhost/weatherbot" in await client.bind()
+        await client.close()
+    stolen, client = await redeem(thief)
+    assert b"<token-used/>" in stolen, stolen
+    await client.close()
+    (record,) = xmpp_server.registry.list_certificates(JID.parse("alice@localhost"))
+    assert record.fingerprint == mine.fingerprint
+    events = [e.event for e in xmpp_server.registry.audit_events()]
+    assert events.count("token.redeemed") == 1
+    assert events.count("enroll.repeated") == 2

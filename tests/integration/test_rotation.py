@@ -13,12 +13,15 @@ from device_agent.enrollment import enroll
 from device_agent.keystore import KeyStore
 from device_agent.runtime import run
 from pairing.errors import AuthenticationFailed
+from pairing.protocol.identity import certificate_der
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, make_client
+from pairing.xmpp.saslcert import PLUGINS, add_certificate
 from server_ext.model import CertState
 from server_ext.policy.tokens import TokenRules
 from server_ext.token_issuer import issue_token
 from tests.integration.conftest import DeviceFactory, RunningServer
+from tests.integration.test_device_runtime import wait_for_line
 
 BOT = JID.parse("alice@localhost/bot")
 
@@ -119,3 +122,55 @@ async def test_rotation_cannot_register_another_identity(
     with pytest.raises(RequestFailed, match="forbidden"):
         await add_certificate(bot, "sneaky", other.der)
     assert xmpp_server.registry.get_certificate(BOT.bare, "sneaky") is None
+
+
+async def test_a_rotation_the_server_throttles_waits_longer_and_the_device_stays_online(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    """The server allows one successor an hour; the agent backs off instead of asking again."""
+    xmpp_server.add_user("alice")
+    issued = issue_token(
+        xmpp_server.registry,
+        TokenRules(),
+        account=BOT.bare,
+        resource="bot",
+        name=None,
+        ttl=None,
+        created_by="test",
+    )
+    uri = issued.uri(
+        host=xmpp_server.host, port=xmpp_server.port, fingerprint=xmpp_server.fingerprint
+    )
+    store = KeyStore(tmp_path / "bot")
+    await enroll(store, uri, valid_for=dt.timedelta(seconds=300))
+    # A successor registered a moment ago (a rotation whose new key was then lost).
+    identity = store.load()
+    early = make_client(
+        str(BOT),
+        server=ServerAddress(xmpp_server.host, xmpp_server.port),
+        trust=TrustAnchor(fingerprint=xmpp_server.fingerprint),
+        certfile=identity.cert_path,
+        keyfile=identity.key_path,
+        plugins=PLUGINS,
+    )
+    await login(early)
+    _, cert = store.next_identity()
+    await add_certificate(early, "rotation", certificate_der(cert), allow_management=False)
+    early.disconnect()
+
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(
+            store.state_dir, report=lines.append, stop=stop, rotate_before=dt.timedelta(seconds=299)
+        )
+    )
+    online = await wait_for_line(lines, "online as")
+    refused = await wait_for_line(lines, "rotation failed, will retry in 900 s", online)
+    assert "resource-constraint" in lines[refused]
+    await asyncio.sleep(1)
+    assert not any("rotation failed" in line for line in lines[refused + 1 :])  # no hammering
+    session = xmpp_server.server.sessions.get(BOT)
+    assert session is not None and session.fingerprint == identity.fingerprint
+    stop.set()
+    await asyncio.wait_for(task, 10)

@@ -100,3 +100,33 @@ def test_device_failures_leave_the_token_unburned(
         check_redemption(record(), certificate, NOW)  # type: ignore[arg-type]
     assert info.value.condition is condition
     assert not condition.burns_token
+
+
+def test_only_the_redeeming_certificate_is_told_it_is_registered_already() -> None:
+    """A retry after a lost answer succeeds; any other key still finds the token used."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from pairing.protocol.identity import fingerprint
+
+    mine = cert("alice@example.org/bot")
+    redeemed = TokenRecord(
+        1,
+        "h",
+        BOT,
+        "bot",
+        TokenState.REDEEMED,
+        NOW,
+        NOW + dt.timedelta(minutes=5),
+        "alice",
+        redeemed_at=NOW,
+        redeemed_fingerprint=fingerprint(mine.public_bytes(Encoding.DER)),  # type: ignore[attr-defined]
+    )
+    # Even after the token's lifetime: the retry may come late, the certificate is the proof.
+    for now in (NOW, NOW + dt.timedelta(hours=2)):
+        with pytest.raises(TokenRefused) as info:
+            check_redemption(redeemed, mine, now)  # type: ignore[arg-type]
+        assert info.value.condition is EnrollCondition.ALREADY_REGISTERED
+    for other in (cert("alice@example.org/bot"), None):
+        with pytest.raises(TokenRefused) as info:
+            check_redemption(redeemed, other, NOW)  # type: ignore[arg-type]
+        assert info.value.condition is EnrollCondition.TOKEN_USED
