@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from server_ext.auth.credentials import credentials_for
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -101,10 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--devices", type=int, default=1000)
     args = parser.parse_args()
+    from server_ext.admin.token_issuer import issue_token
+    from server_ext.net.server_certificate import ensure_server_certificate
     from server_ext.policy.tokens import TokenRules
-    from server_ext.registry import Registry
-    from server_ext.server_certificate import ensure_server_certificate
-    from server_ext.token_issuer import issue_token
+    from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -117,7 +119,7 @@ def main() -> None:
         pems: list[bytes] = []
         rules = TokenRules(max_outstanding=args.devices)
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
-            registry.add_account(JID.parse("alice@localhost"), "bench-password")
+            registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))
             for i in range(args.devices):
                 folder = data / f"device{i}"
                 folder.mkdir()

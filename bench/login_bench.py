@@ -23,6 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pairing.protocol.identity import PeerCertificate
+from server_ext.auth.credentials import credentials_for
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -80,7 +83,7 @@ def serve_reference(data: Path, port: int) -> None:
 
 def serve_ours(data: Path, port: int) -> None:
     from server_ext.config import ServerConfig
-    from server_ext.server import serve
+    from server_ext.net.server import serve
 
     config = ServerConfig(
         domain="localhost",
@@ -197,8 +200,8 @@ def main() -> None:
         (serve_ours if kind == "ours" else serve_reference)(Path(folder), int(port))
         return
 
-    from server_ext.registry import Registry
-    from server_ext.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
@@ -208,15 +211,15 @@ def main() -> None:
         contexts: list[ssl.SSLContext] = []
         pems: list[bytes] = []
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
-            registry.add_account(JID.parse("alice@localhost"), "bench-password")
+            registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))
             for i in range(args.devices):
                 folder = data / f"device{i}"
                 folder.mkdir()
                 cert_path, key_path, der = write_device(folder, f"alice@localhost/bot{i}")
-                registry.add_certificate(
+                registry.devices.add(
                     JID.parse("alice@localhost"),
                     f"bot{i}",
-                    der,
+                    PeerCertificate.parse(der),
                     added_by="bench",
                     added_via="bench",
                 )

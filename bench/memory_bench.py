@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from pairing.protocol.identity import PeerCertificate
+from server_ext.auth.credentials import credentials_for
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -49,21 +52,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--connections", type=int, default=3000)
     args = parser.parse_args()
-    from server_ext.registry import Registry
-    from server_ext.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         cert = ensure_server_certificate(data / "server", "localhost")
         contexts = []
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
-            registry.add_account(JID.parse("alice@localhost"), "bench-password")
+            registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))
             for i in range(50):
                 folder = data / f"d{i}"
                 folder.mkdir()
                 cert_path, key_path, der = write_device(folder, f"alice@localhost/m{i}")
-                registry.add_certificate(
-                    JID.parse("alice@localhost"), f"m{i}", der, added_by="bench", added_via="bench"
+                registry.devices.add(
+                    JID.parse("alice@localhost"),
+                    f"m{i}",
+                    PeerCertificate.parse(der),
+                    added_by="bench",
+                    added_via="bench",
                 )
                 contexts.append(client_context(cert.cert_path, cert_path, key_path))
         proc = subprocess.Popen(

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from server_ext.auth.credentials import credentials_for
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -105,14 +107,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--mode", choices=["token", "xep0257"], default="token")
     args = parser.parse_args()
-    from server_ext.registry import Registry
-    from server_ext.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         cert = ensure_server_certificate(data / "server", "localhost")
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
-            registry.add_account(JID.parse("alice@localhost"), "bench-password")
+            registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))
         proc = subprocess.Popen(
             [
                 sys.executable,

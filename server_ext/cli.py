@@ -18,9 +18,10 @@ from pairing.cli_output import (
     read_secret,
 )
 from pairing.errors import InvalidJID
-from pairing.protocol.identity import certificate_der, format_fingerprint, load_certificate
+from pairing.protocol.identity import PeerCertificate, format_fingerprint
 from pairing.protocol.jid import JID, prepare_domainpart, prepare_resourcepart
-from server_ext import admin_channel, inventory
+from server_ext.admin import admin_channel, inventory
+from server_ext.auth.credentials import credentials_for
 from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError, UnknownAccount, UnknownCertificate
 from server_ext.model import (
@@ -31,9 +32,9 @@ from server_ext.model import (
     TokenRecord,
     TokenState,
 )
+from server_ext.policy.certificates import CertificateRefused, require_registrable
 from server_ext.policy.tokens import TokenRules
-from server_ext.registry import Registry
-from server_ext.xmpp.saslcert import validate_for_account
+from server_ext.storage.registry import Registry
 
 PASSWORD_ENV = "SERVER_EXT_PASSWORD"
 
@@ -134,7 +135,7 @@ def serve(
     if (cert is None) != (key is None):
         raise click.UsageError("--cert and --key go together")
     configure_logging(verbose)
-    from server_ext.server import run
+    from server_ext.net.server import run
 
     config = ServerConfig(
         domain=settings.domain,
@@ -160,7 +161,7 @@ def serve(
 @pass_settings
 def fingerprint(settings: Settings, as_json: bool) -> None:
     """Print the SHA-256 fingerprint of the server certificate (clients pin it)."""
-    from server_ext.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import ensure_server_certificate
 
     cert = ensure_server_certificate(settings.data_dir, settings.domain)
     record = {
@@ -202,7 +203,7 @@ def user_add(settings: Settings, jid: str, admin: bool, password_file: Path | No
         file=password_file, env=PASSWORD_ENV, prompt=f"Password for {account}", confirm=True
     )
     with settings.registry() as registry:
-        registry.add_account(account, password, admin=admin)
+        registry.accounts.add(account, credentials_for(password), admin=admin)
     click.echo(f"created {account}{' (admin)' if admin else ''}")
 
 
@@ -217,9 +218,9 @@ def user_list(settings: Settings, as_json: bool) -> None:
                 "jid": str(a.jid),
                 "admin": a.is_admin,
                 "created_at": a.created_at.isoformat(timespec="seconds"),
-                "certificates": len(registry.list_certificates(a.jid, CertState.ACTIVE)),
+                "certificates": len(registry.devices.certificates(a.jid, CertState.ACTIVE)),
             }
-            for a in registry.list_accounts()
+            for a in registry.accounts.all()
         ]
     emit(
         rows,
@@ -242,12 +243,12 @@ def user_passwd(settings: Settings, jid: str, password_file: Path | None) -> Non
     """Set a new password for JID."""
     account = settings.jid(jid)
     with settings.registry() as registry:
-        if registry.get_account(account) is None:
+        if registry.accounts.get(account) is None:
             raise UnknownAccount(f"no account {account}")
         password = read_secret(
             file=password_file, env=PASSWORD_ENV, prompt=f"New password for {account}", confirm=True
         )
-        registry.set_password(account, password, actor="cli")
+        registry.accounts.set_credentials(account, credentials_for(password), actor="cli")
     click.echo(f"password changed for {account}")
 
 
@@ -261,7 +262,7 @@ def user_delete(settings: Settings, jid: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
     with settings.registry() as registry:
-        revoked = registry.delete_account(account, actor="cli")
+        revoked = registry.accounts.delete(account, actor="cli")
     try:
         for device_id in sorted({record.device.id for record in revoked}):
             admin_channel.request(settings.data_dir, {"op": "device-changed", "device": device_id})
@@ -285,7 +286,7 @@ def user_admin(settings: Settings, jid: str, admin: bool) -> None:
     """Grant or withdraw administrator rights."""
     account = settings.jid(jid)
     with settings.registry() as registry:
-        registry.set_admin(account, admin, actor="cli")
+        registry.accounts.set_admin(account, admin, actor="cli")
     click.echo(f"{account} is {'now' if admin else 'no longer'} an admin")
 
 
@@ -331,7 +332,7 @@ def certs_list(settings: Settings, user_jid: str | None, state: str | None, as_j
     """List registered certificates."""
     account = settings.jid(user_jid) if user_jid else None
     with settings.registry() as registry:
-        records = registry.list_certificates(account, CertState(state) if state else None)
+        records = registry.devices.certificates(account, CertState(state) if state else None)
     rows = [_cert_row(r) for r in records]
     for row in rows:
         row["fingerprint_short"] = row["fingerprint"][:16]
@@ -371,14 +372,14 @@ def _find_certificate(
     settings: Settings, registry: Registry, what: str, user_jid: str | None
 ) -> CertificateRecord:
     if user_jid:
-        record = registry.get_certificate(settings.jid(user_jid), what)
+        record = registry.devices.current_named(settings.jid(user_jid), what)
         if record is None:
             raise UnknownCertificate(f"{settings.jid(user_jid)} has no certificate named {what!r}")
         return record
     hex_digits = what.replace(":", "").lower()
     if len(hex_digits) < 8 or any(c not in "0123456789abcdef" for c in hex_digits):
         raise click.UsageError("give a fingerprint of at least 8 hex digits, or a name with --user")
-    matches = registry.find_certificates(hex_digits)
+    matches = registry.devices.find(hex_digits)
     if not matches:
         raise UnknownCertificate(f"no certificate has a fingerprint starting with {hex_digits}")
     if len(matches) > 1:
@@ -401,18 +402,18 @@ def certs_add(
 ) -> None:
     """Register the device certificate CERTFILE (PEM or DER) as NAME for an account."""
     account = settings.jid(user_jid)
-    cert = load_certificate(certfile.read_bytes())
-    der = certificate_der(cert)
-    problem = validate_for_account(cert, account, dt.datetime.now(dt.UTC))
-    if problem:
-        raise click.ClickException(f"refused: {problem}")
+    cert = PeerCertificate.parse(certfile.read_bytes())
     with settings.registry() as registry:
-        if registry.get_account(account) is None:
+        try:
+            require_registrable(cert, account, registry.clock())
+        except CertificateRefused as exc:
+            raise click.ClickException(f"refused: {exc}") from None
+        if registry.accounts.get(account) is None:
             raise UnknownAccount(f"no account {account}: create it with `server-ext user add`")
-        record = registry.add_certificate(
+        record = registry.devices.add(
             account,
             name,
-            der,
+            cert,
             no_cert_management=no_cert_management,
             added_by="cli",
             added_via="cli",
@@ -447,10 +448,10 @@ def audit(
             # Every certificate the device ever had: its history survives rotation and
             # revocation.
             found = inventory.resolve(registry, device, settings.domain)
-            subjects = [c.fingerprint for c in registry.device_certificates(found.id)]
+            subjects = [c.fingerprint for c in registry.devices.chain(found.id)]
         elif subject:
             subjects = [subject]
-        events = registry.audit_events(subjects=subjects, since=since, limit=limit)
+        events = registry.audit.events(subjects=subjects, since=since, limit=limit)
     rows = [
         {
             "id": e.id,
@@ -538,8 +539,8 @@ def token_create(
     """Issue a token for JID/RESOURCE and show it as a QR code and a URI."""
     from pairing import qr
     from pairing.xmpp.connection import ServerAddress
-    from server_ext.server_certificate import ensure_server_certificate
-    from server_ext.token_issuer import issue_token, parse_duration
+    from server_ext.admin.token_issuer import issue_token, parse_duration
+    from server_ext.net.server_certificate import ensure_server_certificate
 
     account = settings.jid(user_jid)
     try:
@@ -586,7 +587,7 @@ def token_list(settings: Settings, user_jid: str | None, show_all: bool, as_json
     account = settings.jid(user_jid) if user_jid else None
     now = dt.datetime.now(dt.UTC)
     with settings.registry() as registry:
-        records = registry.list_tokens(account, None if show_all else TokenState.PENDING)
+        records = registry.tokens.all(account, None if show_all else TokenState.PENDING)
     rows = [_token_row(r, now) for r in records]
     if not show_all:
         rows = [r for r in rows if r["state"] == "pending"]
@@ -611,7 +612,7 @@ def token_list(settings: Settings, user_jid: str | None, show_all: bool, as_json
 def token_cancel(settings: Settings, token_id: int) -> None:
     """Cancel the unused token TOKEN_ID."""
     with settings.registry() as registry:
-        record = registry.cancel_token(token_id, actor="cli")
+        record = registry.tokens.cancel(token_id, actor="cli")
     click.echo(f"cancelled token {record.id} for {record.jid}")
 
 
@@ -643,8 +644,8 @@ def devices_list(
     online = inventory.live_sessions(settings.data_dir)
     with settings.registry() as registry:
         rows = [
-            inventory.device_row(d, registry.device_certificates(d.id), online)
-            for d in registry.list_devices(account, DeviceState(state) if state else None)
+            inventory.device_row(d, registry.devices.chain(d.id), online)
+            for d in registry.devices.all(account, DeviceState(state) if state else None)
         ]
     if online is None:
         for row in rows:
@@ -676,7 +677,7 @@ def devices_show(settings: Settings, target: str, user_jid: str | None, as_json:
     online = inventory.live_sessions(settings.data_dir)
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
-        row = inventory.device_row(device, registry.device_certificates(device.id), online)
+        row = inventory.device_row(device, registry.devices.chain(device.id), online)
     if online is None:
         row["online"] = None
     emit_record(row, as_json=as_json)

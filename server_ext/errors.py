@@ -49,11 +49,3 @@ class TokenRaceLost(RegistryError):
 
 class JIDInUse(RegistryError):
     """Another device that is not revoked already logs in as that full JID."""
-
-
-class RotationRefused(RegistryError):
-    """A device asked for a successor certificate too soon after the last one."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

@@ -141,3 +141,12 @@ class TokenRecord:
     created_by: str
     redeemed_at: dt.datetime | None = None
     redeemed_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationFacts:
+    """What the rotation policy needs to know when a device asks for a successor."""
+
+    current: CertificateRecord  # the certificate of the session that asks
+    last_rotation_at: dt.datetime | None  # when the device last registered a successor
+    waiting: tuple[CertificateRecord, ...]  # successors that never logged in

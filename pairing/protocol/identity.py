@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -132,39 +134,99 @@ def allows_client_auth(cert: x509.Certificate) -> bool:
     return any(oid in eku for oid in _CLIENT_AUTH_COMPATIBLE)
 
 
-#: RSA below 2048 bits has been disallowed for signatures since 2013 (NIST SP 800-131A).
-MIN_RSA_BITS = 2048
-#: The curves TLS 1.3 can sign with (RFC 8446 §4.2.3: ecdsa_secp256r1/384r1/521r1 only).
-ACCEPTED_CURVES = ("secp256r1", "secp384r1", "secp521r1")
-_ADVICE = "use EC P-256, P-384 or P-521, Ed25519, or RSA of at least 2048 bits"
+class KeyType(StrEnum):
+    """The kind of public key a certificate carries."""
+
+    EC = "EC"
+    RSA = "RSA"
+    ED25519 = "Ed25519"
+    ED448 = "Ed448"
+    DSA = "DSA"
+    OTHER = "other"
 
 
-def require_strong_key(cert: x509.Certificate) -> None:
-    """Raise :class:`CertificateError` unless the certificate's public key is strong enough.
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    """A certificate parsed once, where it enters (a TLS handshake, a PEM file, an IQ).
 
-    The one rule for device keys, applied at registration (XEP-0257 append and
-    ``server-ext certs add``), enrollment and every EXTERNAL login.
+    Everything policy and storage need is here as plain facts, so nothing below the boundary
+    parses DER again. :meth:`parse` refuses what cannot be read; whether the facts are
+    acceptable is for the server's policy to say.
     """
+
+    der: bytes
+    fingerprint: str  # SHA-256 of the DER, 64 lowercase hex digits
+    jids: tuple[JID, ...]  # the id-on-xmppAddr values, prepared (RFC 7622)
+    not_before: dt.datetime
+    not_after: dt.datetime
+    client_auth: bool  # False when extendedKeyUsage excludes TLS client authentication
+    key_type: KeyType
+    key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
+    curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
+
+    @classmethod
+    def parse(cls, data: bytes) -> PeerCertificate:
+        """Read a DER or PEM certificate; raises :class:`CertificateError` with the reason."""
+        return cls.from_x509(load_certificate(data))
+
+    @classmethod
+    def from_x509(cls, cert: x509.Certificate) -> PeerCertificate:
+        der = certificate_der(cert)
+        key_type, bits, curve = _key_facts(cert)
+        return cls(
+            der=der,
+            fingerprint=fingerprint(der),
+            jids=xmpp_addrs(cert),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            client_auth=allows_client_auth(cert),
+            key_type=key_type,
+            key_bits=bits,
+            curve=curve,
+        )
+
+    def __repr__(self) -> str:
+        jids = ", ".join(str(j) for j in self.jids)
+        return f"PeerCertificate({self.fingerprint[:16]}…, [{jids}])"
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableCertificate:
+    """A certificate presented in a TLS handshake that :meth:`PeerCertificate.parse` refused."""
+
+    der: bytes
+    fingerprint: str
+    reason: str
+
+    @classmethod
+    def presented(cls, cert: x509.Certificate | bytes) -> PeerCertificate | UnreadableCertificate:
+        """What a peer presented (as parsed by the TLS library, or DER): the certificate's
+        facts, or why it cannot be used."""
+        try:
+            if isinstance(cert, bytes):
+                return PeerCertificate.parse(cert)
+            return PeerCertificate.from_x509(cert)
+        except CertificateError as exc:
+            der = cert if isinstance(cert, bytes) else certificate_der(cert)
+            return cls(der, fingerprint(der), str(exc))
+
+
+def _key_facts(cert: x509.Certificate) -> tuple[KeyType, int, str | None]:
     try:
         key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise CertificateError(f"weak key: its type is not supported ({exc}); {_ADVICE}") from None
+    except (ValueError, UnsupportedAlgorithm):
+        return KeyType.OTHER, 0, None
     if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise CertificateError(
-                f"weak key: RSA with {key.key_size} bits (at least {MIN_RSA_BITS} are required)"
-            )
-        return
+        return KeyType.RSA, key.key_size, None
     if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in ACCEPTED_CURVES:
-            raise CertificateError(f"weak key: the EC curve {key.curve.name} is refused; {_ADVICE}")
-        return
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return
+        return KeyType.EC, key.curve.key_size, key.curve.name
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return KeyType.ED25519, 256, None
+    if isinstance(key, ed448.Ed448PublicKey):
+        return KeyType.ED448, 456, None
     if isinstance(key, dsa.DSAPublicKey):
-        # DSA is gone from TLS 1.3 (RFC 8446 §4.2.3) and from FIPS 186-5.
-        raise CertificateError(f"weak key: DSA is refused; {_ADVICE}")
-    raise CertificateError(f"weak key: a {type(key).__name__} cannot be used; {_ADVICE}")
+        return KeyType.DSA, key.key_size, None
+    return KeyType.OTHER, 0, None
 
 
 def generate_key() -> ec.EllipticCurvePrivateKey:

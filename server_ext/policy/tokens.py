@@ -13,15 +13,12 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
-from pairing.errors import CertificateError
 from pairing.protocol.enrollment import EnrollCondition
-from pairing.protocol.identity import allows_client_auth, require_strong_key, xmpp_addrs
+from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
 from pairing.protocol.jid import JID
 from server_ext.errors import ServerExtError
 from server_ext.model import TokenRecord, TokenState
+from server_ext.policy.certificates import CertificateRefused, require_registrable
 
 TOKEN_BYTES = 20  # 160 bits from the CSPRNG, above the 128 the project requires
 TOKEN_LENGTH = 32  # base32 characters, no padding: QR alphanumeric mode holds them
@@ -87,18 +84,20 @@ def well_formed(token: str) -> bool:
     return len(text) == TOKEN_LENGTH and all(c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" for c in text)
 
 
-def redeemed_by(record: TokenRecord, cert: x509.Certificate | None) -> bool:
+def redeemed_by(record: TokenRecord, cert: PeerCertificate | None) -> bool:
     """Whether ``cert`` is the certificate that redeemed ``record`` (same SHA-256 of the DER)."""
     if cert is None or record.state is not TokenState.REDEEMED or not record.redeemed_fingerprint:
         return False
-    presented = cert.fingerprint(hashes.SHA256()).hex()
-    return hmac.compare_digest(presented, record.redeemed_fingerprint)
+    return hmac.compare_digest(cert.fingerprint, record.redeemed_fingerprint)
 
 
 def check_redemption(
-    record: TokenRecord | None, cert: x509.Certificate | None, now: dt.datetime
+    record: TokenRecord | None,
+    presented: PeerCertificate | UnreadableCertificate | None,
+    now: dt.datetime,
 ) -> JID:
     """The full JID to register the certificate for, or :class:`TokenRefused` with the reason."""
+    cert = presented if isinstance(presented, PeerCertificate) else None
     if record is None:
         raise TokenRefused(EnrollCondition.TOKEN_UNKNOWN, "this token is not known to the server")
     if record.state is TokenState.REDEEMED:
@@ -117,30 +116,20 @@ def check_redemption(
         raise TokenRefused(
             EnrollCondition.TOKEN_EXPIRED, "this token has expired; ask for a new one"
         )
+    if isinstance(presented, UnreadableCertificate):
+        raise TokenRefused(EnrollCondition.BAD_CERTIFICATE, presented.reason)
     if cert is None:
         raise TokenRefused(
             EnrollCondition.BAD_CERTIFICATE, "present the device certificate in TLS to enroll"
         )
-    if cert.not_valid_after_utc <= now or cert.not_valid_before_utc > now:
-        raise TokenRefused(
-            EnrollCondition.BAD_CERTIFICATE, "the device certificate is expired or not yet valid"
-        )
-    if not allows_client_auth(cert):
-        raise TokenRefused(
-            EnrollCondition.BAD_CERTIFICATE, "the device certificate does not allow client auth"
-        )
-    try:
-        require_strong_key(cert)
-        jids = xmpp_addrs(cert)
-    except CertificateError as exc:
-        raise TokenRefused(EnrollCondition.BAD_CERTIFICATE, str(exc)) from None
     target = record.jid
-    # The certificate must name exactly the token's full JID, and nothing else: it will be
-    # locked to that resource (XEP-0257 §2) and may not speak for another identity.
-    if jids != (target,):
-        named = ", ".join(str(j) for j in jids) or "no JID"
-        raise TokenRefused(
-            EnrollCondition.JID_MISMATCH,
-            f"the token is for {target} but the certificate names {named}",
+    try:
+        require_registrable(cert, target.bare, now, exactly=target)
+    except CertificateRefused as refused:
+        condition = (
+            EnrollCondition.JID_MISMATCH
+            if refused.problem.about_identity
+            else EnrollCondition.BAD_CERTIFICATE
         )
+        raise TokenRefused(condition, f"the device certificate is refused: {refused}") from None
     return target

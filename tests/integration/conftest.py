@@ -20,10 +20,11 @@ from pairing.protocol.identity import (
 )
 from pairing.protocol.jid import JID
 from pairing.secure_files import write_private, write_public
+from server_ext.auth.credentials import credentials_for
 from server_ext.config import ServerConfig
 from server_ext.model import DeviceState
-from server_ext.registry import Registry
-from server_ext.server import Server, load_certificate_for
+from server_ext.net.server import Server, load_certificate_for
+from server_ext.storage.registry import Registry
 from tests.support.rawclient import RawClient, client_context
 
 PASSWORD = "correct horse battery staple"
@@ -63,16 +64,16 @@ class RunningServer:
 
     def add_user(self, local: str, password: str = PASSWORD, *, admin: bool = False) -> JID:
         jid = JID(local, self.domain)
-        self.registry.add_account(jid, password, admin=admin)
+        self.registry.accounts.add(jid, credentials_for(password), admin=admin)
         return jid
 
     def set_device_state(
         self, account: str, name: str, state: DeviceState, *, reason: str = ""
     ) -> None:
         """What an admin does to the device ``name`` of ``account`` (registry only)."""
-        device = self.registry.device_by_name(JID(account, self.domain), name)
+        device = self.registry.devices.by_name(JID(account, self.domain), name)
         assert device is not None, f"no device {name!r}"
-        self.registry.set_device_state(device.id, state, actor="test", reason=reason)
+        self.registry.devices.set_state(device.id, state, actor="test", reason=reason)
 
     async def raw(self, *, source: str | None = None) -> RawClient:
         return await RawClient.connect(self.host, self.port, self.domain, source=source)
@@ -128,8 +129,8 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
             auth_timeout=10.0,
         )
         config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
-        registry = Registry.open(config.database_path)
-        server = Server(config, registry, load_certificate_for(config), **clocks(clock))
+        registry = Registry.open(config.database_path, **clocks(clock))
+        server = Server(config, registry, load_certificate_for(config))
         await server.start()
         started.append((server, registry))
         return RunningServer(server, config, registry)

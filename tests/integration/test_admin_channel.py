@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from server_ext.admin_channel import socket_path
+from server_ext.admin.admin_channel import socket_path
 from tests.integration.cli_support import BIN, free_port, run
 
 IMPOSTOR = Path(__file__).parent.parent / "support" / "impostor_admin.py"

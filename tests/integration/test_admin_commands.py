@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from pairing.errors import RequestFailed
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 from pairing.xmpp.devices import end_sessions, list_devices, revoke_device
@@ -28,8 +29,12 @@ def client(server: RunningServer, jid: str, **kw: Any) -> Any:
 
 async def online_device(server: RunningServer, make_device: DeviceFactory, jid: str) -> Any:
     device = make_device(jid)
-    server.registry.add_certificate(
-        JID.parse(jid).bare, JID.parse(jid).resource, device.der, added_by="t", added_via="t"
+    server.registry.devices.add(
+        JID.parse(jid).bare,
+        JID.parse(jid).resource,
+        PeerCertificate.parse(device.der),
+        added_by="t",
+        added_via="t",
     )
     bot = make_client(
         jid,
@@ -74,7 +79,7 @@ async def test_users_see_and_revoke_only_their_own_devices(
     with pytest.raises(RequestFailed, match="forbidden"):
         await end_sessions(bob, "alice@localhost")
     assert not gone.is_set()
-    record = xmpp_server.registry.get_certificate(JID.parse("alice@localhost"), "bot")
+    record = xmpp_server.registry.devices.current_named(JID.parse("alice@localhost"), "bot")
     assert record is not None and record.state is CertState.ACTIVE
 
     note = await revoke_device(alice, "alice@localhost/bot", reason="sold it")
@@ -105,7 +110,7 @@ async def test_admins_list_all_revoke_any_and_end_sessions(
     assert "Ended 2 session(s)" in note
     await asyncio.wait_for(ended.wait(), 2)
     await revoke_device(root, everything[0].id, reason="policy")
-    record = xmpp_server.registry.get_certificate(JID.parse("alice@localhost"), "bot")
+    record = xmpp_server.registry.devices.current_named(JID.parse("alice@localhost"), "bot")
     assert record is not None and record.revoked_reason == "policy"
     del bot
     await logout(root)

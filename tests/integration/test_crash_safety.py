@@ -30,10 +30,10 @@ from pairing.protocol.identity import generate_key, private_key_pem
 from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import logout
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import CertState
 from server_ext.policy.tokens import TokenRules
-from server_ext.registry import Registry
-from server_ext.token_issuer import issue_token
+from server_ext.storage.registry import Registry
 from tests.integration.cli_support import BIN, free_port, run
 from tests.integration.conftest import ServerFactory
 
@@ -166,10 +166,12 @@ async def test_the_agent_killed_at_random_moments_of_rotation_always_logs_in_aga
         fingerprints.add(KeyStore(state).load().fingerprint)
     assert rotations > 0 and len(fingerprints) > 1  # the kills did interrupt rotations
     # The registry agrees: what the device holds is active, and nothing but its own chain is.
-    current = xmpp_server.registry.certificate_by_fingerprint(KeyStore(state).load().fingerprint)
+    current = xmpp_server.registry.devices.by_fingerprint(KeyStore(state).load().fingerprint)
     assert current is not None and current.state is CertState.ACTIVE
     active = [
-        c for c in xmpp_server.registry.list_certificates(BOT.bare) if c.state is CertState.ACTIVE
+        c
+        for c in xmpp_server.registry.devices.certificates(BOT.bare)
+        if c.state is CertState.ACTIVE
     ]
     assert len(active) <= 2  # the current one, and at most one successor it never used
 

@@ -18,6 +18,7 @@ import pytest
 
 from pairing.errors import AuthenticationFailed, RequestFailed
 from pairing.protocol.identity import (
+    PeerCertificate,
     build_device_certificate,
     certificate_der,
     certificate_pem,
@@ -36,9 +37,9 @@ from pairing.xmpp.connection import (
 )
 from pairing.xmpp.devices import revoke_device
 from pairing.xmpp.saslcert import PLUGINS, add_certificate, revoke_certificate
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import CertState, DeviceState
 from server_ext.policy.tokens import TokenRules
-from server_ext.token_issuer import issue_token
 from tests.integration.conftest import PASSWORD, RunningServer, ServerFactory
 
 BOT = JID.parse("alice@localhost/bot")
@@ -93,15 +94,17 @@ async def enrolled_device_with_a_successor(
     )
     first_cert, first_key, first_der = identity(tmp_path / "first")
     # The registry path a token redemption takes: burn and register, no-cert-management.
-    server.registry.redeem_token(issued.record.token_hash, first_der, address="127.0.0.1")
+    server.registry.tokens.redeem(
+        issued.record.token_hash, PeerCertificate.parse(first_der), address="127.0.0.1"
+    )
     bot = device_client(server, first_cert, first_key)
     await login(bot)
     gone = asyncio.Event()
     bot.add_event_handler("disconnected", lambda _: gone.set())
     second_cert, second_key, second_der = identity(tmp_path / "second")
     await add_certificate(bot, "rotation", second_der, allow_management=False)
-    chain = server.registry.device_certificates(
-        server.registry.device_by_name(BOT.bare, "bot").id  # type: ignore[union-attr]
+    chain = server.registry.devices.chain(
+        server.registry.devices.by_name(BOT.bare, "bot").id  # type: ignore[union-attr]
     )
     assert [c.state for c in chain] == [CertState.ACTIVE, CertState.ACTIVE]
     assert len({c.device.id for c in chain}) == 1
@@ -184,9 +187,9 @@ async def test_revoking_a_device_revokes_every_certificate_and_session(
     for cert, key in certificates:
         with pytest.raises(AuthenticationFailed, match="revoked"):
             await login(device_client(server, cert, key))
-    device = server.registry.device_by_name(BOT.bare, "bot")
+    device = server.registry.devices.by_name(BOT.bare, "bot")
     assert device is not None and device.state is DeviceState.REVOKED
-    assert {c.state for c in server.registry.device_certificates(device.id)} == {CertState.REVOKED}
+    assert {c.state for c in server.registry.devices.chain(device.id)} == {CertState.REVOKED}
     await logout(bot)
 
 
@@ -229,10 +232,10 @@ async def test_a_device_registers_at_most_one_successor_and_is_rate_limited(
     _, _, third = identity(tmp_path / "third")
     with pytest.raises(RequestFailed, match=r"resource-constraint.*retry in"):
         await add_certificate(bot, "rotation", third, allow_management=False)
-    assert server.registry.audit_events()[-1].event == "cert.rotation_refused"
-    device = server.registry.device_by_name(BOT.bare, "bot")
+    assert server.registry.audit.events()[-1].event == "cert.rotation_refused"
+    device = server.registry.devices.by_name(BOT.bare, "bot")
     assert device is not None
-    assert len(server.registry.device_certificates(device.id)) == 2
+    assert len(server.registry.devices.chain(device.id)) == 2
     # A certificate for another resource is never a rotation, and this device may not
     # manage certificates (it was enrolled with a token).
     _, _, other = identity(tmp_path / "other", JID.parse("alice@localhost/laptop"))
@@ -260,9 +263,9 @@ async def test_a_lost_successor_is_replaced_after_the_interval(
     clock[0] += dt.timedelta(hours=1, minutes=1)
     _, _, third = identity(tmp_path / "third")
     await add_certificate(bot, "rotation", third, allow_management=False)
-    device = server.registry.device_by_name(BOT.bare, "bot")
+    device = server.registry.devices.by_name(BOT.bare, "bot")
     assert device is not None
-    assert [c.state for c in server.registry.device_certificates(device.id)] == [
+    assert [c.state for c in server.registry.devices.chain(device.id)] == [
         CertState.ACTIVE,
         CertState.REVOKED,  # superseded before first use
         CertState.ACTIVE,

@@ -11,9 +11,9 @@ from device_agent.enrollment import enroll
 from device_agent.keystore import KeyStore
 from device_agent.runtime import LoginRefused, run
 from pairing.protocol.jid import JID
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import DeviceState
 from server_ext.policy.tokens import TokenRules
-from server_ext.token_issuer import issue_token
 from tests.integration.conftest import RunningServer
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from tests.integration.conftest import PASSWORD, Device, DeviceFactory, RunningServer
 from tests.support.scramclient import scram_login
@@ -13,7 +14,9 @@ from tests.support.scramclient import scram_login
 
 def register(server: RunningServer, device: Device, name: str = "bot", account: str = "") -> None:
     owner = JID.parse(account) if account else device.jids[0].bare
-    server.registry.add_certificate(owner, name, device.der, added_by="test", added_via="test")
+    server.registry.devices.add(
+        owner, name, PeerCertificate.parse(device.der), added_by="test", added_via="test"
+    )
 
 
 async def test_external_is_offered_only_with_a_client_certificate(
@@ -58,9 +61,9 @@ async def test_registered_certificate_logs_in_with_equals_and_binds_its_resource
     client = await xmpp_server.raw_tls(device)
     assert b"<success" in await client.auth("EXTERNAL", b"")
     assert b"<jid>alice@localhost/bot</jid>" in await client.bind()
-    record = xmpp_server.registry.certificate_by_fingerprint(device.fingerprint)
+    record = xmpp_server.registry.devices.by_fingerprint(device.fingerprint)
     assert record is not None and record.last_login_at is not None
-    events = [e.event for e in xmpp_server.registry.audit_events()]
+    events = [e.event for e in xmpp_server.registry.audit.events()]
     assert "login.external" in events
     await client.close()
 
@@ -112,7 +115,7 @@ async def test_unregistered_certificate_is_not_authorized(
     reply = await client.auth("EXTERNAL", b"")
     assert b"<not-authorized/>" in reply
     assert b"not registered" in reply
-    assert "login.failed" in [e.event for e in xmpp_server.registry.audit_events()]
+    assert "login.failed" in [e.event for e in xmpp_server.registry.audit.events()]
 
 
 async def test_expired_certificate_is_not_authorized(

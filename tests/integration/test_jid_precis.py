@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from server_ext.server_certificate import CERT_NAME
+from server_ext.net.server_certificate import CERT_NAME
 from tests.integration.cli_support import free_port, run
 from tests.support.rawclient import RawClient, client_context
 from tests.support.scramclient import scram_login

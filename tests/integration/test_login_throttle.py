@@ -6,6 +6,7 @@ everywhere for 300 s, so an attacker could lock the owner out by failing on purp
 
 from __future__ import annotations
 
+from pairing.protocol.identity import PeerCertificate
 from tests.integration.conftest import PASSWORD, DeviceFactory, RunningServer, ServerFactory
 from tests.support.scramclient import scram_login
 
@@ -27,8 +28,12 @@ async def test_an_attacker_hammering_one_account_cannot_lock_its_owner_out(
     server = await make_server()  # the shipped limits: 5 per account and address, 20 per address
     server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    server.registry.add_certificate(
-        device.jids[0].bare, "bot", device.der, added_by="test", added_via="test"
+    server.registry.devices.add(
+        device.jids[0].bare,
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="test",
+        added_via="test",
     )
     answers = []
     for attempt in range(30):
@@ -56,8 +61,12 @@ async def test_guessing_spread_over_many_addresses_is_slowed_not_blocked(
     server = await make_server(failed_logins_before_slowdown=10, slowdown_max_delay=0.2)
     server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    server.registry.add_certificate(
-        device.jids[0].bare, "bot", device.der, added_by="test", added_via="test"
+    server.registry.devices.add(
+        device.jids[0].bare,
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="test",
+        added_via="test",
     )
     # Twelve addresses, three guesses each: under every per-address limit, 36 for the account.
     for host in range(10, 22):

@@ -20,10 +20,10 @@ from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 from pairing.xmpp.tokens import cancel_token, list_tokens, request_token
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import TokenState
 from server_ext.policy.tokens import TokenRules
-from server_ext.token_issuer import issue_token
-from tests.integration.conftest import PASSWORD, Device, DeviceFactory, RunningServer
+from tests.integration.conftest import PASSWORD, Device, DeviceFactory, RunningServer, ServerFactory
 from tests.support.rawclient import RawClient
 
 
@@ -57,7 +57,6 @@ def token_uri(server: RunningServer, resource: str = "weatherbot", **kw: Any) ->
         name=kw.pop("name", None),
         ttl=kw.pop("ttl", None),
         created_by="test",
-        now=kw.pop("now", None),
     )
     return issued.uri(host=server.host, port=server.port, fingerprint=server.fingerprint)
 
@@ -80,7 +79,7 @@ async def test_issue_render_scan_enroll_login_and_chat(
     store = KeyStore(tmp_path / "bot")
     bound = await enroll(store, scanned)
     assert bound == JID.parse("alice@localhost/weatherbot")
-    record = xmpp_server.registry.get_certificate(JID.parse("alice@localhost"), "Weather bot")
+    record = xmpp_server.registry.devices.current_named(JID.parse("alice@localhost"), "Weather bot")
     assert record is not None
     assert record.fingerprint == store.load().fingerprint
     assert record.added_via == "token"
@@ -92,7 +91,7 @@ async def test_issue_render_scan_enroll_login_and_chat(
     bot.send_message(mto="alice@localhost/phone", mbody="enrolled and online", mtype="chat")
     message = await asyncio.wait_for(inbox.get(), 5)
     assert message["body"] == "enrolled and online"
-    events = [e.event for e in xmpp_server.registry.audit_events()]
+    events = [e.event for e in xmpp_server.registry.audit.events()]
     assert {"token.issued", "token.redeemed", "cert.added", "login.external"} <= set(events)
     await logout(bot)
     await logout(phone)
@@ -112,23 +111,25 @@ async def test_fifty_concurrent_redemptions_give_one_enrollment(
     assert len(winners) == 1, results
     assert len(losers) == 49
     assert all("token-used" in str(e) for e in losers)
-    assert len(xmpp_server.registry.list_certificates(JID.parse("alice@localhost"))) == 1
+    assert len(xmpp_server.registry.devices.certificates(JID.parse("alice@localhost"))) == 1
     # Losers keep nothing: no key, no settings.
     assert sum(store.exists() for store in stores) == 1
 
 
-async def test_expired_token(xmpp_server: RunningServer, tmp_path: Path) -> None:
+async def test_expired_token(make_server: ServerFactory, tmp_path: Path) -> None:
+    clock = [dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)]
+    xmpp_server = await make_server(clock=lambda: clock[0])
     xmpp_server.add_user("alice")
-    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
-    uri = token_uri(xmpp_server, now=long_ago)
+    uri = token_uri(xmpp_server)  # issued two hours ago ...
+    clock[0] = dt.datetime.now(dt.UTC)  # ... and redeemed now
     store = KeyStore(tmp_path / "bot")
     with pytest.raises(EnrollmentError, match="token-expired"):
         await enroll(store, uri)
     assert not store.exists()
     assert not (tmp_path / "bot" / "server.json").exists()
-    (record,) = xmpp_server.registry.list_tokens()
+    (record,) = xmpp_server.registry.tokens.all()
     assert record.state is TokenState.EXPIRED
-    assert "token.expired" in [e.event for e in xmpp_server.registry.audit_events()]
+    assert "token.expired" in [e.event for e in xmpp_server.registry.audit.events()]
 
 
 async def test_cancelled_token_over_adhoc(xmpp_server: RunningServer, tmp_path: Path) -> None:
@@ -149,7 +150,7 @@ async def test_users_cannot_touch_other_accounts_tokens(xmpp_server: RunningServ
     xmpp_server.add_user("bob")
     uri = token_uri(xmpp_server)
     del uri
-    (alice_token,) = xmpp_server.registry.list_tokens()
+    (alice_token,) = xmpp_server.registry.tokens.all()
     bob = make_client(
         "bob@localhost/pc",
         server=ServerAddress(xmpp_server.host, xmpp_server.port),
@@ -177,7 +178,7 @@ async def test_wrong_resource_leaves_the_token_usable(
     )
     with pytest.raises(EnrollmentError, match="jid-mismatch"):
         await enroll(store, forged)
-    (record,) = xmpp_server.registry.list_tokens()
+    (record,) = xmpp_server.registry.tokens.all()
     assert record.state is TokenState.PENDING
     assert await enroll(KeyStore(tmp_path / "good"), uri) == JID.parse("alice@localhost/weatherbot")
 
@@ -190,9 +191,9 @@ async def test_wrong_fingerprint_never_sends_the_token(
     wrong = EnrollmentURI(uri.jid, uri.token, uri.host, uri.port, "00" * 32)
     with pytest.raises(EnrollmentError, match="not the pinned one"):
         await enroll(KeyStore(tmp_path / "bot"), wrong)
-    (record,) = xmpp_server.registry.list_tokens()
+    (record,) = xmpp_server.registry.tokens.all()
     assert record.state is TokenState.PENDING
-    assert "enroll.failed" not in [e.event for e in xmpp_server.registry.audit_events()]
+    assert "enroll.failed" not in [e.event for e in xmpp_server.registry.audit.events()]
 
 
 async def test_unknown_token_and_unreachable_server(
@@ -291,7 +292,7 @@ async def test_a_failing_disk_leaves_nothing_half_enrolled(
     """The registry refuses writes (as on a full disk): the device is told, the token survives."""
     xmpp_server.add_user("alice")
     uri = token_uri(xmpp_server)
-    conn = xmpp_server.registry._conn
+    conn = xmpp_server.registry._file.conn
     conn.execute("PRAGMA query_only = ON")  # every write now fails, like ENOSPC
     store = KeyStore(tmp_path / "bot")
     try:
@@ -300,9 +301,9 @@ async def test_a_failing_disk_leaves_nothing_half_enrolled(
     finally:
         conn.execute("PRAGMA query_only = OFF")
     assert not store.exists()
-    (record,) = xmpp_server.registry.list_tokens()
+    (record,) = xmpp_server.registry.tokens.all()
     assert record.state is TokenState.PENDING
-    assert xmpp_server.registry.list_certificates() == []
+    assert xmpp_server.registry.devices.certificates() == []
     # The server kept serving, and the same token works once the disk is fine again.
     assert await enroll(store, uri) == JID.parse("alice@localhost/weatherbot")
 
@@ -327,7 +328,7 @@ class CuttingProxy:
         self._listener: asyncio.Server | None = None
 
     def _redeemed(self) -> bool:
-        record = self.server.registry.token_by_hash(self.token_hash)
+        record = self.server.registry.tokens.by_hash(self.token_hash)
         return record is not None and record.state is TokenState.REDEEMED
 
     async def start(self) -> None:
@@ -396,7 +397,7 @@ async def test_a_connection_lost_after_the_server_enrolled_never_bricks_the_devi
         assert "Traceback" not in err
         assert "enroll" in err.splitlines()[-1]  # one line that says what to do
         # The server did register the device's certificate and burn the token...
-        (token,) = xmpp_server.registry.list_tokens()
+        (token,) = xmpp_server.registry.tokens.all()
         assert token.state is TokenState.REDEEMED
         store = KeyStore(state)
         identity = store.load()  # ...and the device still holds that key.
@@ -416,7 +417,7 @@ async def test_a_connection_lost_after_the_server_enrolled_never_bricks_the_devi
         await logout(bot)
     finally:
         proxy.close()
-    assert len(xmpp_server.registry.list_certificates(JID.parse("alice@localhost"))) == 1
+    assert len(xmpp_server.registry.devices.certificates(JID.parse("alice@localhost"))) == 1
 
 
 async def test_a_retry_with_the_redeeming_certificate_is_idempotent(
@@ -449,8 +450,8 @@ async def test_a_retry_with_the_redeeming_certificate_is_idempotent(
     stolen, client = await redeem(thief)
     assert b"<token-used/>" in stolen, stolen
     await client.close()
-    (record,) = xmpp_server.registry.list_certificates(JID.parse("alice@localhost"))
+    (record,) = xmpp_server.registry.devices.certificates(JID.parse("alice@localhost"))
     assert record.fingerprint == mine.fingerprint
-    events = [e.event for e in xmpp_server.registry.audit_events()]
+    events = [e.event for e in xmpp_server.registry.audit.events()]
     assert events.count("token.redeemed") == 1
     assert events.count("enroll.repeated") == 2

@@ -13,13 +13,13 @@ from device_agent.enrollment import enroll
 from device_agent.keystore import KeyStore
 from device_agent.runtime import run
 from pairing.errors import AuthenticationFailed
-from pairing.protocol.identity import certificate_der
+from pairing.protocol.identity import PeerCertificate, certificate_der
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, make_client
 from pairing.xmpp.saslcert import PLUGINS, add_certificate
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import CertState
 from server_ext.policy.tokens import TokenRules
-from server_ext.token_issuer import issue_token
 from tests.integration.conftest import DeviceFactory, RunningServer
 from tests.integration.test_device_runtime import wait_for_line
 
@@ -78,13 +78,13 @@ async def test_a_short_lived_certificate_is_rotated_while_the_device_stays_reach
     await asyncio.wait_for(task, 10)
 
     registry = xmpp_server.registry
-    new_record = registry.certificate_by_fingerprint(new.fingerprint)
-    old_record = registry.certificate_by_fingerprint(old.fingerprint)
+    new_record = registry.devices.by_fingerprint(new.fingerprint)
+    old_record = registry.devices.by_fingerprint(old.fingerprint)
     assert new_record is not None and old_record is not None
     assert new_record.replaces == old_record.id  # one device, two certificates
     assert new_record.name == issued.record.name and new_record.added_via == "rotation"
     assert old_record.state is CertState.DISABLED
-    assert "cert.rotated" in [e.event for e in registry.audit_events()]
+    assert "cert.rotated" in [e.event for e in registry.audit.events()]
 
     stale = make_client(
         str(BOT),
@@ -106,8 +106,13 @@ async def test_rotation_cannot_register_another_identity(
 
     xmpp_server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    xmpp_server.registry.add_certificate(
-        BOT.bare, "bot", device.der, added_by="t", added_via="t", no_cert_management=True
+    xmpp_server.registry.devices.add(
+        BOT.bare,
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="t",
+        added_via="t",
+        no_cert_management=True,
     )
     bot = make_client(
         str(BOT),
@@ -121,7 +126,7 @@ async def test_rotation_cannot_register_another_identity(
     other = make_device("alice@localhost/laptop")
     with pytest.raises(RequestFailed, match="forbidden"):
         await add_certificate(bot, "sneaky", other.der)
-    assert xmpp_server.registry.get_certificate(BOT.bare, "sneaky") is None
+    assert xmpp_server.registry.devices.current_named(BOT.bare, "sneaky") is None
 
 
 async def test_a_rotation_the_server_throttles_waits_longer_and_the_device_stays_online(

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime as dt
 
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from tests.integration.conftest import PASSWORD, Device, DeviceFactory, RunningServer
 from tests.support.rawclient import RawClient
@@ -76,7 +77,7 @@ async def test_duplicate_name_is_a_conflict(
     assert b"type='result'" in await iq(owner, append("bot", first.der))
     reply = await iq(owner, append("bot", second.der), iq_id="dup")
     assert b"<conflict" in reply
-    record = xmpp_server.registry.get_certificate(JID.parse("alice@localhost"), "bot")
+    record = xmpp_server.registry.devices.current_named(JID.parse("alice@localhost"), "bot")
     assert record is not None and record.der == first.der
 
 
@@ -100,7 +101,7 @@ async def test_bad_certificates_are_refused_with_reasons(
     assert b"<not-acceptable" in reply and b"bob@localhost/bot" in reply
     missing = await iq(owner, f"<append xmlns='{NS}'><x509cert>AA==</x509cert></append>", iq_id="m")
     assert b"<bad-request" in missing and b"name" in missing
-    assert xmpp_server.registry.list_certificates(JID.parse("alice@localhost")) == []
+    assert xmpp_server.registry.devices.certificates(JID.parse("alice@localhost")) == []
 
 
 async def test_unknown_name_on_disable_or_revoke_is_item_not_found(
@@ -175,8 +176,12 @@ async def test_external_session_may_not_change_the_password(
 ) -> None:
     xmpp_server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    xmpp_server.registry.add_certificate(
-        JID.parse("alice@localhost"), "bot", device.der, added_by="t", added_via="t"
+    xmpp_server.registry.devices.add(
+        JID.parse("alice@localhost"),
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="t",
+        added_via="t",
     )
     bot = await device_session(xmpp_server, device)
     reply = await iq(

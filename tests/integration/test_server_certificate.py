@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from server_ext.errors import ConfigError
-from server_ext.server_certificate import ensure_server_certificate, load_server_certificate
+from server_ext.net.server_certificate import ensure_server_certificate, load_server_certificate
 from tests.integration.conftest import ServerFactory
 
 

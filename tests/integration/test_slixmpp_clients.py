@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pairing.errors import AuthenticationFailed, ServerIdentityMismatch
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 from pairing.xmpp.saslcert import (
@@ -69,7 +70,7 @@ async def test_wrong_pin_sends_nothing(xmpp_server: RunningServer) -> None:
     )
     with pytest.raises(ServerIdentityMismatch):
         await login(client)
-    assert "login.failed" not in [e.event for e in xmpp_server.registry.audit_events()]
+    assert "login.failed" not in [e.event for e in xmpp_server.registry.audit.events()]
 
 
 async def test_owner_registers_a_bot_which_logs_in_and_chats(
@@ -102,8 +103,12 @@ async def test_direct_tls_login(xmpp_server: RunningServer, make_device: DeviceF
     """XEP-0368: the same EXTERNAL login over the direct TLS port."""
     xmpp_server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    xmpp_server.registry.add_certificate(
-        JID.parse("alice@localhost"), "bot", device.der, added_by="t", added_via="t"
+    xmpp_server.registry.devices.add(
+        JID.parse("alice@localhost"),
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="t",
+        added_via="t",
     )
     bot = device_client(xmpp_server, device, direct_tls=True)
     assert await login(bot) == JID.parse("alice@localhost/bot")
@@ -174,8 +179,12 @@ async def test_a_newer_session_replaces_the_older_on_the_same_resource(
     """RFC 6120 §7.7.2.2: the old session is closed with <conflict/>."""
     xmpp_server.add_user("alice")
     device = make_device("alice@localhost/bot")
-    xmpp_server.registry.add_certificate(
-        JID.parse("alice@localhost"), "bot", device.der, added_by="t", added_via="t"
+    xmpp_server.registry.devices.add(
+        JID.parse("alice@localhost"),
+        "bot",
+        PeerCertificate.parse(device.der),
+        added_by="t",
+        added_via="t",
     )
     first = device_client(xmpp_server, device)
     await login(first)

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from pairing.protocol.enrollment import ENROLL_NS
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
+from server_ext.admin.token_issuer import issue_token
 from server_ext.model import TokenState
 from server_ext.policy.tokens import TokenRules
-from server_ext.token_issuer import issue_token
 from tests.integration.cli_support import run
 from tests.integration.conftest import PASSWORD, RunningServer
 from tests.support import keytypes
@@ -55,7 +56,7 @@ async def test_xep0257_append_refuses_a_weak_key_with_the_reason(
     )
     reply = await owner.read_iq("a")
     assert b"<not-acceptable" in reply and b"weak key" in reply, reply
-    assert xmpp_server.registry.list_certificates(JID.parse("alice@localhost")) == []
+    assert xmpp_server.registry.devices.certificates(JID.parse("alice@localhost")) == []
     await owner.close()
 
 
@@ -94,9 +95,9 @@ async def test_enrollment_with_a_weak_key_is_refused_and_keeps_the_token(
     await client.send(f"<enroll xmlns='{ENROLL_NS}' token='{issued.token}'/>")
     reply = await client.read_until(b"</failure>", b"<success")
     assert b"<bad-certificate/>" in reply and b"weak key: RSA with 1024 bits" in reply, reply
-    (token,) = xmpp_server.registry.list_tokens()
+    (token,) = xmpp_server.registry.tokens.all()
     assert token.state is TokenState.PENDING
-    assert xmpp_server.registry.list_certificates(JID.parse("alice@localhost")) == []
+    assert xmpp_server.registry.devices.certificates(JID.parse("alice@localhost")) == []
     await client.close()
 
 
@@ -106,8 +107,12 @@ async def test_a_registered_weak_certificate_cannot_log_in(
     """Registered before the rule existed (or behind its back): EXTERNAL refuses it, saying why."""
     xmpp_server.add_user("alice")
     cert, key, der = keytypes.write(tmp_path / "rsa", "rsa-1024", BOT)
-    xmpp_server.registry.add_certificate(
-        JID.parse("alice@localhost"), "bot", der, added_by="test", added_via="test"
+    xmpp_server.registry.devices.add(
+        JID.parse("alice@localhost"),
+        "bot",
+        PeerCertificate.parse(der),
+        added_by="test",
+        added_via="test",
     )
     client = await weak_tls(xmpp_server, cert, key)
     reply = await client.auth("EXTERNAL", b"")

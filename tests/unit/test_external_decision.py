@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from pairing.protocol.identity import (
+    UnreadableCertificate,
     build_device_certificate,
     certificate_der,
     fingerprint,
@@ -14,8 +15,8 @@ from pairing.protocol.identity import (
 )
 from pairing.protocol.jid import JID
 from server_ext.model import CertificateRecord, CertState, DeviceState
-from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
-from server_ext.sasl.mechanism import SASLCondition
+from server_ext.policy.external import ExternalAccepted, ExternalRefused, decide_external
+from server_ext.wire.conditions import SASLCondition
 from tests.support.records import certificate_record
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -51,20 +52,26 @@ def decide(
     authzid: str = "",
     registered: CertificateRecord | None = None,
     now: dt.datetime = NOW,
-) -> ExternalAccepted | ExternalRejected:
-    if registered is None and der is not None:
+    *,
+    unregistered: bool = False,
+) -> ExternalAccepted | ExternalRefused:
+    """The decision for ``der`` as the TLS adapter would present it, or the refusal."""
+    if registered is None and der is not None and not unregistered:
         registered = record(der)
-    return decide_external(
-        peer_certificate_der=der,
-        authzid=authzid,
-        domain="example.org",
-        registered=registered,
-        now=now,
-    )
+    try:
+        return decide_external(
+            presented=UnreadableCertificate.presented(der) if der is not None else None,
+            authzid=authzid,
+            domain="example.org",
+            registered=registered,
+            now=now,
+        )
+    except ExternalRefused as refused:
+        return refused
 
 
 def rejected(result: object, condition: SASLCondition, words: str) -> None:
-    assert isinstance(result, ExternalRejected), result
+    assert isinstance(result, ExternalRefused), result
     assert result.condition is condition
     assert words in result.text
 
@@ -73,7 +80,7 @@ def test_single_full_jid_with_empty_authzid_locks_the_resource() -> None:
     der = cert("alice@example.org/bot")
     result = decide(der)
     assert isinstance(result, ExternalAccepted)
-    assert (result.identity, result.locked_resource, result.fingerprint) == (
+    assert (result.identity, result.locked_resource, result.certificate.fingerprint) == (
         ALICE,
         "bot",
         fingerprint(der),
@@ -139,10 +146,7 @@ def test_other_domain_jids_do_not_count() -> None:
 
 def test_unregistered_disabled_revoked_and_wrong_account() -> None:
     der = cert("alice@example.org/bot")
-    result = decide_external(
-        peer_certificate_der=der, authzid="", domain="example.org", registered=None, now=NOW
-    )
-    rejected(result, SASLCondition.NOT_AUTHORIZED, "not registered")
+    rejected(decide(der, unregistered=True), SASLCondition.NOT_AUTHORIZED, "not registered")
     rejected(
         decide(der, registered=record(der, state=CertState.DISABLED)),
         SASLCondition.NOT_AUTHORIZED,

@@ -23,6 +23,7 @@ from pairing.errors import CertificateError, InvalidJID
 from pairing.protocol.frames import RemoteProtocolError
 from pairing.protocol.identity import (
     XMPP_ADDR_OID,
+    PeerCertificate,
     certificate_der,
     encode_utf8string,
     generate_key,
@@ -36,15 +37,17 @@ from pairing.protocol.jid import (
 )
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollmentResult
 from pairing.protocol.uri import EnrollmentURI, InvalidPairingURI
+from server_ext.auth.credentials import derive_credentials
+from server_ext.auth.mechanism import Challenge, Failure, Success
+from server_ext.auth.plain import PlainMechanism
+from server_ext.auth.scram import ScramMechanism
 from server_ext.config import ServerConfig
 from server_ext.model import (
     ScramCredentials,
 )
-from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
-from server_ext.sasl.mechanism import Challenge, Failure, SASLCondition, Success
-from server_ext.sasl.plain import PlainMechanism
-from server_ext.sasl.scram import ScramMechanism, derive_credentials
-from server_ext.xmpp.stream import C2SStream, StreamFailed
+from server_ext.policy.external import ExternalAccepted, ExternalRefused, decide_external
+from server_ext.wire.conditions import SASLCondition
+from server_ext.wire.stream import C2SStream, StreamFailed
 from tests.support.records import certificate_record
 
 ZWSP = "\u200b"  # ZERO WIDTH SPACE: SASLprep maps it to nothing, PRECIS refuses it
@@ -366,15 +369,18 @@ def test_xmpp_addr_precis_refuses_makes_the_certificate_unusable() -> None:
         xmpp_addrs(cert)
 
 
-def external(der: bytes, authzid: str) -> ExternalAccepted | ExternalRejected:
+def external(der: bytes, authzid: str) -> ExternalAccepted | ExternalRefused:
     record = certificate_record(der, account=ALICE)
-    return decide_external(
-        peer_certificate_der=der,
-        authzid=authzid,
-        domain="example.org",
-        registered=record,
-        now=NOW,
-    )
+    try:
+        return decide_external(
+            presented=PeerCertificate.parse(der),
+            authzid=authzid,
+            domain="example.org",
+            registered=record,
+            now=NOW,
+        )
+    except ExternalRefused as refused:
+        return refused
 
 
 def test_external_authzid_is_prepared_before_matching() -> None:
@@ -383,7 +389,7 @@ def test_external_authzid_is_prepared_before_matching() -> None:
     assert isinstance(accepted, ExternalAccepted)
     assert accepted.identity == ALICE
     refused = external(der, f"al{ZWSP}ice@example.org")
-    assert isinstance(refused, ExternalRejected)
+    assert isinstance(refused, ExternalRefused)
     assert refused.condition is SASLCondition.INVALID_AUTHZID
 
 

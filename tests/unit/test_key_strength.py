@@ -6,15 +6,19 @@ import datetime as dt
 
 import pytest
 
-from pairing.errors import CertificateError
 from pairing.protocol.enrollment import EnrollCondition
-from pairing.protocol.identity import certificate_der, require_strong_key
+from pairing.protocol.identity import PeerCertificate, certificate_der
 from pairing.protocol.jid import JID
 from server_ext.model import TokenRecord, TokenState
-from server_ext.policy.external import ExternalAccepted, ExternalRejected, decide_external
+from server_ext.policy.certificates import (
+    CertificateRefused,
+    Problem,
+    require_registrable,
+    require_strong_key,
+)
+from server_ext.policy.external import ExternalAccepted, ExternalRefused, decide_external
 from server_ext.policy.tokens import TokenRefused, check_redemption
-from server_ext.sasl.mechanism import SASLCondition
-from server_ext.xmpp.saslcert import validate_for_account
+from server_ext.wire.conditions import SASLCondition
 from tests.support import keytypes
 from tests.support.records import certificate_record
 
@@ -32,12 +36,19 @@ REASONS = {
 }
 
 
-def login(der: bytes) -> ExternalAccepted | ExternalRejected:
+def login(der: bytes) -> ExternalAccepted | ExternalRefused:
     """The EXTERNAL decision for ``der``, registered and active for alice."""
     registered = certificate_record(der, account=BOT.bare, subject_jids=(str(BOT),))
-    return decide_external(
-        peer_certificate_der=der, authzid="", domain="example.org", registered=registered, now=NOW
-    )
+    try:
+        return decide_external(
+            presented=PeerCertificate.parse(der),
+            authzid="",
+            domain="example.org",
+            registered=registered,
+            now=NOW,
+        )
+    except ExternalRefused as refused:
+        return refused
 
 
 def test_every_weak_kind_has_a_reason() -> None:
@@ -47,15 +58,16 @@ def test_every_weak_kind_has_a_reason() -> None:
 @pytest.mark.parametrize("kind", keytypes.STRONG)
 def test_strong_keys_pass(kind: str) -> None:
     _, cert = keytypes.make(kind, str(BOT), now=NOW)
-    require_strong_key(cert)
-    assert validate_for_account(cert, BOT.bare, NOW) is None
+    require_strong_key(PeerCertificate.from_x509(cert))
+    require_registrable(PeerCertificate.from_x509(cert), BOT.bare, NOW)
 
 
 @pytest.mark.parametrize("kind", keytypes.WEAK)
 def test_the_rule_refuses_weak_keys_with_the_reason(kind: str) -> None:
     _, cert = keytypes.make(kind, str(BOT), now=NOW)
-    with pytest.raises(CertificateError, match="weak key") as info:
-        require_strong_key(cert)
+    with pytest.raises(CertificateRefused, match="weak key") as info:
+        require_strong_key(PeerCertificate.from_x509(cert))
+    assert info.value.problem is Problem.WEAK_KEY
     assert REASONS[kind] in str(info.value)
 
 
@@ -63,8 +75,9 @@ def test_the_rule_refuses_weak_keys_with_the_reason(kind: str) -> None:
 def test_registration_refuses_weak_keys(kind: str) -> None:
     """XEP-0257 append, rotation and ``server-ext certs add`` all go through this check."""
     _, cert = keytypes.make(kind, str(BOT), now=NOW)
-    problem = validate_for_account(cert, BOT.bare, NOW)
-    assert problem is not None and REASONS[kind] in problem
+    with pytest.raises(CertificateRefused) as info:
+        require_registrable(PeerCertificate.from_x509(cert), BOT.bare, NOW)
+    assert REASONS[kind] in str(info.value)
 
 
 @pytest.mark.parametrize("kind", keytypes.WEAK)
@@ -74,7 +87,7 @@ def test_enrollment_refuses_weak_keys_and_keeps_the_token(kind: str) -> None:
         1, "h", BOT, "bot", TokenState.PENDING, NOW, NOW + dt.timedelta(minutes=5), "alice"
     )
     with pytest.raises(TokenRefused) as info:
-        check_redemption(token, cert, NOW)
+        check_redemption(token, PeerCertificate.from_x509(cert), NOW)
     assert info.value.condition is EnrollCondition.BAD_CERTIFICATE
     assert not info.value.condition.burns_token
     assert REASONS[kind] in info.value.text
@@ -86,7 +99,7 @@ def test_login_refuses_weak_keys_even_when_registered(kind: str) -> None:
     _, cert = keytypes.make(kind, str(BOT), now=NOW)
     der = certificate_der(cert)
     result = login(der)
-    assert isinstance(result, ExternalRejected), result
+    assert isinstance(result, ExternalRefused), result
     assert result.condition is SASLCondition.NOT_AUTHORIZED
     assert REASONS[kind] in result.text
 

@@ -7,24 +7,30 @@ import sqlite3
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pairing.protocol.identity import build_device_certificate, certificate_der, generate_key
+from pairing.protocol.identity import (
+    PeerCertificate,
+    build_device_certificate,
+    certificate_der,
+    generate_key,
+)
 from pairing.protocol.jid import JID
+from server_ext.auth.credentials import credentials_for, verify_password
 from server_ext.errors import (
     AccountExists,
     DuplicateCertificate,
     DuplicateName,
     JIDInUse,
     RegistryError,
-    RotationRefused,
     UnknownAccount,
     UnknownCertificate,
 )
-from server_ext.model import CertState, DeviceState
-from server_ext.registry import Registry
-from server_ext.sasl.scram import verify_password
+from server_ext.model import CertState, DeviceState, RotationFacts
+from server_ext.policy.rotation import RotationRefused, check_successor
+from server_ext.storage.registry import Registry
 
 ALICE = JID.parse("alice@example.org")
 
@@ -36,7 +42,7 @@ def der(jid: str = "alice@example.org/bot") -> bytes:
 @pytest.fixture
 def registry(tmp_path: Path) -> Registry:
     reg = Registry.open(tmp_path / "data" / "registry.sqlite3")
-    reg.add_account(ALICE, "pencil")
+    reg.accounts.add(ALICE, credentials_for("pencil"))
     return reg
 
 
@@ -49,62 +55,70 @@ def test_file_modes_and_wal(tmp_path: Path, registry: Registry) -> None:
 
 
 def test_accounts_keep_scram_keys_only(registry: Registry, tmp_path: Path) -> None:
-    account = registry.get_account(ALICE)
+    account = registry.accounts.get(ALICE)
     assert account is not None
     assert {c.hash_name for c in account.scram} == {"sha1", "sha256"}
-    creds = registry.scram_credentials(ALICE, "sha256")
+    creds = registry.accounts.scram_credentials(ALICE, "sha256")
     assert creds is not None and verify_password("pencil", creds)
     raw = (tmp_path / "data" / "registry.sqlite3").read_bytes()
     assert b"pencil" not in raw
     with pytest.raises(AccountExists):
-        registry.add_account(ALICE, "other")
+        registry.accounts.add(ALICE, credentials_for("other"))
 
 
 def test_password_change(registry: Registry) -> None:
-    registry.set_password(ALICE, "crayon")
-    creds = registry.scram_credentials(ALICE, "sha1")
+    registry.accounts.set_credentials(ALICE, credentials_for("crayon"))
+    creds = registry.accounts.scram_credentials(ALICE, "sha1")
     assert creds is not None and verify_password("crayon", creds)
     with pytest.raises(UnknownAccount):
-        registry.set_password(JID.parse("ghost@example.org"), "x")
+        registry.accounts.set_credentials(JID.parse("ghost@example.org"), credentials_for("x"))
 
 
 def test_certificate_round_trip(registry: Registry) -> None:
     data = der()
-    record = registry.add_certificate(
-        ALICE, "bot", data, added_by="alice@example.org/phone", added_via="xep-0257"
+    record = registry.devices.add(
+        ALICE,
+        "bot",
+        PeerCertificate.parse(data),
+        added_by="alice@example.org/phone",
+        added_via="xep-0257",
     )
     assert record.state is CertState.ACTIVE
     assert record.subject_jids == ("alice@example.org/bot",)
-    assert registry.certificate_by_fingerprint(record.fingerprint) == record
-    assert registry.get_certificate(ALICE, "bot") == record
-    assert registry.find_certificates(record.fingerprint[:8]) == [record]
+    assert registry.devices.by_fingerprint(record.fingerprint) == record
+    assert registry.devices.current_named(ALICE, "bot") == record
+    assert registry.devices.find(record.fingerprint[:8]) == [record]
 
 
 def set_state(
     registry: Registry, name: str, state: DeviceState, *, actor: str = "t", reason: str = ""
 ) -> None:
-    device = registry.device_by_name(ALICE, name)
-    registry.set_device_state(device.id if device else 0, state, actor=actor, reason=reason)
+    device = registry.devices.by_name(ALICE, name)
+    registry.devices.set_state(device.id if device else 0, state, actor=actor, reason=reason)
 
 
 def test_duplicate_name_even_after_revocation(registry: Registry) -> None:
-    registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+    registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
     with pytest.raises(DuplicateName):
-        registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+        registry.devices.add(
+            ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
+        )
     set_state(registry, "bot", DeviceState.REVOKED)
     with pytest.raises(DuplicateName):
-        registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+        registry.devices.add(
+            ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
+        )
 
 
 def test_duplicate_certificate(registry: Registry) -> None:
     data = der()
-    registry.add_certificate(ALICE, "one", data, added_by="t", added_via="t")
+    registry.devices.add(ALICE, "one", PeerCertificate.parse(data), added_by="t", added_via="t")
     with pytest.raises(DuplicateCertificate):
-        registry.add_certificate(ALICE, "two", data, added_by="t", added_via="t")
+        registry.devices.add(ALICE, "two", PeerCertificate.parse(data), added_by="t", added_via="t")
 
 
 def test_revocation_is_final(registry: Registry) -> None:
-    registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+    registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
     set_state(registry, "bot", DeviceState.DISABLED)
     set_state(registry, "bot", DeviceState.ACTIVE)
     set_state(registry, "bot", DeviceState.REVOKED, reason="stolen")
@@ -115,20 +129,22 @@ def test_revocation_is_final(registry: Registry) -> None:
 
 
 def test_deleting_an_account_revokes_its_certificates(registry: Registry) -> None:
-    registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
-    revoked = registry.delete_account(ALICE)
+    registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
+    revoked = registry.accounts.delete(ALICE)
     assert [r.name for r in revoked] == ["bot"]
-    assert registry.get_certificate(ALICE, "bot").state is CertState.REVOKED  # type: ignore[union-attr]
-    assert registry.get_account(ALICE) is None
+    assert registry.devices.current_named(ALICE, "bot").state is CertState.REVOKED  # type: ignore[union-attr]
+    assert registry.accounts.get(ALICE) is None
 
 
 def test_audit_log_is_append_only(registry: Registry, tmp_path: Path) -> None:
-    registry.add_certificate(ALICE, "bot", der(), added_by="alice", added_via="t")
+    registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="alice", added_via="t"
+    )
     set_state(registry, "bot", DeviceState.REVOKED, actor="alice", reason="lost")
-    events = [e.event for e in registry.audit_events()]
+    events = [e.event for e in registry.audit.events()]
     assert events == ["account.created", "cert.added", "device.revoked"]
-    revoked = registry.audit_events()[-1]
-    device = registry.device_by_name(ALICE, "bot")
+    revoked = registry.audit.events()[-1]
+    device = registry.devices.by_name(ALICE, "bot")
     assert device is not None
     assert revoked.detail == {
         "account": "alice@example.org",
@@ -149,7 +165,7 @@ def test_reopen_keeps_data_and_migrations_are_idempotent(
 ) -> None:
     registry.close()
     again = Registry.open(tmp_path / "data" / "registry.sqlite3")
-    assert again.get_account(ALICE) is not None
+    assert again.accounts.get(ALICE) is not None
 
 
 def test_concurrent_adds_of_one_name_give_one_winner(tmp_path: Path, registry: Registry) -> None:
@@ -161,8 +177,12 @@ def test_concurrent_adds_of_one_name_give_one_winner(tmp_path: Path, registry: R
         reg = Registry.open(path)
         barrier.wait()
         try:
-            reg.add_certificate(
-                ALICE, "bot", der(f"alice@example.org/b{i}"), added_by="t", added_via="t"
+            reg.devices.add(
+                ALICE,
+                "bot",
+                PeerCertificate.parse(der(f"alice@example.org/b{i}")),
+                added_by="t",
+                added_via="t",
             )
             outcomes.append("ok")
         except DuplicateName:
@@ -182,92 +202,133 @@ def test_unwritable_registry_is_a_clear_error(tmp_path: Path, registry: Registry
     registry.close()
     path = tmp_path / "data" / "registry.sqlite3"
     reader = Registry.open(path)
-    reader._conn.execute("PRAGMA query_only = ON")
+    reader._file.conn.execute("PRAGMA query_only = ON")
     with pytest.raises(RegistryError, match="cannot register the certificate"):
-        reader.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
-    reader._conn.execute("PRAGMA query_only = OFF")
-    assert reader.list_certificates() == []  # nothing half-written
+        reader.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
+    reader._file.conn.execute("PRAGMA query_only = OFF")
+    assert reader.devices.certificates() == []  # nothing half-written
 
 
 def test_expiry_is_stored(registry: Registry) -> None:
     now = dt.datetime.now(dt.UTC)
-    record = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+    record = registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
+    )
     assert now + dt.timedelta(days=364) < record.not_after < now + dt.timedelta(days=366)
 
 
 BOT_ACTOR = "alice@example.org/bot"
 
 
-def test_rotation_links_one_device_and_survives_a_lost_successor(registry: Registry) -> None:
-    start = dt.datetime.now(dt.UTC)
-    first = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="token")
-    successor = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR, now=start)
+def allow_hourly(clock: list[dt.datetime]) -> Any:
+    """The rotation policy as the server applies it, on the test's clock."""
+
+    def allow(facts: RotationFacts) -> None:
+        check_successor(facts, now=clock[0], interval=dt.timedelta(hours=1))
+
+    return allow
+
+
+def test_rotation_links_one_device_and_survives_a_lost_successor(tmp_path: Path) -> None:
+    clock = [dt.datetime.now(dt.UTC)]
+    registry = Registry.open(tmp_path / "r.sqlite3", clock=lambda: clock[0])
+    registry.accounts.add(ALICE, credentials_for("pencil", iterations=4096))
+    allow = allow_hourly(clock)
+    first = registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="token"
+    )
+    successor = registry.devices.add_successor(
+        first.fingerprint, PeerCertificate.parse(der()), actor=BOT_ACTOR, allow=allow
+    )
     assert (successor.name, successor.replaces) == ("bot", first.id)
     assert successor.device == first.device  # one device, two certificates, one name
-    assert [c.id for c in registry.device_certificates(first.device.id)] == [
+    assert [c.id for c in registry.devices.chain(first.device.id)] == [
         first.id,
         successor.id,
     ]
     # The device never stored that key and asks again from the old certificate: refused
-    # within the interval, and audited ...
+    # within the interval, and nothing is written ...
+    clock[0] += dt.timedelta(minutes=5)
     with pytest.raises(RotationRefused, match="retry in"):
-        registry.rotate_certificate(
-            first.fingerprint, der(), actor=BOT_ACTOR, now=start + dt.timedelta(minutes=5)
+        registry.devices.add_successor(
+            first.fingerprint, PeerCertificate.parse(der()), actor=BOT_ACTOR, allow=allow
         )
-    assert registry.audit_events()[-1].event == "cert.rotation_refused"
+    assert len(registry.devices.chain(first.device.id)) == 2
     # ... and allowed after it; the successor it never used is revoked, so there is never
     # more than one successor waiting.
-    later = start + dt.timedelta(hours=1, seconds=1)
-    again = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR, now=later)
+    clock[0] += dt.timedelta(hours=1)
+    again = registry.devices.add_successor(
+        first.fingerprint, PeerCertificate.parse(der()), actor=BOT_ACTOR, allow=allow
+    )
     assert (again.name, again.replaces) == ("bot", first.id)
-    lost = registry.certificate_by_id(successor.id)
+    lost = registry.devices.certificate(successor.id)
     assert lost is not None and lost.state is CertState.REVOKED
     waiting = [
         c
-        for c in registry.device_certificates(first.device.id)
+        for c in registry.devices.chain(first.device.id)
         if c.state is CertState.ACTIVE and c.last_login_at is None and c.id != first.id
     ]
     assert [c.id for c in waiting] == [again.id]
-    registry.record_login(again.fingerprint, "127.0.0.1")
-    retired = registry.retire_replaced(again.fingerprint)
+    registry.devices.record_login(again.fingerprint, "127.0.0.1")
+    retired = registry.devices.retire_replaced(again.fingerprint)
     assert [c.id for c in retired] == [first.id]
-    old = registry.certificate_by_id(first.id)
+    old = registry.devices.certificate(first.id)
     assert old is not None and old.state is CertState.DISABLED
     assert old.device.state is DeviceState.ACTIVE
 
 
 def test_revoking_a_device_revokes_its_whole_rotation_chain(registry: Registry) -> None:
     """Regression: revoking by name used to revoke only the successor."""
-    first = registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="token")
-    successor = registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR)
+    first = registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="token"
+    )
+    successor = registry.devices.add_successor(
+        first.fingerprint, PeerCertificate.parse(der()), actor=BOT_ACTOR, allow=lambda _: None
+    )
     set_state(registry, "bot", DeviceState.REVOKED, reason="stolen")
     for cert_id in (first.id, successor.id):
-        record = registry.certificate_by_id(cert_id)
+        record = registry.devices.certificate(cert_id)
         assert record is not None
         assert record.state is CertState.REVOKED
         assert record.device.state is DeviceState.REVOKED
     # Revoking again keeps the first reason.
-    device = registry.device_by_name(ALICE, "bot")
+    device = registry.devices.by_name(ALICE, "bot")
     assert device is not None
-    again, changed = registry.set_device_state(
+    again, changed = registry.devices.set_state(
         device.id, DeviceState.REVOKED, actor="t", reason="second thoughts"
     )
     assert not changed and again.revoked_reason == "stolen"
-    with pytest.raises(UnknownCertificate):
-        registry.rotate_certificate(first.fingerprint, der(), actor=BOT_ACTOR)
+    # A revoked device gets no successor, whatever the interval.
+    with pytest.raises(RotationRefused, match="active device"):
+        registry.devices.add_successor(
+            first.fingerprint,
+            PeerCertificate.parse(der()),
+            actor=BOT_ACTOR,
+            allow=allow_hourly([dt.datetime.now(dt.UTC) + dt.timedelta(days=1)]),
+        )
 
 
 def test_one_live_device_per_full_jid(registry: Registry) -> None:
-    registry.add_certificate(ALICE, "bot", der(), added_by="t", added_via="t")
+    registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
     with pytest.raises(JIDInUse, match=r"already logs in as alice@example\.org/bot"):
-        registry.add_certificate(ALICE, "bot2", der(), added_by="t", added_via="t")
+        registry.devices.add(
+            ALICE, "bot2", PeerCertificate.parse(der()), added_by="t", added_via="t"
+        )
     # Bare-JID certificates are not locked to a resource, so several may coexist.
-    registry.add_certificate(ALICE, "laptop", der("alice@example.org"), added_by="t", added_via="t")
-    registry.add_certificate(ALICE, "phone", der("alice@example.org"), added_by="t", added_via="t")
+    registry.devices.add(
+        ALICE,
+        "laptop",
+        PeerCertificate.parse(der("alice@example.org")),
+        added_by="t",
+        added_via="t",
+    )
+    registry.devices.add(
+        ALICE, "phone", PeerCertificate.parse(der("alice@example.org")), added_by="t", added_via="t"
+    )
     # Once the old device is revoked, a new one may take its resource (not its name).
     set_state(registry, "bot", DeviceState.REVOKED)
-    registry.add_certificate(ALICE, "bot2", der(), added_by="t", added_via="t")
-    found = registry.devices_for_jid(JID.parse("alice@example.org/bot"))
+    registry.devices.add(ALICE, "bot2", PeerCertificate.parse(der()), added_by="t", added_via="t")
+    found = registry.devices.for_jid(JID.parse("alice@example.org/bot"))
     assert [(d.name, d.state) for d in found] == [
         ("bot2", DeviceState.ACTIVE),
         ("bot", DeviceState.REVOKED),
@@ -279,7 +340,7 @@ def test_migration_turns_rotation_chains_into_devices(tmp_path: Path) -> None:
     (the hole this closes) comes out as one revoked device with every certificate revoked."""
     from sqlite_utils import Database
 
-    from server_ext.migrations import migrations
+    from server_ext.storage.migrations import migrations
 
     path = tmp_path / "old.sqlite3"
     db = Database(path)
@@ -312,22 +373,22 @@ def test_migration_turns_rotation_chains_into_devices(tmp_path: Path) -> None:
     db.conn.commit()
     db.conn.close()
     migrated = Registry.open(path)
-    chain = [migrated.certificate_by_id(i) for i in (1, 2)]
+    chain = [migrated.devices.certificate(i) for i in (1, 2)]
     assert [(c.name, c.state, c.device.state) for c in chain if c] == [
         ("bot", CertState.REVOKED, DeviceState.REVOKED),
         ("bot", CertState.REVOKED, DeviceState.REVOKED),
     ]
-    cam = migrated.certificate_by_id(3)
+    cam = migrated.devices.certificate(3)
     assert cam is not None and (cam.name, cam.device.state) == ("cam", DeviceState.ACTIVE)
-    assert [d.name for d in migrated.list_devices(ALICE)] == ["bot", "cam"]
+    assert [d.name for d in migrated.devices.all(ALICE)] == ["bot", "cam"]
 
 
 def old_registry(path: Path, accounts: list[str]) -> None:
     """A registry as versions before RFC 7622 preparation wrote it (NFC plus lower-case)."""
     from sqlite_utils import Database
 
-    from server_ext.migrations import migrations
-    from server_ext.sasl.scram import derive_credentials
+    from server_ext.auth.credentials import derive_credentials
+    from server_ext.storage.migrations import migrations
 
     db = Database(path)
     migrations.apply(db, stop_before="m006_prepare_identifiers")
@@ -354,18 +415,18 @@ def test_migration_prepares_stored_names_with_precis(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old_registry(path, ["\uff41\uff4c\uff49\uff43\uff45@example.org", "bob@example.org"])
     registry = Registry.open(path)
-    assert [str(a.jid) for a in registry.list_accounts()] == [
+    assert [str(a.jid) for a in registry.accounts.all()] == [
         "alice@example.org",
         "bob@example.org",
     ]
-    creds = registry.scram_credentials(ALICE, "sha256")
+    creds = registry.accounts.scram_credentials(ALICE, "sha256")
     assert creds is not None and verify_password("pencil", creds)
     # OpaqueString maps the no-break space in the token's resource to a space.
-    assert {str(t.jid) for t in registry.list_tokens(ALICE)} == {"alice@example.org/my bot"}
+    assert {str(t.jid) for t in registry.tokens.all(ALICE)} == {"alice@example.org/my bot"}
 
 
 def test_migration_refuses_names_that_merge_and_writes_nothing(tmp_path: Path) -> None:
-    from server_ext.migrations import IdentifierMigrationError
+    from server_ext.storage.migrations import IdentifierMigrationError
 
     path = tmp_path / "old.sqlite3"
     old_registry(path, ["\uff41\uff4c\uff49\uff43\uff45@example.org", "alice@example.org"])

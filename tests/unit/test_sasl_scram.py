@@ -7,16 +7,13 @@ import base64
 import pytest
 
 from pairing.protocol.jid import JID
+from server_ext.auth.credentials import DEFAULT_ITERATIONS, derive_credentials, verify_password
+from server_ext.auth.mechanism import Challenge, Failure, SASLUsageError, Success
+from server_ext.auth.plain import PlainMechanism
+from server_ext.auth.saslprep import SASLprepError, saslprep
+from server_ext.auth.scram import ScramMechanism
 from server_ext.model import ScramCredentials
-from server_ext.sasl.mechanism import Challenge, Failure, SASLCondition, SASLUsageError, Success
-from server_ext.sasl.plain import PlainMechanism
-from server_ext.sasl.saslprep import SASLprepError, saslprep
-from server_ext.sasl.scram import (
-    DEFAULT_ITERATIONS,
-    ScramMechanism,
-    derive_credentials,
-    verify_password,
-)
+from server_ext.wire.conditions import SASLCondition
 
 # RFC 5802 §5: user "user", password "pencil", salt QSXCR+Q6sek8bf92, 4096 iterations.
 RFC5802 = {

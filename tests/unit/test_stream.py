@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.xmpp.stream import (
+from server_ext.wire.stream import (
     MAX_AUTH_ATTEMPTS,
     AuthAborted,
     AuthRequested,

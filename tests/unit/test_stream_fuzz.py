@@ -7,7 +7,7 @@ import random
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.xmpp.stream import (
+from server_ext.wire.stream import (
     AuthRequested,
     BindRequested,
     C2SStream,

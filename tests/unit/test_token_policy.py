@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from pairing.protocol.enrollment import EnrollCondition
-from pairing.protocol.identity import build_device_certificate, generate_key
+from pairing.protocol.identity import PeerCertificate, build_device_certificate, generate_key
 from pairing.protocol.jid import JID
 from server_ext.model import TokenRecord, TokenState
 from server_ext.policy.tokens import (
@@ -30,13 +30,15 @@ def record(
     return TokenRecord(1, "h", BOT, "bot", state, NOW, NOW + expires, "alice")
 
 
-def cert(*jids: str, days: int = 30, client_auth: bool = True) -> object:
-    return build_device_certificate(
-        generate_key(),
-        [JID.parse(j) for j in jids],
-        now=NOW,
-        valid_for=dt.timedelta(days=days),
-        client_auth=client_auth,
+def cert(*jids: str, days: int = 30, client_auth: bool = True) -> PeerCertificate:
+    return PeerCertificate.from_x509(
+        build_device_certificate(
+            generate_key(),
+            [JID.parse(j) for j in jids],
+            now=NOW,
+            valid_for=dt.timedelta(days=days),
+            client_auth=client_auth,
+        )
     )
 
 
@@ -63,7 +65,7 @@ def test_lifetimes() -> None:
 
 
 def test_the_happy_path_returns_the_token_jid() -> None:
-    assert check_redemption(record(), cert("alice@example.org/bot"), NOW) == BOT  # type: ignore[arg-type]
+    assert check_redemption(record(), cert("alice@example.org/bot"), NOW) == BOT
 
 
 @pytest.mark.parametrize(
@@ -78,7 +80,7 @@ def test_the_happy_path_returns_the_token_jid() -> None:
 )
 def test_the_tokens_own_failures(rec: TokenRecord | None, condition: EnrollCondition) -> None:
     with pytest.raises(TokenRefused) as info:
-        check_redemption(rec, cert("alice@example.org/bot"), NOW)  # type: ignore[arg-type]
+        check_redemption(rec, cert("alice@example.org/bot"), NOW)
     assert info.value.condition is condition
     assert condition.burns_token
 
@@ -97,17 +99,13 @@ def test_device_failures_leave_the_token_unburned(
     certificate: object, condition: EnrollCondition
 ) -> None:
     with pytest.raises(TokenRefused) as info:
-        check_redemption(record(), certificate, NOW)  # type: ignore[arg-type]
+        check_redemption(record(), certificate, NOW)
     assert info.value.condition is condition
     assert not condition.burns_token
 
 
 def test_only_the_redeeming_certificate_is_told_it_is_registered_already() -> None:
     """A retry after a lost answer succeeds; any other key still finds the token used."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    from pairing.protocol.identity import fingerprint
-
     mine = cert("alice@example.org/bot")
     redeemed = TokenRecord(
         1,
@@ -119,14 +117,14 @@ def test_only_the_redeeming_certificate_is_told_it_is_registered_already() -> No
         NOW + dt.timedelta(minutes=5),
         "alice",
         redeemed_at=NOW,
-        redeemed_fingerprint=fingerprint(mine.public_bytes(Encoding.DER)),  # type: ignore[attr-defined]
+        redeemed_fingerprint=mine.fingerprint,
     )
     # Even after the token's lifetime: the retry may come late, the certificate is the proof.
     for now in (NOW, NOW + dt.timedelta(hours=2)):
         with pytest.raises(TokenRefused) as info:
-            check_redemption(redeemed, mine, now)  # type: ignore[arg-type]
+            check_redemption(redeemed, mine, now)
         assert info.value.condition is EnrollCondition.ALREADY_REGISTERED
     for other in (cert("alice@example.org/bot"), None):
         with pytest.raises(TokenRefused) as info:
-            check_redemption(redeemed, other, NOW)  # type: ignore[arg-type]
+            check_redemption(redeemed, other, NOW)
         assert info.value.condition is EnrollCondition.TOKEN_USED

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from server_ext.xmpp.xmlparser import (
+from server_ext.wire.xmlparser import (
     MAX_ATTRIBUTES,
     MAX_TAG_BYTES,
     ElementReceived,

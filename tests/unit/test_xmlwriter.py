@@ -6,13 +6,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from server_ext.xmpp.xmlparser import (
+from server_ext.wire.xmlparser import (
     ElementReceived,
     StreamClosed,
     StreamOpened,
     StreamParser,
 )
-from server_ext.xmpp.xmlwriter import (
+from server_ext.wire.xmlwriter import (
     STREAM_CLOSE,
     XMLWriteError,
     serialize,

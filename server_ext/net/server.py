@@ -1,0 +1,487 @@
+"""The embedded XMPP server: asyncio listeners around the sans-I/O stream and TLS engines."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import secrets
+import signal
+import socket
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pairing.errors import InvalidJID
+from pairing.protocol.identity import format_fingerprint
+from pairing.protocol.jid import JID
+from server_ext.admin.admin_channel import AdminListener, serve_admin
+from server_ext.app.account_iq import account_handlers
+from server_ext.app.delivery import Dispatcher
+from server_ext.app.handlers import ServerContext
+from server_ext.app.router import SessionTable
+from server_ext.app.saslcert import close_device_sessions
+from server_ext.config import ServerConfig
+from server_ext.errors import RegistryError
+from server_ext.log_limits import CappedLog
+from server_ext.model import DeviceState
+from server_ext.net.server_certificate import (
+    ServerCertificate,
+    ensure_server_certificate,
+    load_server_certificate,
+)
+from server_ext.policy.throttle import ConnectionCap, LoginThrottle
+from server_ext.session.c2s import (
+    Action,
+    Authenticated,
+    Bound,
+    C2SSession,
+    HoldFailure,
+    SessionServices,
+    StartTLS,
+)
+from server_ext.storage.registry import Registry
+from server_ext.wire.tls import TLSEngine, TLSError, make_server_context
+from server_ext.wire.xmlwriter import STREAM_CLOSE, stream_error, stream_header
+
+log = logging.getLogger(__name__)
+peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
+
+_WRITE_LIMIT = 4 * 1024 * 1024  # a peer that stops reading is cut off past this backlog
+
+
+@dataclass(frozen=True, slots=True)
+class ListeningAddress:
+    host: str
+    port: int
+    direct_tls: bool
+
+
+class Server:
+    """One embedded c2s server for ``config.domain``."""
+
+    def __init__(
+        self, config: ServerConfig, registry: Registry, certificate: ServerCertificate
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.certificate = certificate
+        self.tls_context = make_server_context(certificate.cert_path, certificate.key_path)
+        self.sessions = SessionTable()
+        self.throttle = LoginThrottle(
+            clock=time.monotonic,
+            pair_limit=config.failed_logins_per_account_and_address,
+            address_limit=config.failed_logins_per_address,
+            account_soft_limit=config.failed_logins_before_slowdown,
+            max_delay=config.slowdown_max_delay,
+            window=config.failed_login_window,
+        )
+        self.unauthenticated = ConnectionCap(config.max_unauthenticated_per_address)
+        self.context = ServerContext(
+            config.domain,
+            registry,
+            self.sessions,
+            fingerprint=certificate.fingerprint,
+            connect_host=config.connect_host,
+            connect_port=config.port,
+            rotation_interval=dt.timedelta(seconds=config.rotation_interval),
+        )
+        self.dispatcher = Dispatcher(self.context, account_handlers())
+        self.session_services = SessionServices(
+            self.context, self.dispatcher, self.throttle, config.max_stanza_bytes
+        )
+        self.addresses: list[ListeningAddress] = []
+        self._listeners: list[asyncio.Server] = []
+        self.connections: set[C2SConnection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._admin: AdminListener | None = None
+
+    async def start(self) -> list[ListeningAddress]:
+        """Bind the listeners (port 0 picks a free port) and start accepting."""
+        loop = asyncio.get_running_loop()
+        # First the admin socket: a second server on the same data directory stops here,
+        # before it binds any port.
+        self._admin = await serve_admin(self.config.data_dir, self.admin_request)
+        ports = [(self.config.port, False)]
+        if self.config.direct_tls_port is not None:
+            ports.append((self.config.direct_tls_port, True))
+        try:
+            for port, direct in ports:
+                listener = await loop.create_server(
+                    lambda direct=direct: C2SConnection(self, direct_tls=direct),  # type: ignore[misc]
+                    self.config.host,
+                    port,
+                    backlog=self.config.backlog,
+                    reuse_address=True,
+                )
+                self._listeners.append(listener)
+                bound = listener.sockets[0].getsockname()
+                self.addresses.append(ListeningAddress(bound[0], bound[1], direct))
+        except OSError:
+            await self.stop()  # a port is taken: leave nothing half-open behind
+            raise
+        if self.config.port == 0:  # tests: URIs must carry the port actually bound
+            self.context = dataclasses.replace(self.context, connect_port=self.port)
+            self.dispatcher = Dispatcher(self.context, account_handlers())
+            self.session_services = dataclasses.replace(
+                self.session_services, context=self.context, dispatcher=self.dispatcher
+            )
+        self._sweeper = asyncio.create_task(self._sweep_tokens())
+        return self.addresses
+
+    def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer the admin CLI (another process) over the admin channel."""
+        op = req.get("op")
+        if op == "sessions":
+            return {
+                "ok": True,
+                "sessions": [
+                    {
+                        "jid": str(s.jid),
+                        "fingerprint": s.fingerprint,
+                        "address": s.address,
+                        "method": s.auth_method,
+                    }
+                    for s in self.sessions
+                    if isinstance(s, C2SConnection)
+                ],
+            }
+        if op == "device-changed":
+            device_id = req.get("device")
+            device = self.registry.devices.get(device_id) if isinstance(device_id, int) else None
+            if device is None:
+                return {"ok": False, "error": "no such device"}
+            closed = 0
+            if device.state is DeviceState.REVOKED:
+                closed = close_device_sessions(self.context, device)
+            return {"ok": True, "closed": closed}
+        if op == "kick":
+            try:
+                account = JID.parse(str(req.get("jid", ""))).bare
+            except InvalidJID as exc:
+                return {"ok": False, "error": str(exc)}
+            reason = str(req.get("reason") or "an administrator ended this session")
+            targets = self.sessions.resources(account)
+            for session in targets:
+                session.terminate("policy-violation", reason)
+            return {"ok": True, "closed": len(targets)}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _sweep_tokens(self) -> None:
+        """Mark tokens expired once a minute, so the audit log says when each one lapsed."""
+        while True:
+            try:
+                self.registry.tokens.expire()
+            except RegistryError as exc:
+                log.error("token expiry sweep failed: %s", exc)
+            await asyncio.sleep(60)
+
+    @property
+    def port(self) -> int:
+        return next(a.port for a in self.addresses if not a.direct_tls)
+
+    @property
+    def direct_tls_port(self) -> int | None:
+        return next((a.port for a in self.addresses if a.direct_tls), None)
+
+    async def stop(self) -> None:
+        """Stop accepting, close every stream with ``system-shutdown``, and wait briefly."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        for listener in self._listeners:
+            listener.close()
+        for conn in list(self.connections):
+            conn.shutdown("system-shutdown", "the server is shutting down")
+        for listener in self._listeners:
+            await listener.wait_closed()
+        self._listeners.clear()
+        for _ in range(200):  # up to 2 s for the closing tags to reach the clients
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)
+
+
+class C2SConnection(asyncio.Protocol):
+    """One client connection: the socket, TLS records and timers around a :class:`C2SSession`.
+
+    Everything the protocol decides lives in the session; this class only moves bytes,
+    switches TLS on, and keeps the two timers (the authentication deadline, a held failure).
+    """
+
+    def __init__(self, server: Server, *, direct_tls: bool) -> None:
+        self.server = server
+        self.direct_tls = direct_tls
+        self.session: C2SSession | None = None
+        self.transport: asyncio.Transport | None = None
+        self.tls: TLSEngine | None = TLSEngine(server.tls_context) if direct_tls else None
+        self._tls_ready = False
+        self.address = "?"
+        self._counted = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._hold: asyncio.TimerHandle | None = None
+        self._closing = False
+        self.available = False
+        self.priority = 0
+
+    # --- Session protocol (what the session table routes to) ------------------------------
+
+    @property
+    def jid(self) -> JID:
+        session = self.session
+        assert session is not None and session.jid is not None
+        jid: JID = session.jid
+        return jid
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.session.fingerprint if self.session is not None else None
+
+    @property
+    def auth_method(self) -> str:
+        return self.session.auth_method if self.session is not None else ""
+
+    def set_presence(self, available: bool, priority: int) -> None:
+        self.available = available
+        self.priority = priority
+
+    def deliver(self, element: ET.Element) -> None:
+        if self.session is not None:
+            self.session.deliver(element)
+            self._flush()
+
+    def terminate(self, condition: str, text: str, application: ET.Element | None = None) -> None:
+        """Close this session with a stream error right after the current work is written."""
+        asyncio.get_running_loop().call_soon(self.shutdown, condition, text, application)
+
+    def shutdown(
+        self, condition: str | None, text: str | None, application: ET.Element | None = None
+    ) -> None:
+        if self._closing or self.session is None:
+            return
+        self.session.close(condition, text, application)
+        self._flush()
+
+    # --- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.address = str(peer[0]) if peer else "?"
+        server = self.server
+        server.connections.add(self)
+        transport.set_write_buffer_limits(high=_WRITE_LIMIT)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Nagle plus delayed ACK cost Prosody 40 ms per login (docs/performance.md).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not server.unauthenticated.acquire(self.address):
+            peer_log.log(
+                logging.WARNING,
+                "connection cap",
+                "too many unauthenticated connections from %s",
+                self.address,
+            )
+            if not self.direct_tls:
+                transport.write(
+                    stream_header(stream_id=secrets.token_hex(8), from_domain=server.config.domain)
+                    + stream_error("policy-violation", "too many connections from your address")
+                    + STREAM_CLOSE
+                )
+            self._closing = True
+            transport.close()
+            return
+        self._counted = True
+        self.session = C2SSession(
+            server.session_services, self, address=self.address, direct_tls=self.direct_tls
+        )
+        self._timer = asyncio.get_running_loop().call_later(
+            server.config.auth_timeout, self._auth_timed_out
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.connections.discard(self)
+        self._release_slot()
+        for timer in (self._timer, self._hold):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._hold = None
+        session = self.session
+        if session is not None and session.jid is not None:
+            jid = session.jid
+            if server.sessions.remove(self) and self.available:
+                # RFC 6121 §4.5.2: the user's other resources learn this one is gone.
+                for peer in server.sessions.available_resources(jid.bare):
+                    peer.deliver(
+                        ET.Element(
+                            "{jabber:client}presence",
+                            {"from": str(jid), "to": str(peer.jid), "type": "unavailable"},
+                        )
+                    )
+        self._closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self.session is None:
+            return
+        try:
+            self._receive(self.session, data)
+        except Exception:
+            # One broken connection must never take the server or other sessions down.
+            log.exception("internal error on a connection from %s", self.address)
+            self.session.close("internal-server-error", None)
+            self._flush()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _receive(self, session: C2SSession, data: bytes) -> None:
+        tls = self.tls
+        if tls is not None:
+            try:
+                data = tls.receive(data)
+            except TLSError as exc:
+                peer_log.log(logging.INFO, "tls", "TLS failed with %s: %s", self.address, exc)
+                self._write_raw(tls.outgoing())
+                self._abort()
+                return
+            self._write_raw(tls.outgoing())
+            if not self._tls_ready:
+                if not tls.handshake_done:
+                    return
+                self._tls_ready = True
+                session.tls_established(tls.peer_certificate)
+            if not data:
+                if tls.peer_closed:
+                    self._abort()
+                return
+        self._carry_out(session.receive_data(data))
+        self._flush()
+        if self.tls is not None and self.tls.peer_closed:
+            self._abort()
+
+    def _carry_out(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, StartTLS):
+                self._flush()  # <proceed/> goes out in plaintext, then TLS starts
+                self.tls = TLSEngine(self.server.tls_context)
+            elif isinstance(action, Authenticated):
+                self._release_slot()
+            elif isinstance(action, Bound):
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+            elif isinstance(action, HoldFailure) and self.transport is not None:
+                self.transport.pause_reading()
+                self._hold = asyncio.get_running_loop().call_later(action.delay, self._release)
+
+    def _release(self) -> None:
+        self._hold = None
+        if self._closing or self.session is None:
+            return
+        self._carry_out(self.session.release())
+        self._flush()
+        if self._hold is None and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
+
+    def _write_raw(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _flush(self) -> None:
+        transport, session = self.transport, self.session
+        if transport is None or session is None or transport.is_closing():
+            return
+        out = session.data_to_send()
+        if out:
+            if self.tls is not None and self._tls_ready:
+                try:
+                    self.tls.send(out)
+                except TLSError:
+                    self._abort()
+                    return
+                transport.write(self.tls.outgoing())
+            else:
+                transport.write(out)
+        if session.closed:
+            self._closing = True
+            if self.tls is not None and self._tls_ready:
+                self.tls.close()
+                self._write_raw(self.tls.outgoing())
+            transport.close()
+        elif transport.get_write_buffer_size() > _WRITE_LIMIT:
+            peer_log.log(
+                logging.WARNING, "slow reader", "closing %s: it stopped reading", self.address
+            )
+            self._abort()
+
+    def _abort(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _release_slot(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.server.unauthenticated.release(self.address)
+
+    def _auth_timed_out(self) -> None:
+        self._timer = None
+        if not self._closing and self.session is not None:
+            self.session.timed_out()
+            self._flush()
+
+
+def load_certificate_for(config: ServerConfig) -> ServerCertificate:
+    """The operator's certificate when configured, else the generated one in the data dir."""
+    if config.cert_file is not None and config.key_file is not None:
+        return load_server_certificate(config.cert_file, config.key_file)
+    return ensure_server_certificate(config.data_dir, config.domain)
+
+
+async def serve(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> None:
+    """Run the server until cancelled or sent SIGINT/SIGTERM."""
+    certificate = load_certificate_for(config)
+    with Registry.open(config.database_path) as registry:
+        server = Server(config, registry, certificate)
+        await server.start()
+        if ready is not None:
+            ready(server)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
+                pass
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
+
+
+def run(config: ServerConfig) -> None:
+    """Blocking entry point for ``server-ext serve``: print where it listens, then serve."""
+
+    def announce(server: Server) -> None:
+        fp = format_fingerprint(server.certificate.fingerprint)
+        for address in server.addresses:
+            kind = "direct TLS (XEP-0368)" if address.direct_tls else "STARTTLS"
+            print(f"listening on {address.host}:{address.port} ({kind})", flush=True)
+        print(f"domain: {server.config.domain}", flush=True)
+        print(f"server certificate SHA-256: {fp}", flush=True)
+        print(f"data: {server.config.data_dir}  (Ctrl-C to stop)", flush=True)
+
+    asyncio.run(serve(config, ready=announce))
+
+
+__all__ = ["C2SConnection", "ListeningAddress", "Server", "run", "serve"]

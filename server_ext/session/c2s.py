@@ -1,0 +1,415 @@
+"""One client's session above the wire: SASL, throttling, enrollment, bind and the resource
+lock, without sockets, timers or TLS records.
+
+The asyncio adapter (``server_ext.net.server``) owns the socket and the TLS engine. It feeds
+plaintext in (:meth:`C2SSession.receive_data`), writes what :meth:`C2SSession.data_to_send`
+returns, and carries out the few things only it can do, which the session returns as
+actions: start TLS, hold a failure back for a while, forget the connection's unauthenticated
+slot, stop the authentication deadline. Tests drive this class with bytes and no I/O
+(``tests/unit/test_c2s_session.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from pairing.errors import InvalidJID
+from pairing.protocol.conditions import device_revoked
+from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
+from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
+from pairing.protocol.jid import JID
+from server_ext.app import enroll
+from server_ext.app.delivery import Dispatcher, Sender
+from server_ext.app.handlers import ServerContext
+from server_ext.auth.external import ExternalMechanism
+from server_ext.auth.mechanism import Challenge, Failure, Mechanism, Outcome, Success
+from server_ext.auth.plain import PlainMechanism
+from server_ext.auth.scram import ScramMechanism
+from server_ext.errors import RegistryError
+from server_ext.log_limits import CappedLog
+from server_ext.policy.throttle import LoginThrottle
+from server_ext.wire.stream import (
+    AuthAborted,
+    AuthRequested,
+    AuthResponse,
+    BindRequested,
+    C2SStream,
+    Event,
+    NonzaReceived,
+    Phase,
+    StanzaReceived,
+    StreamFailed,
+    TLSRequested,
+)
+
+log = logging.getLogger(__name__)
+peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
+
+PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """What every session of one server shares."""
+
+    context: ServerContext
+    dispatcher: Dispatcher
+    throttle: LoginThrottle
+    max_stanza_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Write what is queued in plaintext (``<proceed/>``), then put TLS on the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class HoldFailure:
+    """Read nothing for ``delay`` seconds, then call :meth:`C2SSession.release`: a failed
+    password on an account guessed from many addresses is answered late."""
+
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    """SASL succeeded: the connection no longer counts as unauthenticated."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A resource is bound: the authentication deadline no longer applies."""
+
+
+Action = StartTLS | HoldFailure | Authenticated | Bound
+
+
+class C2SSession:
+    """The protocol of one c2s connection above :class:`C2SStream`.
+
+    ``owner`` is what the session table routes to (the adapter, which can write); the
+    session registers it when a resource is bound.
+    """
+
+    def __init__(
+        self, services: SessionServices, owner: Sender, *, address: str, direct_tls: bool
+    ) -> None:
+        self._services = services
+        self._context = services.context
+        self._owner = owner
+        self.address = address
+        self.stream = C2SStream(
+            services.context.domain,
+            tls=direct_tls,
+            max_stanza_bytes=services.max_stanza_bytes,
+            extension_namespaces=(ENROLL_NS,),
+        )
+        self._direct_tls = direct_tls
+        #: What the client presented in its TLS handshake, parsed once.
+        self.presented: PeerCertificate | UnreadableCertificate | None = None
+        self._mechanism: Mechanism | None = None
+        self._mechanism_name = ""
+        self._identity: JID | None = None
+        self._locked_resource: str | None = None
+        self._held: list[Event] | None = None  # events waiting behind a held failure
+        self._held_failure: tuple[str, str | None] | None = None
+        # Session facts, set once SASL succeeds and a resource is bound.
+        self.jid: JID | None = None
+        self.auth_method = ""
+        self.fingerprint: str | None = None
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Action]:
+        """Plaintext from the client; returns what the adapter must do."""
+        actions: list[Action] = []
+        self._handle_all(self.stream.receive_data(data), actions)
+        return actions
+
+    def tls_established(self, presented: PeerCertificate | UnreadableCertificate | None) -> None:
+        """The TLS handshake finished; ``presented`` is the client certificate it proved."""
+        self.presented = presented
+        mechanisms = list(PASSWORD_MECHANISMS)
+        features: list[ET.Element] = []
+        if presented is not None:
+            # XEP-0178 §3: offer EXTERNAL when the client presented a certificate; a device
+            # with a certificate may also redeem an enrollment token first.
+            mechanisms.insert(0, "EXTERNAL")
+            features.append(enroll.feature())
+        if self._direct_tls:
+            self.stream.set_pre_auth_offer(mechanisms=mechanisms, extra_features=features)
+        else:
+            self.stream.tls_established(mechanisms=mechanisms, extra_features=features)
+
+    def release(self) -> list[Action]:
+        """The hold is over: send the failure, then handle what arrived meanwhile."""
+        actions: list[Action] = []
+        held, failure = self._held or [], self._held_failure
+        self._held, self._held_failure = None, None
+        if failure is not None and self.stream.phase is Phase.AUTHENTICATING:
+            self.stream.auth_failed(*failure)
+        self._handle_all(held, actions)
+        return actions
+
+    def timed_out(self) -> None:
+        """The authentication deadline passed."""
+        if self.jid is None:
+            # RFC 6120 §4.9.3.4: connection-timeout for a stream that never authenticated.
+            self.stream.close("connection-timeout", "authenticate sooner")
+
+    # --- outputs --------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        return self.stream.data_to_send()
+
+    @property
+    def closed(self) -> bool:
+        return self.stream.closed
+
+    @property
+    def holding(self) -> bool:
+        return self._held is not None
+
+    def deliver(self, element: ET.Element) -> None:
+        self.stream.send_element(element)
+
+    def close(
+        self, condition: str | None, text: str | None, application: ET.Element | None = None
+    ) -> None:
+        self.stream.close(condition, text, application)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def _handle_all(self, events: list[Event], actions: list[Action]) -> None:
+        for index, event in enumerate(events):
+            if self._held is not None:
+                self._held.extend(events[index:])  # answered in order, after the late failure
+                return
+            self._handle(event, actions)
+            if isinstance(event, TLSRequested):
+                break
+
+    def _handle(self, event: Event, actions: list[Action]) -> None:
+        if isinstance(event, StanzaReceived):
+            self._services.dispatcher.dispatch(self._owner, event.element)
+        elif isinstance(event, TLSRequested):
+            actions.append(StartTLS())  # <proceed/> goes out in plaintext, then TLS starts
+        elif isinstance(event, AuthRequested):
+            self._start_auth(event, actions)
+        elif isinstance(event, AuthResponse):
+            if self._mechanism is None:  # pragma: no cover - the stream orders this
+                self.stream.auth_failed("malformed-request", "no exchange in progress")
+            else:
+                self._apply(self._mechanism.respond(event.data), actions)
+        elif isinstance(event, AuthAborted):
+            self._mechanism = None
+        elif isinstance(event, BindRequested):
+            self._bind(event, actions)
+        elif isinstance(event, NonzaReceived):
+            self._enroll(event.element)
+        elif isinstance(event, StreamFailed):
+            peer_log.log(
+                logging.INFO,
+                f"stream {event.condition}",
+                "stream from %s failed: %s",
+                self.address,
+                event.condition,
+            )
+
+    # --- SASL -----------------------------------------------------------------------------
+
+    def _mechanism_for(self, name: str) -> Mechanism:
+        context = self._context
+        accounts = context.registry.accounts
+        if name == "EXTERNAL":
+            return ExternalMechanism(
+                context.domain,
+                self.presented,
+                context.registry.devices.by_fingerprint,
+                context.clock,
+            )
+        if name == "SCRAM-SHA-256":
+            return ScramMechanism(
+                "sha256", context.domain, lambda jid: accounts.scram_credentials(jid, "sha256")
+            )
+        if name == "SCRAM-SHA-1":
+            return ScramMechanism(
+                "sha1", context.domain, lambda jid: accounts.scram_credentials(jid, "sha1")
+            )
+        return PlainMechanism(context.domain, lambda jid: accounts.scram_credentials(jid, "sha256"))
+
+    def _start_auth(self, event: AuthRequested, actions: list[Action]) -> None:
+        name = event.mechanism
+        if name != "EXTERNAL":
+            # Certificate logins never consult the throttle: guessing passwords must not lock
+            # the owner's devices out.
+            wait = self._services.throttle.retry_after(None, self.address)
+            if wait > 0:
+                self.stream.auth_failed(
+                    "temporary-auth-failure",
+                    f"too many failed logins from your address; retry in {int(wait) + 1} s",
+                )
+                return
+        self._mechanism = self._mechanism_for(name)
+        self._mechanism_name = name
+        self._apply(self._mechanism.start(event.initial_response), actions)
+
+    def _apply(self, outcome: Outcome, actions: list[Action]) -> None:
+        if isinstance(outcome, Challenge):
+            self.stream.auth_challenge(outcome.data)
+            return
+        mechanism, self._mechanism = self._mechanism, None
+        if isinstance(outcome, Success):
+            self._succeeded(outcome, mechanism, actions)
+        else:
+            self._failed(outcome, actions)
+
+    def _succeeded(
+        self, outcome: Success, mechanism: Mechanism | None, actions: list[Action]
+    ) -> None:
+        throttle = self._services.throttle
+        account = outcome.identity.bare
+        name = self._mechanism_name
+        if name != "EXTERNAL":
+            wait = throttle.retry_after(account, self.address)
+            if wait > 0:
+                # The same answer, at once, whether or not the password was right: no oracle.
+                self.stream.auth_failed("temporary-auth-failure", _held_back(wait))
+                return
+            throttle.succeeded(account, self.address)
+        self._identity = account
+        self._locked_resource = outcome.locked_resource
+        self.auth_method = name
+        self.fingerprint = outcome.certificate_fingerprint
+        self.stream.auth_succeeded(account, outcome.additional_data)
+        actions.append(Authenticated())
+        if self.fingerprint is not None:
+            accepted = mechanism.accepted if isinstance(mechanism, ExternalMechanism) else None
+            self._record_certificate_login(
+                account, retire=accepted is not None and accepted.replaces is not None
+            )
+
+    def _failed(self, outcome: Failure, actions: list[Action]) -> None:
+        throttle = self._services.throttle
+        name = self._mechanism_name
+        condition, text = str(outcome.condition), outcome.text
+        delay = 0.0
+        if name != "EXTERNAL":
+            wait = throttle.retry_after(outcome.account, self.address)
+            throttle.failed(outcome.account, self.address)
+            if wait > 0:
+                # This address is over its limit for the account: the answer the right password
+                # gets too, and just as fast, so it tells the guesser nothing.
+                condition, text = "temporary-auth-failure", _held_back(wait)
+            elif outcome.account is not None:
+                delay = throttle.failure_delay(outcome.account)
+        subject = str(outcome.account or "unknown")
+        if name == "EXTERNAL" and self.presented is not None:
+            # A failed certificate login belongs to that device's history (audit --device).
+            subject = self.presented.fingerprint
+        self._context.audit(
+            "login.failed",
+            actor=str(outcome.account or "unknown"),
+            subject=subject,
+            address=self.address,
+            mechanism=name,
+            condition=str(outcome.condition),
+        )
+        if delay > 0:
+            # The account is being guessed from many addresses: answer failures late (a tarpit)
+            # and read nothing more from this client meanwhile. Successes are never delayed.
+            self._held, self._held_failure = [], (condition, text)
+            actions.append(HoldFailure(delay))
+            return
+        application = device_revoked() if outcome.device_revoked else None
+        self.stream.auth_failed(condition, text, application)
+
+    def _record_certificate_login(self, account: JID, *, retire: bool) -> None:
+        assert self.fingerprint is not None
+        devices = self._context.registry.devices
+        try:
+            devices.record_login(self.fingerprint, self.address)
+            if retire:  # the first logins of a rotated certificate retire its predecessor
+                devices.retire_replaced(self.fingerprint)
+        except RegistryError as exc:
+            log.error("last login not recorded: %s", exc)
+        self._context.audit(
+            "login.external", actor=str(account), subject=self.fingerprint, address=self.address
+        )
+
+    # --- enrollment and bind --------------------------------------------------------------
+
+    def _enroll(self, element: ET.Element) -> None:
+        throttle = self._services.throttle
+        wait = throttle.retry_after(None, self.address)
+        if wait > 0:
+            result = enroll.failure(
+                EnrollCondition.RATE_LIMITED,
+                f"too many failed attempts from your address; retry in {int(wait) + 1} s",
+            )
+        else:
+            result = enroll.redeem(
+                element,
+                presented=self.presented,
+                registry=self._context.registry,
+                address=self.address,
+            )
+        if result.condition is not None:
+            if result.condition is EnrollCondition.TOKEN_UNKNOWN:
+                # Guessing is hopeless at 160 bits, but each unknown token still counts
+                # against the address, like a failed password.
+                throttle.failed(None, self.address)
+            repeated = result.condition is EnrollCondition.ALREADY_REGISTERED
+            self._context.audit(
+                # A device retrying with its own, registered certificate has not failed.
+                "enroll.repeated" if repeated else "enroll.failed",
+                actor="unknown",
+                subject=self.address,
+                address=self.address,
+                condition=result.condition.value,
+            )
+        self.stream.send_nonza(result.reply)
+
+    def _bind(self, event: BindRequested, actions: list[Action]) -> None:
+        identity = self._identity
+        assert identity is not None
+        requested = event.resource
+        locked = self._locked_resource
+        if locked is not None and requested not in (None, locked):
+            # XEP-0257 §2 / XEP-0178: a full JID in xmppAddr pins the resource.
+            self.stream.bind_failed(
+                event.iq_id, "cancel", "not-allowed", f"this certificate may bind only {locked!r}"
+            )
+            return
+        resource = locked or requested or f"r-{secrets.token_hex(6)}"
+        try:
+            jid = identity.with_resource(resource)
+        except InvalidJID as exc:
+            self.stream.bind_failed(event.iq_id, "modify", "bad-request", str(exc))
+            return
+        self.jid = jid
+        displaced = self._context.sessions.add(self._owner)
+        if displaced is not None:
+            # RFC 6120 §7.7.2.2: the newer session wins; the old one gets <conflict/>.
+            displaced.terminate("conflict", "replaced by a new session for the same resource")
+        actions.append(Bound())
+        self.stream.bind_succeeded(event.iq_id, jid)
+
+
+def _held_back(wait: float) -> str:
+    return f"too many failed logins for this account from your address; retry in {int(wait) + 1} s"
+
+
+__all__ = [
+    "PASSWORD_MECHANISMS",
+    "Action",
+    "Authenticated",
+    "Bound",
+    "C2SSession",
+    "HoldFailure",
+    "SessionServices",
+    "StartTLS",
+]

@@ -1,0 +1,1 @@
+"""The registry: the only package that touches SQLite."""

@@ -1,0 +1,92 @@
+"""Building replies to stanzas (RFC 6120 §8): results and errors."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from enum import StrEnum
+
+from server_ext.wire import namespaces as ns
+
+
+class ErrorType(StrEnum):
+    """RFC 6120 §8.3.2 error types."""
+
+    AUTH = "auth"
+    CANCEL = "cancel"
+    CONTINUE = "continue"
+    MODIFY = "modify"
+    WAIT = "wait"
+
+
+class StanzaError(Exception):
+    """Raised by a handler to answer the request with an error stanza (RFC 6120 §8.3)."""
+
+    def __init__(self, error_type: ErrorType, condition: str, text: str = "") -> None:
+        super().__init__(text or condition)
+        self.error_type = error_type
+        self.condition = condition
+        self.text = text
+
+
+def local_name(element: ET.Element) -> str:
+    """The tag without its namespace."""
+    return element.tag.rpartition("}")[2]
+
+
+def namespace(element: ET.Element) -> str:
+    tag = element.tag
+    return tag[1:].partition("}")[0] if tag.startswith("{") else ""
+
+
+def reply_to(stanza: ET.Element, stanza_type: str) -> ET.Element:
+    """An empty reply of the same kind, addressed back to the sender."""
+    reply = ET.Element(stanza.tag)
+    stanza_id = stanza.get("id")
+    if stanza_id is not None:
+        reply.set("id", stanza_id)
+    sender = stanza.get("from")
+    if sender:
+        reply.set("to", sender)
+    recipient = stanza.get("to")
+    if recipient:
+        reply.set("from", recipient)
+    reply.set("type", stanza_type)
+    return reply
+
+
+def iq_result(iq: ET.Element, payload: ET.Element | None = None) -> ET.Element:
+    reply = reply_to(iq, "result")
+    if payload is not None:
+        reply.append(payload)
+    return reply
+
+
+def error_reply(
+    stanza: ET.Element, error_type: ErrorType, condition: str, text: str = ""
+) -> ET.Element | None:
+    """The error answer to ``stanza``, or None when RFC 6120 §8.3.1 forbids one."""
+    if stanza.get("type") in ("error", "result"):
+        return None
+    reply = reply_to(stanza, "error")
+    # RFC 6120 §8.3.1: the error stanza SHOULD include the original payload.
+    if local_name(stanza) != "iq":
+        for child in stanza:
+            reply.append(child)
+    error = ET.SubElement(reply, ns.clark(ns.CLIENT, "error"), {"type": str(error_type)})
+    ET.SubElement(error, ns.clark(ns.STANZAS, condition))
+    if text:
+        text_el = ET.SubElement(error, ns.clark(ns.STANZAS, "text"))
+        text_el.set(ns.clark(ns.XML, "lang"), "en")
+        text_el.text = text
+    return reply
+
+
+def error_condition(stanza: ET.Element) -> str | None:
+    """The defined condition of an error stanza, if any."""
+    error = stanza.find(ns.clark(ns.CLIENT, "error"))
+    if error is None:
+        return None
+    for child in error:
+        if namespace(child) == ns.STANZAS and local_name(child) != "text":
+            return local_name(child)
+    return None

@@ -1,0 +1,575 @@
+"""The server side of one c2s stream (RFC 6120), as a sans-I/O state machine.
+
+The caller owns the socket and TLS. It feeds bytes with :meth:`C2SStream.receive_data`, acts
+on the events returned, answers through methods such as :meth:`C2SStream.auth_succeeded`,
+and writes :meth:`C2SStream.data_to_send` to the wire. The state machine owns the order of
+negotiation: STARTTLS (required), SASL, resource binding, then stanzas.
+
+::
+
+    PLAINTEXT --starttls--> TLS_PENDING --tls_established--> SECURED
+    SECURED --auth--> AUTHENTICATING --auth_failed--> SECURED
+    AUTHENTICATING --auth_succeeded--> AUTHENTICATED --bind_succeeded--> BOUND
+    any --stream error / close--> CLOSED
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from pairing.errors import InvalidJID
+from pairing.protocol.jid import JID, prepare_domainpart
+from server_ext.errors import ServerExtError
+from server_ext.wire import namespaces as ns
+from server_ext.wire.xmlparser import (
+    ElementReceived,
+    StreamClosed,
+    StreamOpened,
+    StreamParser,
+    StreamXMLError,
+)
+from server_ext.wire.xmlwriter import STREAM_CLOSE, serialize, stream_error, stream_header
+
+log = logging.getLogger(__name__)
+
+#: RFC 6120 §6.4.5: a server SHOULD allow between 2 and 5 retries, then close the stream.
+MAX_AUTH_ATTEMPTS = 5
+
+_STARTTLS = ns.clark(ns.TLS, "starttls")
+_AUTH = ns.clark(ns.SASL, "auth")
+_RESPONSE = ns.clark(ns.SASL, "response")
+_ABORT = ns.clark(ns.SASL, "abort")
+_IQ = ns.clark(ns.CLIENT, "iq")
+_MESSAGE = ns.clark(ns.CLIENT, "message")
+_PRESENCE = ns.clark(ns.CLIENT, "presence")
+_STREAM_ERROR = ns.clark(ns.STREAMS, "error")
+_BIND = ns.clark(ns.BIND, "bind")
+_RESOURCE = ns.clark(ns.BIND, "resource")
+_SESSION = ns.clark(ns.SESSION, "session")
+_IQ_TYPES = frozenset({"get", "set", "result", "error"})
+
+
+class Phase(Enum):
+    """Where the stream is in RFC 6120 negotiation."""
+
+    PLAINTEXT = "plaintext"
+    TLS_PENDING = "tls-pending"
+    SECURED = "secured"
+    AUTHENTICATING = "authenticating"
+    AUTHENTICATED = "authenticated"
+    BOUND = "bound"
+    CLOSED = "closed"
+
+
+class LocalProtocolError(ServerExtError):
+    """The caller used the stream out of order (our bug, not the peer's)."""
+
+
+# --- Events: what the peer did ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TLSRequested:
+    """``<proceed/>`` is queued: flush it in plaintext, then run the TLS handshake."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequested:
+    """SASL ``<auth/>`` (RFC 6120 §6.4.2); ``initial_response`` is None when absent."""
+
+    mechanism: str
+    initial_response: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResponse:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAborted:
+    """The exchange ended without a decision; drop the mechanism."""
+
+
+@dataclass(frozen=True, slots=True)
+class BindRequested:
+    iq_id: str
+    resource: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NonzaReceived:
+    """A pre-authentication element in an extension namespace the caller advertised."""
+
+    element: ET.Element
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    """A valid stanza from a bound session, ``from`` already stamped (RFC 6120 §8.1.2.1)."""
+
+    element: ET.Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer closed the stream; our closing tag is queued."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamFailed:
+    """The stream is over with an error; a stream error is queued when ``sent`` is True."""
+
+    condition: str
+    text: str
+    sent: bool = True
+
+
+Event = (
+    TLSRequested
+    | AuthRequested
+    | AuthResponse
+    | AuthAborted
+    | BindRequested
+    | NonzaReceived
+    | StanzaReceived
+    | StreamEnded
+    | StreamFailed
+)
+
+
+class _StreamError(Exception):
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(text)
+        self.condition = condition
+        self.text = text
+
+
+class C2SStream:
+    """One client-to-server stream, from the first byte to the closing tag."""
+
+    def __init__(
+        self,
+        domain: str,
+        *,
+        tls: bool = False,
+        mechanisms: Sequence[str] = (),
+        max_stanza_bytes: int = 256 * 1024,
+        extension_namespaces: Iterable[str] = (),
+    ) -> None:
+        self.domain = domain
+        self.stream_id = ""
+        self._parser = StreamParser(max_stanza_bytes=max_stanza_bytes)
+        self._max_stanza_bytes = max_stanza_bytes
+        self._out: list[bytes] = []
+        self._header_sent = False
+        self._awaiting_header = True
+        self._lang = "en"
+        self._mechanisms: tuple[str, ...] = tuple(mechanisms)
+        self._extra_features: tuple[ET.Element, ...] = ()
+        self._extension_namespaces = frozenset(extension_namespaces)
+        self._auth_attempts = 0
+        self._authenticated: JID | None = None
+        self._bound: JID | None = None
+        self._phase = Phase.SECURED if tls else Phase.PLAINTEXT
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    @property
+    def closed(self) -> bool:
+        return self._phase is Phase.CLOSED
+
+    @property
+    def authenticated_jid(self) -> JID | None:
+        """The identity SASL authorized (bare JID), once authenticated."""
+        return self._authenticated
+
+    @property
+    def bound_jid(self) -> JID | None:
+        return self._bound
+
+    def data_to_send(self) -> bytes:
+        """Bytes queued for the peer, in order; the queue is emptied."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    # --- input ----------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the peer; returns what the caller must act on."""
+        if self._phase is Phase.CLOSED or not data:
+            return []
+        if self._phase is Phase.TLS_PENDING:
+            # Bytes after <starttls/> but before the handshake are plaintext injected ahead of
+            # TLS; they must never be processed (the classic STARTTLS injection flaw).
+            return []
+        events: list[Event] = []
+        try:
+            parsed = self._parser.feed(data)
+        except StreamXMLError as exc:
+            return [self._fail(str(exc.condition), exc.text)]
+        for item in parsed:
+            try:
+                if isinstance(item, StreamOpened):
+                    self._on_stream_opened(item)
+                elif isinstance(item, ElementReceived):
+                    event = self._on_element(item.element)
+                    if event is not None:
+                        events.append(event)
+                        if isinstance(event, TLSRequested):
+                            # RFC 6120 §5.4.3.3: everything after <starttls/> belongs to TLS.
+                            break
+                elif isinstance(item, StreamClosed):
+                    events.append(self._on_peer_close())
+                    break
+            except _StreamError as exc:
+                events.append(self._fail(exc.condition, exc.text))
+                break
+            if self.closed:  # a handler above may have closed the stream
+                break
+        return events
+
+    def _on_stream_opened(self, opened: StreamOpened) -> None:
+        if not self._awaiting_header:
+            raise _StreamError("not-well-formed", "a second stream header on the same stream")
+        attrs = opened.attributes
+        self._lang = attrs.get("xml:lang") or "en"
+        self._send_header(to=attrs.get("from"))
+        # RFC 6120 §4.7.5: a missing version means 0.9, which has no SASL or STARTTLS.
+        version = attrs.get("version", "")
+        major = version.split(".", 1)[0]
+        if major != "1":
+            raise _StreamError("unsupported-version", "this server speaks XMPP version 1.0 only")
+        # RFC 6120 §4.7.2 and RFC 7622 §3.2: the 'to' domainpart is prepared like every
+        # other one, so a fullwidth or upper-case "LOCALHOST." reaches localhost and a name
+        # that cannot be prepared is simply unknown.
+        try:
+            to = prepare_domainpart(attrs.get("to", ""))
+        except InvalidJID:
+            to = None
+        if to != self.domain:
+            raise _StreamError("host-unknown", f"this server serves {self.domain} only")
+        self._awaiting_header = False
+        self._out.append(self._features())
+
+    def _on_element(self, el: ET.Element) -> Event | None:
+        if self._awaiting_header:
+            raise _StreamError("not-well-formed", "an element before the stream header")
+        tag = el.tag
+        if tag == _STREAM_ERROR:
+            raise _StreamError("undefined-condition", "the peer sent a stream error")
+        phase = self._phase
+        if phase is Phase.PLAINTEXT:
+            if tag == _STARTTLS:
+                self._out.append(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                self._phase = Phase.TLS_PENDING
+                return TLSRequested()
+            # RFC 6120 §5.3.1: this server requires TLS before anything else.
+            raise _StreamError("policy-violation", "STARTTLS is required before anything else")
+        if phase is Phase.SECURED or phase is Phase.AUTHENTICATING:
+            return self._on_sasl_element(el)
+        if phase is Phase.AUTHENTICATED:
+            return self._on_bind_element(el)
+        if phase is Phase.BOUND:
+            return self._on_stanza(el)
+        raise _StreamError("internal-server-error", "unexpected element")
+
+    def _on_sasl_element(self, el: ET.Element) -> Event | None:
+        tag = el.tag
+        if tag == _AUTH:
+            if self._phase is Phase.AUTHENTICATING:
+                self._phase = Phase.SECURED
+                self._sasl_failure("malformed-request", "a new <auth/> arrived mid-exchange")
+                return AuthAborted()
+            mechanism = el.get("mechanism", "")
+            if mechanism not in self._mechanisms:
+                self._sasl_failure("invalid-mechanism", f"{mechanism!r} is not offered here")
+                return None
+            text = (el.text or "").strip()
+            if not text:
+                initial: bytes | None = None  # RFC 6120 §6.4.2: no initial response
+            elif text == "=":
+                initial = b""  # RFC 6120 §6.4.2: an empty initial response
+            else:
+                decoded = _b64decode(text)
+                if decoded is None:
+                    self._sasl_failure("incorrect-encoding", "the data is not valid base64")
+                    return None
+                initial = decoded
+            self._phase = Phase.AUTHENTICATING
+            return AuthRequested(mechanism, initial)
+        if tag == _RESPONSE:
+            if self._phase is not Phase.AUTHENTICATING:
+                self._sasl_failure("malformed-request", "<response/> without an exchange")
+                return None
+            text = (el.text or "").strip()
+            data = b"" if text in ("", "=") else _b64decode(text)
+            if data is None:
+                self._phase = Phase.SECURED
+                self._sasl_failure("incorrect-encoding", "the data is not valid base64")
+                return AuthAborted()
+            return AuthResponse(data)
+        if tag == _ABORT:
+            if self._phase is Phase.AUTHENTICATING:
+                self._phase = Phase.SECURED
+                self._sasl_failure("aborted", None)
+                return AuthAborted()
+            # Gajim's nbxmpp sends <abort/> after a failure; there is nothing left to abort.
+            return None
+        namespace = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
+        if namespace in self._extension_namespaces and self._phase is Phase.SECURED:
+            return NonzaReceived(el)
+        if tag in (_IQ, _MESSAGE, _PRESENCE):
+            # RFC 6120 §6.4.1 / §4.9.3.12: no stanzas before authentication.
+            raise _StreamError("not-authorized", "authenticate before sending stanzas")
+        raise _StreamError("unsupported-stanza-type", "this element is not allowed here")
+
+    def _on_bind_element(self, el: ET.Element) -> Event | None:
+        if el.tag == _IQ:
+            bind = el.find(_BIND)
+            if bind is not None:
+                iq_id = el.get("id")
+                if not iq_id or el.get("type") != "set":
+                    self._send_iq_error(el, "modify", "bad-request", "bind needs an id and set")
+                    return None
+                resource_el = bind.find(_RESOURCE)
+                resource = (resource_el.text or "").strip() if resource_el is not None else ""
+                return BindRequested(iq_id, resource or None)
+        # RFC 6120 §7.1: a client MUST NOT send stanzas before binding a resource.
+        raise _StreamError("not-authorized", "bind a resource before sending stanzas")
+
+    def _on_stanza(self, el: ET.Element) -> Event | None:
+        tag = el.tag
+        if tag not in (_IQ, _MESSAGE, _PRESENCE):
+            raise _StreamError("unsupported-stanza-type", "only message, presence and iq here")
+        bound = self._bound
+        assert bound is not None
+        claimed = el.get("from")
+        if claimed is not None and claimed not in (str(bound), str(bound.bare)):
+            # RFC 6120 §8.1.2.1: a 'from' that is not this session's JID is refused.
+            try:
+                valid = JID.parse(claimed) in (bound, bound.bare)
+            except ValueError:
+                valid = False
+            if not valid:
+                raise _StreamError("invalid-from", "the 'from' address is not this session")
+        el.set("from", str(bound))
+        if tag == _IQ:
+            iq_type = el.get("type")
+            if iq_type not in _IQ_TYPES or not el.get("id"):
+                self._send_iq_error(el, "modify", "bad-request", "an iq needs an id and a type")
+                return None
+            if iq_type in ("get", "set") and len(el) != 1:
+                # RFC 6120 §8.2.3: a get or set has exactly one payload element.
+                self._send_iq_error(el, "modify", "bad-request", "an iq needs exactly one child")
+                return None
+            if iq_type == "set" and el[0].tag == _SESSION:
+                # RFC 3921 §3 session establishment, kept as a no-op for old clients.
+                self._out.append(serialize(_iq_result(el.get("id", ""))))
+                return None
+        return StanzaReceived(el)
+
+    def _on_peer_close(self) -> Event:
+        self._out.append(STREAM_CLOSE)
+        self._phase = Phase.CLOSED
+        return StreamEnded()
+
+    # --- answers from the caller ----------------------------------------------------------
+
+    def tls_established(
+        self, *, mechanisms: Sequence[str], extra_features: Sequence[ET.Element] = ()
+    ) -> None:
+        """TLS is up: expect a new stream header and offer ``mechanisms`` (RFC 6120 §5.4.3.3)."""
+        self._require(Phase.TLS_PENDING)
+        self._phase = Phase.SECURED
+        self._mechanisms = tuple(mechanisms)
+        self._extra_features = tuple(extra_features)
+        self._restart()
+
+    def set_pre_auth_offer(
+        self, *, mechanisms: Sequence[str], extra_features: Sequence[ET.Element] = ()
+    ) -> None:
+        """Mechanisms and features for a stream that started in TLS (XEP-0368)."""
+        self._mechanisms = tuple(mechanisms)
+        self._extra_features = tuple(extra_features)
+
+    def auth_challenge(self, data: bytes) -> None:
+        self._require(Phase.AUTHENTICATING)
+        self._out.append(_sasl_element("challenge", data))
+
+    def auth_succeeded(self, identity: JID, additional_data: bytes | None = None) -> None:
+        """SASL success (RFC 6120 §6.4.6): the peer must open a new stream."""
+        self._require(Phase.AUTHENTICATING)
+        self._out.append(_sasl_element("success", additional_data))
+        self._authenticated = identity.bare
+        self._phase = Phase.AUTHENTICATED
+        self._restart()
+
+    def auth_failed(
+        self, condition: str, text: str | None = None, application: ET.Element | None = None
+    ) -> None:
+        """SASL failure; after too many, the stream is closed with policy-violation.
+
+        ``application`` is an element in an application namespace that says more than the
+        RFC 6120 §6.5 condition can (a revoked device), for clients that know it.
+        """
+        self._require(Phase.AUTHENTICATING)
+        self._phase = Phase.SECURED
+        self._sasl_failure(condition, text, application)
+
+    def bind_succeeded(self, iq_id: str, jid: JID) -> None:
+        self._require(Phase.AUTHENTICATED)
+        self._bound = jid
+        self._phase = Phase.BOUND
+        result = _iq_result(iq_id)
+        bind = ET.SubElement(result, ns.clark(ns.BIND, "bind"))
+        ET.SubElement(bind, ns.clark(ns.BIND, "jid")).text = str(jid)
+        self._out.append(serialize(result))
+
+    def bind_failed(self, iq_id: str, error_type: str, condition: str, text: str) -> None:
+        self._require(Phase.AUTHENTICATED)
+        self._out.append(_iq_error_bytes(iq_id, None, error_type, condition, text))
+
+    def send_element(self, element: ET.Element) -> None:
+        """Queue a stanza for a bound session."""
+        if self._phase is Phase.CLOSED:
+            return
+        self._out.append(serialize(element))
+
+    def send_nonza(self, element: ET.Element) -> None:
+        """Queue a top-level element outside jabber:client (an answer to a nonza)."""
+        if self._phase is not Phase.CLOSED:
+            self._out.append(serialize(element))
+
+    def close(
+        self,
+        condition: str | None = None,
+        text: str | None = None,
+        application: ET.Element | None = None,
+    ) -> None:
+        """Close the stream, with a stream error when ``condition`` is given (RFC 6120 §4.9),
+        and an application-specific condition element when ``application`` is (§4.9.4)."""
+        if self._phase is Phase.CLOSED:
+            return
+        if condition is not None:
+            if not self._header_sent:
+                self._send_header(to=None)
+            self._out.append(stream_error(condition, text, application))
+        if self._header_sent:
+            self._out.append(STREAM_CLOSE)
+        self._phase = Phase.CLOSED
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _require(self, phase: Phase) -> None:
+        if self._phase is not phase:
+            raise LocalProtocolError(f"not allowed in phase {self._phase.value}")
+
+    def _restart(self) -> None:
+        self._parser.reset()
+        self._awaiting_header = True
+        self._header_sent = False
+
+    def _send_header(self, *, to: str | None) -> None:
+        self.stream_id = secrets.token_hex(8)
+        safe_to: str | None = None
+        if to:
+            try:
+                safe_to = str(JID.parse(to))
+            except ValueError:
+                safe_to = None
+        self._out.append(
+            stream_header(stream_id=self.stream_id, from_domain=self.domain, to=safe_to, lang="en")
+        )
+        self._header_sent = True
+
+    def _features(self) -> bytes:
+        features = ET.Element(ns.clark(ns.STREAMS, "features"))
+        phase = self._phase
+        if phase is Phase.PLAINTEXT:
+            starttls = ET.SubElement(features, ns.clark(ns.TLS, "starttls"))
+            ET.SubElement(starttls, ns.clark(ns.TLS, "required"))
+        elif phase is Phase.SECURED:
+            mechanisms = ET.SubElement(features, ns.clark(ns.SASL, "mechanisms"))
+            for name in self._mechanisms:
+                ET.SubElement(mechanisms, ns.clark(ns.SASL, "mechanism")).text = name
+            features.extend(self._extra_features)
+        elif phase is Phase.AUTHENTICATED:
+            ET.SubElement(features, ns.clark(ns.BIND, "bind"))
+            session = ET.SubElement(features, ns.clark(ns.SESSION, "session"))
+            ET.SubElement(session, ns.clark(ns.SESSION, "optional"))
+        return serialize(features)
+
+    def _sasl_failure(
+        self, condition: str, text: str | None, application: ET.Element | None = None
+    ) -> None:
+        failure = ET.Element(ns.clark(ns.SASL, "failure"))
+        ET.SubElement(failure, ns.clark(ns.SASL, condition))
+        if text:
+            ET.SubElement(failure, ns.clark(ns.SASL, "text"), {ns.clark(ns.XML, "lang"): "en"})
+            failure[-1].text = text
+        if application is not None:
+            failure.append(application)
+        self._out.append(serialize(failure))
+        if condition == "aborted" or condition == "invalid-mechanism":
+            return
+        self._auth_attempts += 1
+        if self._auth_attempts >= MAX_AUTH_ATTEMPTS:
+            self.close("policy-violation", "too many failed authentication attempts")
+
+    def _send_iq_error(self, el: ET.Element, error_type: str, condition: str, text: str) -> None:
+        if el.get("type") in ("error", "result"):
+            return  # RFC 6120 §8.3.1: never answer an error or a result with an error.
+        self._out.append(_iq_error_bytes(el.get("id"), el.get("from"), error_type, condition, text))
+
+    def _fail(self, condition: str, text: str) -> StreamFailed:
+        log.debug("stream %s failed: %s", self.stream_id, condition)
+        self.close(condition, text)
+        return StreamFailed(condition, text)
+
+
+def _b64decode(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _sasl_element(name: str, data: bytes | None) -> bytes:
+    element = ET.Element(ns.clark(ns.SASL, name))
+    if data is not None:
+        # RFC 6120 §6.4.6: empty additional data is sent as "=".
+        element.text = base64.b64encode(data).decode() if data else "="
+    return serialize(element)
+
+
+def _iq_result(iq_id: str) -> ET.Element:
+    return ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "result", "id": iq_id})
+
+
+def _iq_error_bytes(
+    iq_id: str | None, to: str | None, error_type: str, condition: str, text: str
+) -> bytes:
+    iq = ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "error"})
+    if iq_id is not None:
+        iq.set("id", iq_id)
+    if to:
+        iq.set("to", to)
+    error = ET.SubElement(iq, ns.clark(ns.CLIENT, "error"), {"type": error_type})
+    ET.SubElement(error, ns.clark(ns.STANZAS, condition))
+    ET.SubElement(error, ns.clark(ns.STANZAS, "text")).text = text
+    return serialize(iq)
