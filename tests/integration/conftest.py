@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pairing.secure_files import write_private, write_public
 from server_ext.config import ServerConfig
 from server_ext.registry import Registry
 from server_ext.server import Server, load_certificate_for
+from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.rawclient import RawClient, client_context
 
 PASSWORD = "correct horse battery staple"
@@ -152,6 +153,23 @@ def make_device(tmp_path: Path) -> DeviceFactory:
         return Device(tuple(parsed), cert_path, key_path, certificate_der(cert))
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def lan_world(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``lan`` get a network namespace of their own (tests/support/netns.py).
+
+    Autouse fixtures are set up first, so the server and every CLI the test starts live in
+    it too. A run that cannot make one fails rather than pairing with strangers.
+    """
+    if request.node.get_closest_marker("lan") is None:
+        yield
+        return
+    try:
+        with private_network():
+            yield
+    except NamespaceUnavailable as exc:
+        pytest.fail(f"LAN tests need a private network namespace: {exc}")
 
 
 # A server-ext *process* for the CLI tests (the fixture lives with the CLI helpers).
