@@ -351,7 +351,7 @@ def _pair_devices(
     if code:
         book.single = SetupCode.parse(code)
     for path in labels:
-        book.add_label(SetupLabel.parse(qr.read_image(path)))
+        book.add_label(SetupLabel.parse(qr.read_image(path)), where=str(path))
     if codes:
         book.load_csv(codes)
     if not (code or labels or codes):

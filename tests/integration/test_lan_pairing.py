@@ -200,12 +200,14 @@ def test_wrong_code_fails_on_both_sides_and_enrolls_nothing(
     state = tmp_path / "sensor"
     label = make_label(state, "kitchen", "Kitchen sensor")
     wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    # The code is given for this very device (a bare --code is tried once per device only).
+    (tmp_path / "fleet.csv").write_text(f"{label['device_id']},{wrong}\n")
     window = start(
         [
             *user_cmd(port, pin, pw),
             "listen",
-            "--code",
-            wrong,
+            "--codes",
+            str(tmp_path / "fleet.csv"),
             "--timeout",
             "60",
             *LOOPBACK,
@@ -236,8 +238,17 @@ def test_lockout_after_the_lifetime_cap(served: tuple[Path, int, str], tmp_path:
     state = tmp_path / "sensor"
     label = make_label(state, "kitchen", "")
     wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    (tmp_path / "fleet.csv").write_text(f"{label['device_id']},{wrong}\n")
     window = start(
-        [*user_cmd(port, pin, pw), "listen", "--code", wrong, "--timeout", "30", *LOOPBACK]
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--codes",
+            str(tmp_path / "fleet.csv"),
+            "--timeout",
+            "30",
+            *LOOPBACK,
+        ]
     )
     device = start(
         [
