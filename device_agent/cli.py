@@ -254,10 +254,22 @@ def label(
             "a label was made already and its code is not stored; --reset makes a new one"
         )
     made = SetupLabel.generate()
-    SetupState.create(store.state_dir, made, name=name, resource=resource)
-    (store.state_dir / ATTEMPTS_FILE).unlink(missing_ok=True)
+    # The PNG first: if the state cannot be stored afterwards it is removed again, and the
+    # old label keeps working. The other order could store a code that nobody ever saw.
     if png:
-        qr.write_png(made.payload(), png)
+        try:
+            qr.write_png(made.payload(), png)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write {png}: {exc.strerror or exc}; the label is unchanged"
+            ) from None
+    try:
+        SetupState.create(store.state_dir, made, name=name, resource=resource)
+    except DeviceAgentError:
+        if png:
+            png.unlink(missing_ok=True)
+        raise
+    (store.state_dir / ATTEMPTS_FILE).unlink(missing_ok=True)
     record = {
         "device_id": made.device_id,
         "setup_id": made.setup_id,

@@ -349,6 +349,10 @@ async def wait_for_user(
             report(f"{where}: pairing took too long")
         except (OSError, PairingError) as exc:
             report(f"{where}: {exc}")
+        except DeviceAgentError as exc:
+            # The device's own state failed (a strike could not be stored): stop pairing.
+            if not done.done():
+                done.set_exception(exc)
         finally:
             busy = False
             writer.close()

@@ -37,20 +37,26 @@ class SetupState:
         state = cls(
             label.device_id, label.setup_id, name, resource, make_verifier(label.code.digits)
         )
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(
-            state_dir / SETUP_FILE,
-            json.dumps(
-                {
-                    "device_id": state.device_id,
-                    "setup_id": state.setup_id,
-                    "name": name,
-                    "resource": resource,
-                    "salt": base64.b64encode(state.verifier.salt).decode(),
-                    "verifier": base64.b64encode(state.verifier.verifier).decode(),
-                }
-            ).encode(),
-        )
+        try:
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_private(
+                state_dir / SETUP_FILE,
+                json.dumps(
+                    {
+                        "device_id": state.device_id,
+                        "setup_id": state.setup_id,
+                        "name": name,
+                        "resource": resource,
+                        "salt": base64.b64encode(state.verifier.salt).decode(),
+                        "verifier": base64.b64encode(state.verifier.verifier).decode(),
+                    }
+                ).encode(),
+            )
+        except OSError as exc:
+            # The write is atomic: on failure the previous label (if any) still holds.
+            raise SetupStateError(
+                f"cannot store the setup state in {state_dir}: {exc.strerror or exc}"
+            ) from None
         return state
 
     @classmethod
@@ -101,9 +107,16 @@ class AttemptCounter:
         return cls(path, failures, locked)
 
     def _save(self) -> None:
-        write_private(
-            self.path, json.dumps({"failures": self.failures, "locked": self.locked}).encode()
-        )
+        try:
+            write_private(
+                self.path, json.dumps({"failures": self.failures, "locked": self.locked}).encode()
+            )
+        except OSError as exc:
+            # A strike that cannot be stored must stop pairing, or guesses would be free.
+            raise SetupStateError(
+                f"cannot record a wrong code in {self.path}: {exc.strerror or exc}; "
+                "the device stops pairing"
+            ) from None
 
     def record_failure(self, cap: int) -> None:
         self.failures += 1

@@ -25,6 +25,16 @@ class FriendlyGroup(click.Group):
             return super().invoke(ctx)
         except self.error_types as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # A file or socket the command needed failed in a way no narrower handler
+            # foresaw (a read-only disk, a full one): still one line, never a traceback.
+            raise click.ClickException(_os_error_text(exc)) from None
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
