@@ -17,6 +17,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
+from pairing.redaction import protect
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 
 DEFAULT_STATE = (
@@ -107,6 +108,7 @@ def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: 
         uri = read_image(qr_image)
     assert uri is not None
     parsed = EnrollmentURI.parse(uri)
+    protect(parsed.token)
     click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
     bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=dt.timedelta(days=valid_days)))
     click.echo(f"enrolled: this device logs in as {bound} with its own certificate")

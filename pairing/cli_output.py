@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pairing.errors import PairingError
+from pairing.redaction import RedactingFormatter, protect
 
 
 class FriendlyGroup(click.Group):
@@ -43,9 +44,15 @@ def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
 
 
 def configure_logging(verbose: int) -> None:
-    """Quiet by default: slixmpp's own error lines would repeat what our message says."""
+    """Quiet by default: slixmpp's own error lines would repeat what our message says.
+
+    The one place the CLIs configure logging, so the one place secrets are taken out of it
+    (:mod:`pairing.redaction`), at every level.
+    """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose == 0:
         logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
 
@@ -120,4 +127,5 @@ def read_secret(
         )
     if not secret:
         raise click.ClickException("the password is empty")
+    protect(secret)
     return secret
