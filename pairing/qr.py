@@ -81,7 +81,11 @@ def read_image(path: Path) -> str:
                 )
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UnreadableQR(_too_large(path)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise UnreadableQR(
+            f"{path} is not an image this program can read ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         # Pillow reports broken files as OSError, and some malformed headers as SyntaxError.
         raise UnreadableQR(f"{path} is not an image this program can read: {exc}") from None
     texts = [code.text for code in codes if code.valid and code.text]

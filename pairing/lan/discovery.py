@@ -44,10 +44,14 @@ class WindowAddress:
 
 
 def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
-    if interfaces:
-        # Tests pin mDNS to 127.0.0.1 (IPv4 only): that is what works on loopback here.
-        return AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
-    return AsyncZeroconf()
+    try:
+        if interfaces:
+            # Tests pin mDNS to 127.0.0.1 (IPv4 only): that is what works on loopback here.
+            return AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
+        return AsyncZeroconf()
+    except OSError as exc:
+        where = ", ".join(interfaces) if interfaces else "this machine's interfaces"
+        raise PairingError(f"cannot use mDNS on {where}: {exc.strerror or exc}") from None
 
 
 def addresses_to_advertise(host: str, interfaces: Sequence[str] | None) -> list[str]:
