@@ -14,7 +14,7 @@ from device_agent import runtime
 from device_agent.enrollment import EnrollmentError, ServerSettings, enroll
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from device_agent.setup_state import AttemptCounter, SetupState
+from device_agent.setup_state import AttemptCounter, SetupState, pairing_lock
 from pairing.errors import PairingError
 from pairing.lan.connections import ConnectionTasks
 from pairing.lan.discovery import (
@@ -77,6 +77,17 @@ async def pair(
     report: Callable[[str], None] = print,
 ) -> JID:
     """Browse for windows and pair with the first that knows this device's code."""
+    SetupState.load(state_dir)  # no label yet: say so before anything else
+    with pairing_lock(state_dir):
+        return await _pair(state_dir, limits, interfaces, report)
+
+
+async def _pair(
+    state_dir: Path,
+    limits: PairingLimits,
+    interfaces: Sequence[str] | None,
+    report: Callable[[str], None],
+) -> JID:
     setup = SetupState.load(state_dir)
     attempts = AttemptCounter.load(state_dir)
     if attempts.locked or attempts.failures >= limits.lifetime_failures:
@@ -310,6 +321,18 @@ async def wait_for_user(
 
     One pairing at a time: while one runs, other clients are told ``busy``.
     """
+    SetupState.load(state_dir)
+    with pairing_lock(state_dir):
+        return await _wait_for_user(state_dir, limits, host, interfaces, report)
+
+
+async def _wait_for_user(
+    state_dir: Path,
+    limits: PairingLimits,
+    host: str,
+    interfaces: Sequence[str] | None,
+    report: Callable[[str], None],
+) -> JID:
     setup = SetupState.load(state_dir)
     attempts = AttemptCounter.load(state_dir)
     if attempts.locked or attempts.failures >= limits.lifetime_failures:

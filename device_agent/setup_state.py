@@ -7,7 +7,11 @@ attacker cannot guess the 8-digit code by restarting the device.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,40 @@ from pairing.secure_files import write_private
 
 SETUP_FILE = "setup.json"
 ATTEMPTS_FILE = "attempts.json"
+PAIRING_LOCK = "pairing.lock"
 
 
 class SetupStateError(DeviceAgentError):
     """The pairing state is missing or unreadable; the message says what to do."""
+
+
+class AlreadyPairing(SetupStateError):
+    """Another agent is pairing this device (same state directory) right now."""
+
+
+@contextmanager
+def pairing_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the device's pairing lock: one pairing per device at a time, on this machine.
+
+    Two agents on one state directory would share one attempt counter and, advertising,
+    one mDNS name; mDNS probing (RFC 6762 §8.1) only catches the second when the first
+    answers in time, so the lock makes it certain here. The kernel drops it if we die.
+    """
+    path = state_dir / PAIRING_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SetupStateError(f"cannot use {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyPairing(
+                f"another device-agent is already pairing this device ({state_dir}); stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,9 @@ async def test_a_test_hears_only_its_own_network() -> None:
     from tests.support.mdns_probe import PROBE_SERVICE_TYPE
     from tests.support.netns import outer_network
 
-    stranger = probe("stranger", network=outer_network())
+    # Unique per process: two runs at once each advertise their own stranger out there.
+    stranger_name = f"stranger-{os.getpid()}"
+    stranger = probe(stranger_name, network=outer_network())
     ours = probe("ours")
     seen: set[str] = set()
 
@@ -122,7 +124,7 @@ async def test_a_test_hears_only_its_own_network() -> None:
         assert "ours" in seen, "mDNS does not work in this test's network"
         # The stranger announced before ours did: had it been audible, it would be here too.
         await asyncio.sleep(2)
-        assert "stranger" not in seen
+        assert stranger_name not in seen
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

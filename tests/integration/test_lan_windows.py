@@ -8,10 +8,13 @@ test's own devices and nothing else on the host.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,7 +65,7 @@ class Watched:
         return self.proc.returncode, out, "".join(self.lines)
 
 
-def device(state: Path, *extra: str, timeout: int = 60) -> list[str]:
+def device(state: Path, *extra: str, timeout: int = 60, interface: str = "127.0.0.1") -> list[str]:
     return [
         str(BIN / "device-agent"),
         "--state-dir",
@@ -70,7 +73,8 @@ def device(state: Path, *extra: str, timeout: int = 60) -> list[str]:
         "pair",
         "--timeout",
         str(timeout),
-        *LOOPBACK,
+        "--interface",
+        interface,
         *extra,
     ]
 
@@ -275,24 +279,77 @@ def test_closing_a_window_or_a_device_with_connections_open_prints_one_line(
     assert err.rstrip().splitlines()[-1].startswith("Error: no user's client paired this device")
 
 
-def test_a_device_advertised_twice_at_once_says_so_in_one_line(tmp_path: Path) -> None:
-    """Issue 8, "Tracebacks": two `pair --advertise` for one device (zeroconf's
-    NonUniqueNameException) give one clear line and exit 1, and the first keeps waiting."""
+def test_a_device_paired_twice_at_once_says_so_in_one_line(tmp_path: Path) -> None:
+    """Issue 8, "Tracebacks": a second `pair --advertise` for one device (zeroconf's
+    NonUniqueNameException before) gives one clear line and exit 1; the first keeps waiting."""
     make_label(tmp_path / "lamp", "lamp", "")
     first = Watched(device(tmp_path / "lamp", "--advertise", timeout=60))
     try:
         first.wait_for("waiting for a user's client")
-        second = subprocess.run(
-            device(tmp_path / "lamp", "--advertise", timeout=20),
+        for extra in (["--advertise"], []):
+            second = subprocess.run(
+                device(tmp_path / "lamp", *extra, timeout=20),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+            assert second.returncode == 1
+            assert "Traceback" not in second.stderr, second.stderr
+            (line,) = second.stderr.splitlines()
+            assert line.startswith("Error: another device-agent is already pairing this device")
+        assert first.proc.poll() is None
+    finally:
+        first.proc.terminate()
+        first.finish()
+
+
+@pytest.fixture
+def second_machine() -> Iterator[str]:
+    """Another machine on this test's LAN (tests/support/netns.py), or a skip."""
+    from tests.support.netns import NamespaceUnavailable, another_host
+
+    try:
+        with another_host(HERE, THERE) as there:
+            yield there
+    except (NamespaceUnavailable, OSError) as exc:
+        pytest.skip(f"cannot make a second machine here: {exc}")
+
+
+HERE, THERE = "10.77.0.1", "10.77.0.2"
+
+
+def test_a_cloned_device_on_another_machine_says_so_in_one_line(
+    tmp_path: Path, second_machine: str
+) -> None:
+    """A device image copied to a second machine advertises the same device id: mDNS probing
+    there finds the name taken (RFC 6762 §8.1) and the copy stops with one line, instead of
+    zeroconf's NonUniqueNameException; the original keeps waiting."""
+    from tests.support.netns import setns
+
+    make_label(tmp_path / "lamp", "lamp", "")
+    shutil.copytree(tmp_path / "lamp", tmp_path / "clone")
+    first = Watched(device(tmp_path / "lamp", "--advertise", interface=HERE))
+    try:
+        first.wait_for("waiting for a user's client")
+
+        def on_the_second_machine() -> None:
+            fd = os.open(second_machine, os.O_RDONLY)
+            setns(fd)
+            os.close(fd)
+
+        clone = subprocess.run(
+            device(tmp_path / "clone", "--advertise", timeout=20, interface=THERE),
             capture_output=True,
             text=True,
             timeout=60,
             stdin=subprocess.DEVNULL,
+            preexec_fn=on_the_second_machine,
         )
-        assert second.returncode == 1
-        assert "Traceback" not in second.stderr, second.stderr
-        last = second.stderr.rstrip().splitlines()[-1]
-        assert last.startswith("Error: ") and "already advertised" in last, second.stderr
+        assert clone.returncode == 1
+        assert "Traceback" not in clone.stderr, clone.stderr
+        last = clone.stderr.rstrip().splitlines()[-1]
+        assert last.startswith("Error: ") and "already advertised on this network" in last
         assert first.proc.poll() is None
     finally:
         first.proc.terminate()

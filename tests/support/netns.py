@@ -20,7 +20,9 @@ import fcntl
 import os
 import socket
 import struct
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -121,3 +123,50 @@ def outer_network() -> str:
     if _homes:
         return f"/proc/self/fd/{_homes[-1]}"
     return "/proc/thread-self/ns/net"
+
+
+@contextmanager
+def another_host(here: str = "10.77.0.1", there: str = "10.77.0.2") -> Iterator[str]:
+    """A second "machine" on this test's LAN: a network namespace joined to the current one
+    by a veth pair, ``here`` on this side and ``there`` on the other. Yields the path of its
+    namespace (for :func:`setns` in a child). Needs root and iproute2.
+
+    Two processes on one host share the mDNS port, and the unicast answer to a probe
+    reaches only one of them (RFC 6762 §8.1 probes ask for unicast replies); two namespaces
+    behave like two machines.
+    """
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+    try:
+        path = f"/proc/{holder.pid}/ns/net"
+        for _ in range(100):  # until unshare has moved the sleeper out
+            if os.path.exists(path) and os.readlink(path) != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        commands = [
+            [
+                "ip",
+                "link",
+                "add",
+                "lan0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lan1",
+                "netns",
+                str(holder.pid),
+            ],
+            ["ip", "addr", "add", f"{here}/24", "dev", "lan0"],
+            ["ip", "link", "set", "lan0", "up"],
+            ["nsenter", f"--net={path}", "ip", "link", "set", "lo", "up"],
+            ["nsenter", f"--net={path}", "ip", "addr", "add", f"{there}/24", "dev", "lan1"],
+            ["nsenter", f"--net={path}", "ip", "link", "set", "lan1", "up"],
+        ]
+        for command in commands:
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise NamespaceUnavailable(f"{' '.join(command)}: {result.stderr.strip()}")
+        yield path
+    finally:
+        holder.kill()
+        holder.wait()
