@@ -151,9 +151,9 @@ class CodeBook:
     by_hash: dict[bytes, SetupLabel] = field(default_factory=dict)
     by_device: dict[str, Claim] = field(default_factory=dict)
     prompt: Callable[[DeviceHello], Awaitable[SetupCode | None]] | None = None
-    _bare_tried: set[str] = field(default_factory=set)  # devices the bare code failed on
-    _bare_trying: str | None = None  # the device the bare code is being tried on now
-    bare_proven_by: str | None = None  # the device that proved the bare code
+    _bare_tried: set[str] = field(default_factory=set, init=False)  # it failed on these
+    _bare_trying: str | None = field(default=None, init=False)  # being tried on this one
+    bare_proven_by: str | None = field(default=None, init=False)  # the device that proved it
 
     def add_label(self, label: SetupLabel, *, where: str = "") -> None:
         self._bind(label.device_id, Claim(label.code, CodeSource.LABEL), where)
