@@ -17,6 +17,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.uri import EnrollmentURI
+from pairing.redaction import protect
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
 
 DEFAULT_STATE = (
@@ -107,6 +108,7 @@ def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: 
         uri = read_image(qr_image)
     assert uri is not None
     parsed = EnrollmentURI.parse(uri)
+    protect(parsed.token)
     click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
     bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=dt.timedelta(days=valid_days)))
     click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
@@ -271,10 +273,22 @@ def label(
             "a label was made already and its code is not stored; --reset makes a new one"
         )
     made = SetupLabel.generate()
-    SetupState.create(store.state_dir, made, name=name, resource=resource)
-    (store.state_dir / ATTEMPTS_FILE).unlink(missing_ok=True)
+    # The PNG first: if the state cannot be stored afterwards it is removed again, and the
+    # old label keeps working. The other order could store a code that nobody ever saw.
     if png:
-        qr.write_png(made.payload(), png)
+        try:
+            qr.write_png(made.payload(), png)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot write {png}: {exc.strerror or exc}; the label is unchanged"
+            ) from None
+    try:
+        SetupState.create(store.state_dir, made, name=name, resource=resource)
+    except DeviceAgentError:
+        if png:
+            png.unlink(missing_ok=True)
+        raise
+    (store.state_dir / ATTEMPTS_FILE).unlink(missing_ok=True)
     record = {
         "device_id": made.device_id,
         "setup_id": made.setup_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -13,8 +14,9 @@ from device_agent import runtime
 from device_agent.enrollment import EnrollmentError, ServerSettings, enroll
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from device_agent.setup_state import AttemptCounter, SetupState
+from device_agent.setup_state import AttemptCounter, SetupState, pairing_lock
 from pairing.errors import PairingError
+from pairing.lan.connections import ConnectionTasks
 from pairing.lan.discovery import (
     DEVICE_SERVICE_TYPE,
     WindowAddress,
@@ -75,6 +77,17 @@ async def pair(
     report: Callable[[str], None] = print,
 ) -> JID:
     """Browse for windows and pair with the first that knows this device's code."""
+    SetupState.load(state_dir)  # no label yet: say so before anything else
+    with pairing_lock(state_dir):
+        return await _pair(state_dir, limits, interfaces, report)
+
+
+async def _pair(
+    state_dir: Path,
+    limits: PairingLimits,
+    interfaces: Sequence[str] | None,
+    report: Callable[[str], None],
+) -> JID:
     setup = SetupState.load(state_dir)
     attempts = AttemptCounter.load(state_dir)
     if attempts.locked or attempts.failures >= limits.lifetime_failures:
@@ -88,11 +101,13 @@ async def pair(
     report(f"looking for pairing windows as device {setup.device_id} ...")
 
     async def search() -> JID:
-        async for window in browse(interfaces=interfaces):
-            report(f"found window {window.window_id} at {window.host}:{window.port}")
-            bound = await _try_window(window, hello, setup, attempts, state_dir, limits, report)
-            if bound is not None:
-                return bound
+        windows = browse(interfaces=interfaces)
+        async with contextlib.aclosing(windows):
+            async for window in windows:
+                report(f"found window {window.window_id} at {window.host}:{window.port}")
+                bound = await _try_window(window, hello, setup, attempts, state_dir, limits, report)
+                if bound is not None:
+                    return bound
         raise PairingGaveUp("discovery stopped")  # pragma: no cover - browse never ends
 
     try:
@@ -134,6 +149,13 @@ async def _try_window(
             return outcome
         if outcome == "not-expected":
             report(f"window {window.window_id} does not expect this device; retrying later")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            continue
+        if outcome == "busy":
+            # HomeKit's Busy: the window is full for now (maybe of idle connections that its
+            # handshake deadline is about to drop). No code was tried, so no strike.
+            report(f"window {window.window_id} is busy; retrying later")
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
             continue
@@ -212,7 +234,7 @@ async def _session(
                         await flush()
                         return "wrong-code"
                     report(f"{where}: {REASON_TEXT[event.reason]}")
-                    return "failed"
+                    return "busy" if event.reason is FailureReason.BUSY else "failed"
                 elif isinstance(event, Paired):
                     report(f"{where}: code verified, channel encrypted")
                 elif isinstance(event, OfferReceived):
@@ -299,6 +321,18 @@ async def wait_for_user(
 
     One pairing at a time: while one runs, other clients are told ``busy``.
     """
+    SetupState.load(state_dir)
+    with pairing_lock(state_dir):
+        return await _wait_for_user(state_dir, limits, host, interfaces, report)
+
+
+async def _wait_for_user(
+    state_dir: Path,
+    limits: PairingLimits,
+    host: str,
+    interfaces: Sequence[str] | None,
+    report: Callable[[str], None],
+) -> JID:
     setup = SetupState.load(state_dir)
     attempts = AttemptCounter.load(state_dir)
     if attempts.locked or attempts.failures >= limits.lifetime_failures:
@@ -338,11 +372,16 @@ async def wait_for_user(
             report(f"{where}: pairing took too long")
         except (OSError, PairingError) as exc:
             report(f"{where}: {exc}")
+        except DeviceAgentError as exc:
+            # The device's own state failed (a strike could not be stored): stop pairing.
+            if not done.done():
+                done.set_exception(exc)
         finally:
             busy = False
             writer.close()
 
-    server = await asyncio.start_server(on_connection, host, 0)
+    connections = ConnectionTasks(on_connection)
+    server = await asyncio.start_server(connections.serve, host, 0)
     port = server.sockets[0].getsockname()[1]
     addresses = addresses_to_advertise(host, interfaces)
     try:
@@ -363,3 +402,4 @@ async def wait_for_user(
                 ) from None
     finally:
         server.close()
+        await connections.close()

@@ -23,6 +23,7 @@ from pairing.protocol.identity import (
     load_certificate,
 )
 from pairing.protocol.jid import JID, prepare_resourcepart
+from pairing.redaction import protect
 from pairing.xmpp.connection import (
     PairingClient,
     ServerAddress,
@@ -359,8 +360,9 @@ def _pair_devices(
     book = CodeBook()
     if code:
         book.single = SetupCode.parse(code)
+        protect(book.single.digits)
     for path in labels:
-        book.add_label(SetupLabel.parse(qr.read_image(path)))
+        book.add_label(SetupLabel.parse(qr.read_image(path)), where=str(path))
     if codes:
         book.load_csv(codes)
     if not (code or labels or codes):

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pairing.errors import PairingError
+from pairing.redaction import RedactingFormatter, protect
 
 
 class FriendlyGroup(click.Group):
@@ -25,6 +26,16 @@ class FriendlyGroup(click.Group):
             return super().invoke(ctx)
         except self.error_types as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            # A file or socket the command needed failed in a way no narrower handler
+            # foresaw (a read-only disk, a full one): still one line, never a traceback.
+            raise click.ClickException(_os_error_text(exc)) from None
+
+
+def _os_error_text(exc: OSError) -> str:
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
 
 
 class BadInput(click.ClickException):
@@ -43,9 +54,15 @@ def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
 
 
 def configure_logging(verbose: int) -> None:
-    """Quiet by default: slixmpp's own error lines would repeat what our message says."""
+    """Quiet by default: slixmpp's own error lines would repeat what our message says.
+
+    The one place the CLIs configure logging, so the one place secrets are taken out of it
+    (:mod:`pairing.redaction`), at every level.
+    """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose == 0:
         logging.getLogger("slixmpp").setLevel(logging.CRITICAL)
 
@@ -120,4 +137,5 @@ def read_secret(
         )
     if not secret:
         raise click.ClickException("the password is empty")
+    protect(secret)
     return secret

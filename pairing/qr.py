@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import math
+import warnings
 from pathlib import Path
 
 import qrcode
@@ -10,6 +12,13 @@ import qrcode.image.svg
 from PIL import Image, UnidentifiedImageError
 
 from pairing.errors import PairingError
+
+#: Image files larger than this are refused unread (a phone photo is a few MiB).
+MAX_IMAGE_BYTES = 32 * 1024 * 1024
+#: Pixels decoded at most: a 24-megapixel photo; JPEGs above it are decoded scaled down.
+MAX_IMAGE_PIXELS = 25_000_000
+#: The decoders Pillow may use: what cameras and screenshots produce, nothing exotic.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 class UnreadableQR(PairingError):
@@ -49,18 +58,35 @@ def write_svg(text: str, path: Path) -> None:
 
 
 def read_image(path: Path) -> str:
-    """The text of the QR code in a photo or screenshot, or :class:`UnreadableQR`."""
+    """The text of the QR code in a photo or screenshot, or :class:`UnreadableQR`.
+
+    A hostile image is refused before it is decoded: files over :data:`MAX_IMAGE_BYTES`, and
+    images whose header declares more than :data:`MAX_IMAGE_PIXELS` (a 20000 x 20000 PNG of a
+    few kilobytes would otherwise take gigabytes). Large JPEG photos are decoded at a
+    reduced scale instead, which costs nothing in reading a QR code.
+    """
     import zxingcpp
 
+    data = _read_bounded(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            codes = zxingcpp.read_barcodes(
-                img.convert("L"), formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
-            )
-    except FileNotFoundError:
-        raise UnreadableQR(f"{path} does not exist") from None
-    except (UnidentifiedImageError, OSError) as exc:
+        with warnings.catch_warnings():
+            # Pillow only warns between its own limit and twice that; we refuse earlier.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
+                _check_size(path, img)
+                img.load()
+                codes = zxingcpp.read_barcodes(
+                    img.convert("L"),
+                    formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode),
+                )
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UnreadableQR(_too_large(path)) from None
+    except UnidentifiedImageError:
+        raise UnreadableQR(
+            f"{path} is not an image this program can read ({', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports broken files as OSError, and some malformed headers as SyntaxError.
         raise UnreadableQR(f"{path} is not an image this program can read: {exc}") from None
     texts = [code.text for code in codes if code.valid and code.text]
     if not texts:
@@ -70,3 +96,38 @@ def read_image(path: Path) -> str:
     if len(set(texts)) > 1:
         raise UnreadableQR(f"{path} holds {len(texts)} different QR codes; crop it to one")
     return texts[0]
+
+
+def _read_bounded(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:  # bounded: the path may be a pipe or a device
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+    except FileNotFoundError:
+        raise UnreadableQR(f"{path} does not exist") from None
+    except OSError as exc:
+        raise UnreadableQR(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_IMAGE_BYTES:
+        raise UnreadableQR(
+            f"{path} is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB; "
+            "use a smaller photo or a screenshot of the code"
+        )
+    return data
+
+
+def _check_size(path: Path, img: Image.Image) -> None:
+    """Refuse from the header, before any pixel is decoded; shrink big JPEGs while decoding."""
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS and img.format == "JPEG":
+        scale = math.ceil(math.sqrt(width * height / MAX_IMAGE_PIXELS))
+        img.draft("L", (width // scale, height // scale))  # decodes at 1/2, 1/4 or 1/8
+        width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UnreadableQR(_too_large(path, width, height))
+
+
+def _too_large(path: Path, width: int = 0, height: int = 0) -> str:
+    size = f" ({width} x {height})" if width else ""
+    return (
+        f"{path} is too large an image{size}: at most {MAX_IMAGE_PIXELS // 1_000_000} "
+        "megapixels; use a smaller photo or a screenshot of the code"
+    )

@@ -9,19 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import ifaddr
-from zeroconf import IPVersion, ServiceStateChange, Zeroconf
+from zeroconf import IPVersion, NonUniqueNameException, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from pairing.errors import PairingError
 
 log = logging.getLogger(__name__)
 
 SERVICE_TYPE = "_xmpp-dp._tcp.local."  # user's pairing windows
 DEVICE_SERVICE_TYPE = "_xmpp-dp-dev._tcp.local."  # unpaired devices (HomeKit-style reverse)
 TXT_VERSION = "1"
+
+
+class NameInUse(PairingError):
+    """Another process on the network already advertises this window or device."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,10 +44,14 @@ class WindowAddress:
 
 
 def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
-    if interfaces:
-        # Tests pin mDNS to 127.0.0.1 (IPv4 only): that is what works on loopback here.
-        return AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
-    return AsyncZeroconf()
+    try:
+        if interfaces:
+            # Tests pin mDNS to 127.0.0.1 (IPv4 only): that is what works on loopback here.
+            return AsyncZeroconf(interfaces=list(interfaces), ip_version=IPVersion.V4Only)
+        return AsyncZeroconf()
+    except OSError as exc:
+        where = ", ".join(interfaces) if interfaces else "this machine's interfaces"
+        raise PairingError(f"cannot use mDNS on {where}: {exc.strerror or exc}") from None
 
 
 def addresses_to_advertise(host: str, interfaces: Sequence[str] | None) -> list[str]:
@@ -79,20 +89,30 @@ async def advertise(
         properties={"v": TXT_VERSION, "w": window_id, **(extra or {})},
     )
     try:
-        # Both awaits matter: the inner one waits for the announcement to be broadcast.
-        await (await azc.async_register_service(info))
-        yield
-    finally:
         try:
-            await (await azc.async_unregister_service(info))
+            # Both awaits matter: the inner one waits for the announcement to be broadcast.
+            await (await azc.async_register_service(info))
+        except NonUniqueNameException:
+            # RFC 6762 §8.1: probing found the name in use. For a device that means another
+            # agent for it is already advertising; for a window, an id collision.
+            raise NameInUse(
+                f"{info.name} is already advertised on this network by another process"
+            ) from None
+        try:
+            yield
         finally:
-            await azc.async_close()
+            await (await azc.async_unregister_service(info))
+    finally:
+        await azc.async_close()
 
 
 async def browse(
     *, interfaces: Sequence[str] | None = None, service_type: str = SERVICE_TYPE
-) -> AsyncIterator[WindowAddress]:
-    """Windows (or devices) as they appear on the LAN (runs until the consumer stops)."""
+) -> AsyncGenerator[WindowAddress, None]:
+    """Windows (or devices) as they appear on the LAN (runs until the consumer stops).
+
+    Close it with ``contextlib.aclosing`` so that zeroconf stops while the loop still runs.
+    """
     azc = _zeroconf(interfaces)
     found: asyncio.Queue[str] = asyncio.Queue()
 

@@ -1,23 +1,28 @@
 """The user's pairing window: a TCP listener, advertised over mDNS, that pairs devices by code.
 
 Each connecting device runs a :class:`~pairing.protocol.pair_setup.UserSession`. The window
-knows codes from ``--code``, scanned labels, a fleet CSV or an interactive prompt; a device
-it has no code for is told "not expected" and may retry.
+knows codes from ``--code``, scanned labels, a fleet CSV or an interactive prompt
+(:mod:`pairing.lan.codebook` says which code may be tried on which device); a device it has
+no code for is told "not expected" and may retry, without a strike.
+
+A connection that has not proved the code is *unauthenticated*: it gets a short deadline
+(``handshake_timeout``), so idle sockets cannot hold the window's slots (``max_concurrent``)
+against the real devices.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from pairing.errors import PairingError
+from pairing.lan.codebook import Claim, CodeBook, CodeSource
+from pairing.lan.connections import ConnectionTasks
 from pairing.lan.discovery import (
     DEVICE_SERVICE_TYPE,
     addresses_to_advertise,
@@ -41,59 +46,10 @@ from pairing.protocol.pair_setup import (
     ProtocolViolation,
     UserSession,
 )
-from pairing.protocol.setup_code import SetupCode, SetupLabel
+
+__all__ = ["CodeBook", "DeviceOutcome", "Enroller", "PairingWindow"]
 
 log = logging.getLogger(__name__)
-
-
-class CodeBook:
-    """Which code belongs to which device."""
-
-    def __init__(self) -> None:
-        self.single: SetupCode | None = None
-        self.by_hash: dict[bytes, SetupLabel] = {}
-        self.by_device: dict[str, SetupCode] = {}
-        self.prompt: Callable[[DeviceHello], Awaitable[SetupCode | None]] | None = None
-
-    def add_label(self, label: SetupLabel) -> None:
-        self.by_hash[label.setup_hash] = label
-        self.by_device[label.device_id] = label.code
-
-    def load_csv(self, path: Path) -> None:
-        """Rows of ``device_id,code`` (a header row is allowed), or label payloads."""
-        try:
-            with path.open(newline="") as handle:
-                for row in csv.reader(handle):
-                    cells = [c.strip() for c in row if c.strip()]
-                    if not cells or cells[0].lower() in ("device_id", "device"):
-                        continue
-                    if cells[0].upper().startswith("XMPP-DP-SETUP:"):
-                        self.add_label(SetupLabel.parse(cells[0]))
-                    elif len(cells) >= 2:
-                        self.by_device[cells[0].upper()] = SetupCode.parse(cells[1])
-                    else:
-                        raise PairingError(f"{path}: a row needs a device id and a code: {row}")
-        except OSError as exc:
-            raise PairingError(f"cannot read {path}: {exc}") from None
-
-    @property
-    def expected(self) -> int | None:
-        """How many devices this window waits for (None: until it times out)."""
-        if self.by_device:
-            return len(self.by_device)
-        return 1 if self.single is not None else None
-
-    async def lookup(self, hello: DeviceHello) -> SetupCode | None:
-        label = self.by_hash.get(hello.setup_hash)
-        if label is not None and label.device_id == hello.device_id:
-            return label.code
-        if hello.device_id in self.by_device:
-            return self.by_device[hello.device_id]
-        if self.single is not None:
-            return self.single
-        if self.prompt is not None:
-            return await self.prompt(hello)
-        return None
 
 
 class Enroller(Protocol):
@@ -115,13 +71,23 @@ class DeviceOutcome:
 
 
 @dataclass
+class _Attempt:
+    """One connection's pairing: its session, the code being tried and its deadline."""
+
+    session: UserSession
+    deadline: asyncio.Timeout
+    claim: Claim | None = None
+
+
+@dataclass
 class PairingWindow:
     codes: CodeBook
     enroller: Enroller
     timeout: float = 300.0  # Matter: commissioning windows last 3 to 15 minutes
-    attempt_timeout: float = 60.0  # Matter's PASE limit
+    attempt_timeout: float = 60.0  # Matter's PASE limit: one device, once it proved the code
+    handshake_timeout: float = 10.0  # until the code is proved (the user's typing excluded)
     max_failures_per_device: int = 3
-    max_concurrent: int = 16  # pairings in progress at once; more are told "busy"
+    max_concurrent: int = 16  # connections at once; more are told "busy"
     host: str = "0.0.0.0"  # noqa: S104 - devices on the LAN must reach the window
     interfaces: Sequence[str] | None = None
     report: Callable[[str], None] = print
@@ -129,11 +95,13 @@ class PairingWindow:
     outcomes: dict[str, DeviceOutcome] = field(default_factory=dict)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
-    _active: int = 0
+
+    def __post_init__(self) -> None:
+        self._connections = ConnectionTasks(self._connection)
 
     async def run(self) -> list[DeviceOutcome]:
         """Open, advertise, pair until done or timed out, then withdraw the advertisement."""
-        server = await asyncio.start_server(self._connection, self.host, 0)
+        server = await asyncio.start_server(self._connections.serve, self.host, 0)
         self.port = server.sockets[0].getsockname()[1]
         try:
             addresses = addresses_to_advertise(self.host, self.interfaces)
@@ -148,36 +116,35 @@ class PairingWindow:
                     self.report(f"the pairing window closed after {self.timeout:.0f} s")
         finally:
             server.close()
+            await self._connections.close()
             await server.wait_closed()
         return list(self.outcomes.values())
 
     async def add_devices(self) -> list[DeviceOutcome]:
         """HomeKit-style reverse: browse for advertising devices and connect to each one we
-        have a code for (a scanned label is matched by its setup hash)."""
+        have a code for (a scanned label is matched by its setup hash), one at a time."""
 
         async def search() -> None:
-            async for found in browse(interfaces=self.interfaces, service_type=DEVICE_SERVICE_TYPE):
-                try:
-                    setup_hash = bytes.fromhex(found.property("sh"))
-                except ValueError:
-                    continue
-                known = (
-                    setup_hash in self.codes.by_hash
-                    or found.window_id in self.codes.by_device
-                    or self.codes.single is not None
-                    or self.codes.prompt is not None
-                )
-                if not known:
-                    continue
-                self.report(f"found device {found.window_id} at {found.host}:{found.port}")
-                try:
-                    reader, writer = await asyncio.open_connection(found.host, found.port)
-                except OSError as exc:
-                    self.report(f"device {found.window_id}: {exc}")
-                    continue
-                await self._connection(reader, writer)
-                if self._done.is_set():
-                    return
+            found_devices = browse(interfaces=self.interfaces, service_type=DEVICE_SERVICE_TYPE)
+            async with contextlib.aclosing(found_devices):
+                async for found in found_devices:
+                    try:
+                        setup_hash = bytes.fromhex(found.property("sh"))
+                    except ValueError:
+                        continue
+                    if not self.codes.knows(found.window_id, setup_hash):
+                        continue
+                    self.report(f"found device {found.window_id} at {found.host}:{found.port}")
+                    try:
+                        reader, writer = await asyncio.open_connection(found.host, found.port)
+                    except OSError as exc:
+                        self.report(f"device {found.window_id}: {exc}")
+                        continue
+                    # Waiting without passing on a cancellation: close() ends the connection.
+                    pairing = asyncio.create_task(self._connections.serve(reader, writer))
+                    await asyncio.wait({pairing})
+                    if self._done.is_set():
+                        return
 
         task = asyncio.create_task(search())
         try:
@@ -188,6 +155,7 @@ class PairingWindow:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await self._connections.close()
         return list(self.outcomes.values())
 
     def close(self) -> None:
@@ -204,43 +172,52 @@ class PairingWindow:
             self._done.set()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = UserSession()
         peer = writer.get_extra_info("peername")
-        if self._active >= self.max_concurrent:
-            # A flood of connections must not tie up the window for the real devices.
+        if len(self._connections) > self.max_concurrent:
+            # A flood of connections must not tie up the window for the real devices; the
+            # handshake deadline frees the slots of the idle ones soon.
             writer.write(SetupFailed(FailureReason.BUSY).frame().encode())
-            writer.close()
             return
-        self._active += 1
+        session = UserSession()
         try:
-            await asyncio.wait_for(self._drive(session, reader, writer), self.attempt_timeout)
+            async with asyncio.timeout(self.handshake_timeout) as deadline:
+                await self._drive(_Attempt(session, deadline), reader, writer)
         except TimeoutError:
             session.abort(FailureReason.TIMEOUT)
             writer.write(session.data_to_send())
-            self._note(session, "timed out")
+            self._note(session, peer, "timed out")
         except (ConnectionError, PairingError) as exc:
-            self._note(session, str(exc))
+            self._note(session, peer, str(exc))
+        except asyncio.CancelledError:
+            # The window is closing under this connection: say so to the device.
+            session.abort(FailureReason.WINDOW_CLOSED)
+            writer.write(session.data_to_send())
+            raise
         except Exception:  # one device's trouble must not close the window
             log.exception("pairing with %s failed", peer)
-            self._note(session, "internal error")
+            self._note(session, peer, "internal error")
         finally:
-            self._active -= 1
-            writer.close()
+            if session.hello is not None:
+                self.codes.bare_finished(session.hello.device_id, proven=None)
             self._check_done()
 
-    def _note(self, session: UserSession, error: str) -> None:
-        if session.hello is not None:
-            outcome = self._outcome(session.hello)
-            if not outcome.ok:
-                outcome.error = error
-        self.report(f"device {session.hello.device_id if session.hello else '?'}: {error}")
+    def _note(self, session: UserSession, peer: object, error: str) -> None:
+        if session.hello is None:
+            # Not a device yet (a port scan, an idle socket): nothing the user can act on.
+            log.info("connection from %s: %s", peer, error)
+            return
+        outcome = self.outcomes.get(session.hello.device_id)
+        if outcome is not None and not outcome.ok:
+            outcome.error = error
+        self.report(f"device {session.hello.device_id}: {error}")
 
     def _outcome(self, hello: DeviceHello) -> DeviceOutcome:
         return self.outcomes.setdefault(hello.device_id, DeviceOutcome(hello.device_id, hello.name))
 
     async def _drive(
-        self, session: UserSession, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, attempt: _Attempt, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        session = attempt.session
         while not session.failed:
             data = await reader.read(65536)
             if not data:
@@ -249,7 +226,7 @@ class PairingWindow:
                 if isinstance(event, ProtocolViolation):
                     writer.write(session.data_to_send())  # the error frame, then we hang up
                     await writer.drain()
-                await self._on_event(session, event)
+                await self._on_event(attempt, event)
             out = session.data_to_send()
             if out:
                 writer.write(out)
@@ -257,22 +234,43 @@ class PairingWindow:
             if session.state.value == "done":
                 return
 
-    async def _on_event(self, session: UserSession, event: object) -> None:
+    async def _lookup(self, attempt: _Attempt, hello: DeviceHello) -> Claim | None:
+        # The user may be asked for the code: the device waits for a person, not a peer, so
+        # that time does not count against the handshake deadline.
+        loop = asyncio.get_running_loop()
+        paused, when = loop.time(), attempt.deadline.when()
+        attempt.deadline.reschedule(None)
+        try:
+            return await self.codes.lookup(hello)
+        finally:
+            if when is not None:
+                attempt.deadline.reschedule(when + loop.time() - paused)
+
+    async def _on_event(self, attempt: _Attempt, event: object) -> None:
+        session = attempt.session
         hello = session.hello
         if isinstance(event, DeviceIntroduced):
-            outcome = self._outcome(event.hello)
-            self.report(f"found device {event.hello.device_id} ({event.hello.name or 'unnamed'})")
-            if outcome.ok or outcome.failures >= self.max_failures_per_device:
+            hello = event.hello
+            self.report(f"found device {hello.device_id} ({hello.name or 'unnamed'})")
+            done = self.outcomes.get(hello.device_id)
+            if done is not None and (done.ok or done.failures >= self.max_failures_per_device):
                 session.reject()
                 return
-            code = await self.codes.lookup(event.hello)
-            if code is None:
-                self.report(f"device {event.hello.device_id}: not expected (no code for it)")
+            attempt.claim = await self._lookup(attempt, hello)
+            if attempt.claim is None:
+                self.report(f"device {hello.device_id}: not expected (no code for it)")
                 session.reject()
                 return
-            session.start_setup(code.digits)
+            if attempt.claim.bound:
+                self._outcome(hello)
+            session.start_setup(attempt.claim.code.digits)
         elif isinstance(event, Paired):
-            assert hello is not None
+            assert hello is not None and attempt.claim is not None
+            if attempt.claim.source is CodeSource.BARE:
+                self.codes.bare_finished(hello.device_id, proven=True)
+                self._outcome(hello)
+            # Authenticated: the rest of the procedure may take as long as enrollment needs.
+            attempt.deadline.reschedule(asyncio.get_running_loop().time() + self.attempt_timeout)
             self.report(f"device {hello.device_id}: code verified, channel encrypted")
             session.send_offer(await self.enroller.offer_for(hello))
         elif isinstance(event, CertificateReceived):
@@ -295,11 +293,28 @@ class PairingWindow:
                 )
             )
         elif isinstance(event, PairingFailed):
-            if hello is not None:
-                outcome = self._outcome(hello)
-                if event.reason is FailureReason.WRONG_CODE:
-                    outcome.failures += 1
-                outcome.error = REASON_TEXT[event.reason]
-            self.report(f"device {hello.device_id if hello else '?'}: {REASON_TEXT[event.reason]}")
+            self._failed(attempt, event.reason)
         elif isinstance(event, ProtocolViolation):
             raise PairingError(f"protocol error: {event.text}")
+
+    def _failed(self, attempt: _Attempt, reason: FailureReason) -> None:
+        hello = attempt.session.hello
+        if hello is None:
+            log.info("a connection ended before saying hello: %s", REASON_TEXT[reason])
+            return
+        claim = attempt.claim
+        if reason is FailureReason.WRONG_CODE and claim is not None and not claim.bound:
+            # A bare code names no device: this one is not its device (or the code was
+            # mistyped). Either way it is not tried again, and it is no failure of ours.
+            self.codes.bare_finished(hello.device_id, proven=False)
+            self.report(
+                f"device {hello.device_id}: the code does not match; it is not tried on this "
+                "device again (--qr or --codes try each code only on its own device)"
+            )
+            return
+        outcome = self.outcomes.get(hello.device_id)
+        if outcome is not None:
+            if reason is FailureReason.WRONG_CODE:
+                outcome.failures += 1
+            outcome.error = REASON_TEXT[reason]
+        self.report(f"device {hello.device_id}: {REASON_TEXT[reason]}")

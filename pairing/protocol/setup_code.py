@@ -22,6 +22,7 @@ LABEL_SCHEME = "XMPP-DP-SETUP"
 LABEL_VERSION = 1
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: people copy labels
 _SETUP_HASH_LABEL = b"xmpp-dp setup hash v1"
+DEVICE_ID_LENGTH = 10
 
 
 class InvalidSetupCode(PairingError, ValueError):
@@ -69,6 +70,17 @@ class SetupCode:
         return "SetupCode(***)"  # never in logs or tracebacks
 
 
+def parse_device_id(text: str) -> str:
+    """A device id as printed on a label (case-insensitive), or :class:`InvalidSetupCode`."""
+    device_id = text.strip().upper()
+    if len(device_id) != DEVICE_ID_LENGTH or any(c not in _ID_ALPHABET for c in device_id):
+        raise InvalidSetupCode(
+            f"a device id is {DEVICE_ID_LENGTH} characters from {_ID_ALPHABET}, "
+            f"not {text.strip()[:40]!r}"
+        )
+    return device_id
+
+
 def new_id(length: int) -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
@@ -82,13 +94,13 @@ def setup_hash(setup_id: str, device_id: str) -> bytes:
 class SetupLabel:
     """What is printed on the device: its id, a setup id and the code."""
 
-    device_id: str  # 10 characters
+    device_id: str  # DEVICE_ID_LENGTH characters
     setup_id: str  # 4 characters
     code: SetupCode
 
     def __post_init__(self) -> None:
         for value, size, what in (
-            (self.device_id, 10, "device id"),
+            (self.device_id, DEVICE_ID_LENGTH, "device id"),
             (self.setup_id, 4, "setup id"),
         ):
             if len(value) != size or any(c not in _ID_ALPHABET for c in value):
@@ -96,7 +108,7 @@ class SetupLabel:
 
     @classmethod
     def generate(cls) -> SetupLabel:
-        return cls(new_id(10), new_id(4), SetupCode.generate())
+        return cls(new_id(DEVICE_ID_LENGTH), new_id(4), SetupCode.generate())
 
     @property
     def setup_hash(self) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from server_ext.config import ServerConfig
 from server_ext.model import DeviceState
 from server_ext.net.server import Server, load_certificate_for
 from server_ext.storage.registry import Registry
+from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.rawclient import RawClient, client_context
 
 PASSWORD = "correct horse battery staple"
@@ -170,6 +171,23 @@ def make_device(tmp_path: Path) -> DeviceFactory:
         return Device(tuple(parsed), cert_path, key_path, certificate_der(cert))
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def lan_world(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Tests marked ``lan`` get a network namespace of their own (tests/support/netns.py).
+
+    Autouse fixtures are set up first, so the server and every CLI the test starts live in
+    it too. A run that cannot make one fails rather than pairing with strangers.
+    """
+    if request.node.get_closest_marker("lan") is None:
+        yield
+        return
+    try:
+        with private_network():
+            yield
+    except NamespaceUnavailable as exc:
+        pytest.fail(f"LAN tests need a private network namespace: {exc}")
 
 
 # A server-ext *process* for the CLI tests (the fixture lives with the CLI helpers).

@@ -1,11 +1,14 @@
 """LAN pairing across processes: a pairing window (user), devices, and the server.
 
-mDNS runs pinned to 127.0.0.1 (IPv4), the only interface these tests may use.
+mDNS runs pinned to 127.0.0.1 (IPv4), the only interface these tests may use, and each test
+has a network namespace of its own (the ``lan`` mark), so no other run on the host is heard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +23,8 @@ from tests.integration.test_cli import ECHO_CHECK
 ROOT = Path(__file__).resolve().parents[2]
 
 LOOPBACK = ["--interface", "127.0.0.1"]
+
+pytestmark = pytest.mark.lan
 
 
 def user_cmd(port: int, pin: str, pw: Path) -> list[str]:
@@ -63,6 +68,70 @@ def start(cmd: list[str]) -> subprocess.Popen[str]:
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out, err
+
+
+def probe(name: str, *, network: str | None = None) -> subprocess.Popen[str]:
+    """An mDNS advertisement in this test's network, or in the namespace open at ``network``."""
+    from tests.support.netns import setns
+
+    def enter() -> None:
+        if network is not None:
+            fd = os.open(network, os.O_RDONLY)
+            setns(fd)
+            os.close(fd)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.mdns_probe", name],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=enter,
+    )
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.kill()
+        pytest.skip(f"cannot advertise there: {proc.communicate()[1].strip()[-300:]}")
+    return proc
+
+
+async def test_a_test_hears_only_its_own_network() -> None:
+    """Issue 9: parallel runs never hear each other. An advertisement from the host's shared
+    network (where every other run on this machine lives) is not seen here; one made here is.
+    """
+    import asyncio
+
+    from pairing.lan.discovery import browse
+    from tests.support.mdns_probe import PROBE_SERVICE_TYPE
+    from tests.support.netns import outer_network
+
+    # Unique per process: two runs at once each advertise their own stranger out there.
+    stranger_name = f"stranger-{os.getpid()}"
+    stranger = probe(stranger_name, network=outer_network())
+    ours = probe("ours")
+    seen: set[str] = set()
+
+    async def listen() -> None:
+        async for found in browse(interfaces=["127.0.0.1"], service_type=PROBE_SERVICE_TYPE):
+            seen.add(found.window_id)
+
+    task = asyncio.create_task(listen())
+    try:
+        for _ in range(200):  # ours shows up within about a second
+            if "ours" in seen:
+                break
+            await asyncio.sleep(0.05)
+        assert "ours" in seen, "mDNS does not work in this test's network"
+        # The stranger announced before ours did: had it been audible, it would be here too.
+        await asyncio.sleep(2)
+        assert stranger_name not in seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for proc in (stranger, ours):
+            proc.terminate()
+            proc.communicate(timeout=10)
 
 
 @pytest.mark.parametrize("mode", ["token", "xep0257"])
@@ -133,12 +202,14 @@ def test_wrong_code_fails_on_both_sides_and_enrolls_nothing(
     state = tmp_path / "sensor"
     label = make_label(state, "kitchen", "Kitchen sensor")
     wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    # The code is given for this very device (a bare --code is tried once per device only).
+    (tmp_path / "fleet.csv").write_text(f"{label['device_id']},{wrong}\n")
     window = start(
         [
             *user_cmd(port, pin, pw),
             "listen",
-            "--code",
-            wrong,
+            "--codes",
+            str(tmp_path / "fleet.csv"),
             "--timeout",
             "60",
             *LOOPBACK,
@@ -169,8 +240,17 @@ def test_lockout_after_the_lifetime_cap(served: tuple[Path, int, str], tmp_path:
     state = tmp_path / "sensor"
     label = make_label(state, "kitchen", "")
     wrong = "271-82-818" if label["code"] != "271-82-818" else "314-15-926"
+    (tmp_path / "fleet.csv").write_text(f"{label['device_id']},{wrong}\n")
     window = start(
-        [*user_cmd(port, pin, pw), "listen", "--code", wrong, "--timeout", "30", *LOOPBACK]
+        [
+            *user_cmd(port, pin, pw),
+            "listen",
+            "--codes",
+            str(tmp_path / "fleet.csv"),
+            "--timeout",
+            "30",
+            *LOOPBACK,
+        ]
     )
     device = start(
         [
