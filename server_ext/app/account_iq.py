@@ -15,8 +15,7 @@ from pairing.protocol.jid import prepare_localpart
 from server_ext.app import adhoc, saslcert
 from server_ext.app.adhoc import COMMANDS
 from server_ext.app.handlers import IQHandler, Requester, ServerContext
-from server_ext.auth.credentials import credentials_for
-from server_ext.auth.saslprep import saslprep
+from server_ext.auth.credentials import PasswordRefused, credentials_for, prepare_password
 from server_ext.errors import RegistryError
 from server_ext.wire import namespaces as ns
 from server_ext.wire.stanzas import ErrorType, StanzaError
@@ -131,8 +130,8 @@ def register(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Ele
     if username_el is not None and not _is_own_username(username_el.text or "", requester):
         raise StanzaError(ErrorType.MODIFY, "bad-request", "the username is not yours")
     try:
-        password = saslprep(password_el.text)
-    except ValueError as exc:
+        password = prepare_password(password_el.text)
+    except PasswordRefused as exc:
         raise StanzaError(ErrorType.MODIFY, "not-acceptable", f"unusable password: {exc}") from None
     try:
         ctx.registry.accounts.set_credentials(

@@ -6,9 +6,13 @@ from collections.abc import Callable
 
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
-from server_ext.auth.credentials import derive_credentials, verify_password
+from server_ext.auth.credentials import (
+    PasswordRefused,
+    derive_credentials,
+    prepare_password,
+    verify_password,
+)
 from server_ext.auth.mechanism import Challenge, Failure, Outcome, SASLUsageError, Success
-from server_ext.auth.saslprep import SASLprepError, saslprep
 from server_ext.model import ScramCredentials
 from server_ext.wire.conditions import SASLCondition
 
@@ -46,11 +50,11 @@ class PlainMechanism:
             return Failure(SASLCondition.MALFORMED_REQUEST, "expected authzid\\0authcid\\0passwd")
         try:
             authzid_raw, authcid_raw, password_raw = (p.decode("utf-8") for p in parts)
-            password = saslprep(password_raw)  # RFC 4616 §2; see scram.derive_credentials
+            password = prepare_password(password_raw)  # RFC 4616 §2: SASLprep
             # RFC 6120 §6.3.8, RFC 7622 §3.3: the authcid is a localpart (or a bare JID) and is
             # prepared with PRECIS like every other localpart, never SASLprep'd onto another.
             account = JID.parse_account(authcid_raw, self._domain)
-        except (UnicodeDecodeError, SASLprepError, InvalidJID) as exc:
+        except (UnicodeDecodeError, PasswordRefused, InvalidJID) as exc:
             return Failure(SASLCondition.MALFORMED_REQUEST, f"bad credentials: {exc}")
         if account.domain != self._domain:
             return Failure(SASLCondition.NOT_AUTHORIZED, "wrong username or password")

@@ -1,4 +1,12 @@
-"""SCRAM-SHA-1 and SCRAM-SHA-256, server side (RFC 5802, RFC 7677), without channel binding."""
+"""SCRAM-SHA-1, SCRAM-SHA-256 and their -PLUS variants, server side (RFC 5802, RFC 7677).
+
+The -PLUS variants bind the exchange to this TLS connection (RFC 5802 §6) with
+``tls-exporter`` (RFC 9266, TLS 1.3) or ``tls-server-end-point`` (RFC 5929 §4), so that a
+password proof cannot be relayed through a man in the middle that terminates TLS. scramp, the
+library the keys come from, cannot bind to ``tls-exporter`` (its README, "Missing tls-exporter
+channel binding support"), which is what TLS 1.3 needs; so the exchange itself is here, checked
+against the RFC 5802/7677 vectors and against scramp's client in the tests.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
@@ -43,6 +52,14 @@ def _decode_saslname(name: str) -> str:
     return name.replace("=2C", ",").replace("=3D", "=")
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelBindings:
+    """What the TLS connection can bind SCRAM-*-PLUS to: the types, and their data."""
+
+    types: tuple[str, ...]
+    data: Callable[[str], bytes | None]
+
+
 class ScramMechanism:
     """One SCRAM exchange: client-first, server-first, client-final, server-final."""
 
@@ -52,9 +69,16 @@ class ScramMechanism:
         domain: str,
         lookup: Callable[[JID], ScramCredentials | None],
         *,
+        bindings: ChannelBindings | None = None,
+        plus: bool = False,
         nonce: Callable[[], str] | None = None,
     ) -> None:
-        self.name = HASHES[hash_name]
+        if plus and (bindings is None or not bindings.types):
+            raise SASLUsageError("SCRAM-*-PLUS needs a channel to bind to")
+        self.name = HASHES[hash_name] + ("-PLUS" if plus else "")
+        self._plus = plus
+        self._bindings = bindings
+        self._binding_data = b""
         self._hash = hash_name
         self._domain = domain
         self._lookup = lookup
@@ -92,13 +116,9 @@ class ScramMechanism:
         try:
             text = data.decode("utf-8")
             cbind, authzid_part, bare = text.split(",", 2)
-            if cbind.startswith("p="):
-                return self._fail(
-                    SASLCondition.MALFORMED_REQUEST,
-                    "channel binding (SCRAM-*-PLUS) is not offered by this server",
-                )
-            if cbind not in ("n", "y"):
-                raise ValueError("bad gs2 header")
+            refused = self._check_binding(cbind)
+            if refused is not None:
+                return refused
             attrs = _parse_attributes(bare)
             # RFC 5802 §5.1: a leading "m=" (mandatory extension) is not supported either.
             if len(attrs) < 2 or attrs[0][0] != "n" or attrs[1][0] != "r":
@@ -143,6 +163,43 @@ class ScramMechanism:
         self._step = 2
         return Challenge(self._server_first.encode())
 
+    def _check_binding(self, cbind: str) -> Failure | None:
+        """The gs2 channel-binding flag against what this server offers (RFC 5802 §6)."""
+        offered = self._bindings.types if self._bindings is not None else ()
+        if cbind.startswith("p="):
+            kind = cbind[2:]
+            if not self._plus:
+                # RFC 5802 §5.1: a client that binds must choose the -PLUS mechanism.
+                return self._fail(
+                    SASLCondition.MALFORMED_REQUEST, f"channel binding needs {self.name}-PLUS"
+                )
+            if kind not in offered:
+                return self._fail(
+                    SASLCondition.MALFORMED_REQUEST,
+                    f"channel binding {kind!r} is not offered here; use one of "
+                    + ", ".join(offered),
+                )
+            assert self._bindings is not None
+            data = self._bindings.data(kind)
+            if data is None:  # pragma: no cover - the TLS layer listed it
+                return self._fail(SASLCondition.TEMPORARY_AUTH_FAILURE, "no channel binding data")
+            self._binding_data = data
+            return None
+        if cbind == "y" and offered:
+            # RFC 5802 §6: the client could bind but believes this server cannot. The server
+            # offered -PLUS, so someone removed it on the way: a downgrade, refused.
+            return self._fail(
+                SASLCondition.NOT_AUTHORIZED,
+                "the server offers channel binding (SCRAM-*-PLUS); a downgrade is refused",
+            )
+        if cbind not in ("n", "y"):
+            return self._fail(SASLCondition.MALFORMED_REQUEST, "bad gs2 header")
+        if self._plus:
+            return self._fail(
+                SASLCondition.MALFORMED_REQUEST, f"{self.name} needs a channel binding (p=…)"
+            )
+        return None
+
     def _account_for(self, username: str) -> JID:
         account = JID.parse_account(username, self._domain)
         if account.domain != self._domain:
@@ -165,8 +222,11 @@ class ScramMechanism:
             channel = base64.b64decode(attrs["c"], validate=True)
         except (UnicodeDecodeError, ValueError, KeyError, binascii.Error) as exc:
             return self._fail(SASLCondition.MALFORMED_REQUEST, f"bad client-final message: {exc}")
-        if channel.decode("utf-8", "replace") != self._gs2_header:
-            return self._fail(SASLCondition.MALFORMED_REQUEST, "the channel binding data differs")
+        # RFC 5802 §7: c = base64(gs2-header [channel binding data]); for -PLUS the data is
+        # this TLS connection's, so a proof relayed from another connection fails here.
+        expected = self._gs2_header.encode() + self._binding_data
+        if not hmac.compare_digest(channel, expected):
+            return self._fail(SASLCondition.NOT_AUTHORIZED, "the channel binding data differs")
         if attrs.get("r") != self._combined_nonce:
             return self._fail(SASLCondition.MALFORMED_REQUEST, "the nonce does not match")
         creds = self._creds

@@ -24,6 +24,7 @@ from server_ext.app.delivery import Dispatcher
 from server_ext.app.handlers import ServerContext
 from server_ext.app.router import SessionTable
 from server_ext.app.saslcert import close_device_sessions
+from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
@@ -359,7 +360,10 @@ class C2SConnection(asyncio.Protocol):
                 if not tls.handshake_done:
                     return
                 self._tls_ready = True
-                session.tls_established(tls.peer_certificate)
+                session.tls_established(
+                    tls.peer_certificate,
+                    ChannelBindings(tls.channel_binding_types(), tls.channel_binding),
+                )
             if not data:
                 if tls.peer_closed:
                     self._abort()

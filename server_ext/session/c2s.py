@@ -27,10 +27,11 @@ from server_ext.app.handlers import ServerContext
 from server_ext.auth.external import ExternalMechanism
 from server_ext.auth.mechanism import Challenge, Failure, Mechanism, Outcome, Success
 from server_ext.auth.plain import PlainMechanism
-from server_ext.auth.scram import ScramMechanism
+from server_ext.auth.scram import ChannelBindings, ScramMechanism
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
 from server_ext.policy.throttle import LoginThrottle
+from server_ext.wire.namespaces import clark
 from server_ext.wire.stream import (
     AuthAborted,
     AuthRequested,
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
 
 PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
+PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
+SASL_CB_NS = "urn:xmpp:sasl-cb:0"  # XEP-0440
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +113,7 @@ class C2SSession:
         self._direct_tls = direct_tls
         #: What the client presented in its TLS handshake, parsed once.
         self.presented: PeerCertificate | UnreadableCertificate | None = None
+        self._bindings: ChannelBindings | None = None
         self._mechanism: Mechanism | None = None
         self._mechanism_name = ""
         self._identity: JID | None = None
@@ -129,11 +133,25 @@ class C2SSession:
         self._handle_all(self.stream.receive_data(data), actions)
         return actions
 
-    def tls_established(self, presented: PeerCertificate | UnreadableCertificate | None) -> None:
-        """The TLS handshake finished; ``presented`` is the client certificate it proved."""
+    def tls_established(
+        self,
+        presented: PeerCertificate | UnreadableCertificate | None,
+        bindings: ChannelBindings | None = None,
+    ) -> None:
+        """The TLS handshake finished; ``presented`` is the client certificate it proved, and
+        ``bindings`` what SCRAM-*-PLUS can bind to on this connection."""
         self.presented = presented
+        self._bindings = bindings if bindings is not None and bindings.types else None
         mechanisms = list(PASSWORD_MECHANISMS)
         features: list[ET.Element] = []
+        if self._bindings is not None:
+            # RFC 5802 §6: the -PLUS variants first, so that clients that can bind do; XEP-0440
+            # says which binding types this connection offers.
+            mechanisms[:0] = PLUS_MECHANISMS
+            offer = ET.Element(clark(SASL_CB_NS, "sasl-channel-binding"))
+            for kind in self._bindings.types:
+                ET.SubElement(offer, clark(SASL_CB_NS, "channel-binding"), {"type": kind})
+            features.append(offer)
         if presented is not None:
             # XEP-0178 §3: offer EXTERNAL when the client presented a certificate; a device
             # with a certificate may also redeem an enrollment token first.
@@ -231,13 +249,14 @@ class C2SSession:
                 context.registry.devices.by_fingerprint,
                 context.clock,
             )
-        if name == "SCRAM-SHA-256":
+        if name.startswith("SCRAM-"):
+            hash_name = "sha256" if name.startswith("SCRAM-SHA-256") else "sha1"
             return ScramMechanism(
-                "sha256", context.domain, lambda jid: accounts.scram_credentials(jid, "sha256")
-            )
-        if name == "SCRAM-SHA-1":
-            return ScramMechanism(
-                "sha1", context.domain, lambda jid: accounts.scram_credentials(jid, "sha1")
+                hash_name,
+                context.domain,
+                lambda jid: accounts.scram_credentials(jid, hash_name),
+                bindings=self._bindings,
+                plus=name.endswith("-PLUS"),
             )
         return PlainMechanism(context.domain, lambda jid: accounts.scram_credentials(jid, "sha256"))
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
@@ -62,6 +65,23 @@ def make_server_context(cert_file: Path, key_file: Path) -> SSL.Context:
     return ctx
 
 
+TLS_EXPORTER = "tls-exporter"
+TLS_UNIQUE = "tls-unique"
+TLS_SERVER_END_POINT = "tls-server-end-point"
+EXPORTER_LABEL = b"EXPORTER-Channel-Binding"
+
+
+def server_end_point(cert: x509.Certificate) -> bytes:
+    """RFC 5929 §4.1: the certificate's hash with its signature's hash function, where MD5
+    and SHA-1 are replaced by SHA-256."""
+    algorithm = cert.signature_hash_algorithm
+    if algorithm is None or isinstance(algorithm, hashes.MD5 | hashes.SHA1):
+        algorithm = hashes.SHA256()
+    digest = hashes.Hash(algorithm)
+    digest.update(cert.public_bytes(Encoding.DER))
+    return digest.finalize()
+
+
 class TLSEngine:
     """One TLS server session over memory BIOs."""
 
@@ -88,6 +108,32 @@ class TLSEngine:
     @property
     def version(self) -> str:
         return self._conn.get_protocol_version_name()
+
+    def channel_binding_types(self) -> tuple[str, ...]:
+        """The channel bindings this connection can give SCRAM-*-PLUS, most preferred first.
+
+        ``tls-exporter`` (RFC 9266) on TLS 1.3; ``tls-unique`` (RFC 5929 §3) on TLS 1.2, where
+        clients such as slixmpp use it (it is undefined for TLS 1.3, and safe here because
+        this server never resumes or renegotiates a session, which the triple-handshake
+        attack needs); ``tls-server-end-point`` (RFC 5929 §4) on both.
+        """
+        if self._conn.get_protocol_version_name() == "TLSv1.3":
+            return (TLS_EXPORTER, TLS_SERVER_END_POINT)
+        return (TLS_UNIQUE, TLS_SERVER_END_POINT)
+
+    def channel_binding(self, kind: str) -> bytes | None:
+        """The channel binding data of ``kind`` for this connection, or None if unavailable."""
+        if not self._handshake_done or kind not in self.channel_binding_types():
+            return None
+        if kind == TLS_EXPORTER:
+            # RFC 9266 §2: 32 bytes exported with this label and an empty context.
+            return self._conn.export_keying_material(EXPORTER_LABEL, 32, b"")
+        if kind == TLS_UNIQUE:
+            # RFC 5929 §3.1: the first Finished message of the handshake, which in a full
+            # handshake (the only kind this server does) is the client's.
+            return self._conn.get_peer_finished()
+        own = self._conn.get_certificate(as_cryptography=True)
+        return server_end_point(own) if own is not None else None
 
     def receive(self, data: bytes) -> bytes:
         """Feed ciphertext; return any plaintext it completes. Raises :class:`TLSError`."""

@@ -195,3 +195,18 @@ async def test_a_newer_session_replaces_the_older_on_the_same_resource(
     error = await asyncio.wait_for(errors.get(), 5)
     assert error["condition"] == "conflict"
     await logout(second)
+
+
+async def test_slixmpp_over_tls12_binds_its_password_login_to_the_channel(
+    xmpp_server: RunningServer,
+) -> None:
+    """Over TLS 1.2 slixmpp picks SCRAM-SHA-256-PLUS with tls-unique; it must log in."""
+    import ssl
+
+    xmpp_server.add_user("alice")
+    client = owner_client(xmpp_server)
+    client.ssl_context.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert await login(client) == JID.parse("alice@localhost/laptop")
+    (session,) = xmpp_server.server.sessions.resources(JID.parse("alice@localhost"))
+    assert session.auth_method == "SCRAM-SHA-256-PLUS"
+    await logout(client)

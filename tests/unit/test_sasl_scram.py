@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.auth.credentials import DEFAULT_ITERATIONS, derive_credentials, verify_password
+from server_ext.auth.credentials import (
+    DEFAULT_ITERATIONS,
+    PasswordRefused,
+    derive_credentials,
+    prepare_password,
+    verify_password,
+)
 from server_ext.auth.mechanism import Challenge, Failure, SASLUsageError, Success
 from server_ext.auth.plain import PlainMechanism
-from server_ext.auth.saslprep import SASLprepError, saslprep
-from server_ext.auth.scram import ScramMechanism
+from server_ext.auth.scram import ChannelBindings, ScramMechanism
 from server_ext.model import ScramCredentials
 from server_ext.wire.conditions import SASLCondition
 
@@ -127,6 +134,109 @@ def test_channel_binding_request_is_refused_clearly() -> None:
     assert "PLUS" in outcome.text
 
 
+# --- channel binding (SCRAM-*-PLUS, RFC 5802 §6) ---------------------------------------------
+
+BINDINGS = ChannelBindings(
+    ("tls-exporter", "tls-server-end-point"),
+    {"tls-exporter": b"E" * 32, "tls-server-end-point": b"S" * 32}.get,
+)
+
+
+def plus(vector: dict[str, object], bindings: ChannelBindings = BINDINGS) -> ScramMechanism:
+    creds = derive_credentials("pencil", "sha256", salt=vector["salt"], iterations=4096)  # type: ignore[arg-type]
+    return ScramMechanism(
+        "sha256",
+        "example.org",
+        lambda jid: creds if jid == USER else None,
+        bindings=bindings,
+        plus=True,
+    )
+
+
+def client_final(challenge: bytes, gs2: bytes, cb_data: bytes, client_first_bare: bytes) -> bytes:
+    """The client's final message, computed here from RFC 5802 §3 (not by the server's code)."""
+    fields = dict(p.split("=", 1) for p in challenge.decode().split(","))
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", b"pencil", base64.b64decode(fields["s"]), int(fields["i"])
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    without_proof = f"c={base64.b64encode(gs2 + cb_data).decode()},r={fields['r']}"
+    auth_message = b",".join([client_first_bare, challenge, without_proof.encode()])
+    signature = hmac.new(stored_key, auth_message, "sha256").digest()
+    proof = bytes(x ^ y for x, y in zip(client_key, signature, strict=True))
+    return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+
+def test_scramps_client_binds_with_tls_server_end_point() -> None:
+    """An independent SCRAM client (scramp) against our server, with a channel binding."""
+    from scramp import ScramClient
+
+    data = BINDINGS.data("tls-server-end-point")
+    client = ScramClient(
+        ["SCRAM-SHA-256-PLUS"], "user", "pencil", channel_binding=("tls-server-end-point", data)
+    )
+    mech = plus(RFC7677)
+    challenge = mech.start(client.get_client_first().encode())
+    assert isinstance(challenge, Challenge)
+    client.set_server_first(challenge.data.decode())
+    outcome = mech.respond(client.get_client_final().encode())
+    assert isinstance(outcome, Success) and outcome.additional_data is not None
+    client.set_server_final(outcome.additional_data.decode())  # raises if the server lied
+
+
+@pytest.mark.parametrize("kind", ["tls-exporter", "tls-server-end-point"])
+def test_plus_binds_the_exchange_to_the_connection(kind: str) -> None:
+    mech = plus(RFC7677)
+    assert mech.name == "SCRAM-SHA-256-PLUS"
+    bare = b"n=user,r=clientnonce"
+    gs2 = f"p={kind},,".encode()
+    challenge = mech.start(gs2 + bare)
+    assert isinstance(challenge, Challenge)
+    data = BINDINGS.data(kind)
+    assert data is not None
+    assert isinstance(mech.respond(client_final(challenge.data, gs2, data, bare)), Success)
+
+
+def test_plus_refuses_a_proof_made_on_another_connection() -> None:
+    """A man in the middle who terminates TLS relays a proof bound to *his* connection."""
+    mech = plus(RFC7677)
+    bare = b"n=user,r=clientnonce"
+    gs2 = b"p=tls-exporter,,"
+    challenge = mech.start(gs2 + bare)
+    assert isinstance(challenge, Challenge)
+    outcome = mech.respond(client_final(challenge.data, gs2, b"M" * 32, bare))
+    assert isinstance(outcome, Failure)
+    assert outcome.condition is SASLCondition.NOT_AUTHORIZED
+    assert "channel binding" in outcome.text
+
+
+@pytest.mark.parametrize(
+    ("mech_plus", "first", "words"),
+    [
+        (True, b"n,,n=user,r=a", "needs a channel binding"),
+        (True, b"p=tls-unique,,n=user,r=a", "not offered"),
+        (False, b"p=tls-exporter,,n=user,r=a", "PLUS"),
+        (False, b"y,,n=user,r=a", "downgrade"),  # RFC 5802 §6
+    ],
+)
+def test_binding_flags_that_do_not_fit_are_refused(
+    mech_plus: bool, first: bytes, words: str
+) -> None:
+    creds = derive_credentials("pencil", "sha256", iterations=4096)
+    mech = ScramMechanism(
+        "sha256", "example.org", lambda jid: creds, bindings=BINDINGS, plus=mech_plus
+    )
+    outcome = mech.start(first)
+    assert isinstance(outcome, Failure), outcome
+    assert words in outcome.text
+
+
+def test_y_is_fine_where_the_server_offers_no_binding() -> None:
+    outcome = mechanism("sha256", RFC7677).start(b"y,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+    assert isinstance(outcome, Challenge)
+
+
 def test_no_initial_response_asks_for_one() -> None:
     assert mechanism("sha1", RFC5802).start(None) == Challenge(b"")
 
@@ -182,11 +292,11 @@ def test_stored_keys_are_not_the_password() -> None:
 
 def test_saslprep_rfc4013_examples() -> None:
     """RFC 4013 §3 examples."""
-    assert saslprep("I\u00adX") == "IX"
-    assert saslprep("user") == "user"
-    assert saslprep("\u00aa") == "a"
-    assert saslprep("\u2168") == "IX"
-    with pytest.raises(SASLprepError):
-        saslprep("\u0007")
-    with pytest.raises(SASLprepError):
-        saslprep("\u0627\u0031")
+    assert prepare_password("I\u00adX") == "IX"
+    assert prepare_password("user") == "user"
+    assert prepare_password("\u00aa") == "a"
+    assert prepare_password("\u2168") == "IX"
+    with pytest.raises(PasswordRefused):
+        prepare_password("\u0007")
+    with pytest.raises(PasswordRefused):
+        prepare_password("\u0627\u0031")
