@@ -50,7 +50,7 @@ def _days(delta: dt.timedelta) -> str:
 
 
 def default_margin(state_dir: Path) -> dt.timedelta:
-    """Rotate a third of the lifetime before expiry, and at least 30 days before (if it can)."""
+    """Rotate a third of the lifetime before expiry, but never more than 30 days before."""
     identity = KeyStore(state_dir).load()
     lifetime = identity.not_after - identity.not_before
     return min(dt.timedelta(days=30), lifetime / 3)

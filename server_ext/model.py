@@ -35,13 +35,6 @@ class Account:
     created_at: dt.datetime
     scram: tuple[ScramCredentials, ...]
 
-    def credentials(self, hash_name: str) -> ScramCredentials | None:
-        """The stored SCRAM keys for ``hash_name``, if any."""
-        for creds in self.scram:
-            if creds.hash_name == hash_name:
-                return creds
-        return None
-
 
 class DeviceState(StrEnum):
     """Life cycle of a device: every certificate of its rotation chain follows it."""

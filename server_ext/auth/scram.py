@@ -27,10 +27,6 @@ from server_ext.wire.conditions import SASLCondition
 
 _MAX_MESSAGE = 4096
 
-# Salts for unknown users are derived from this per-process key, so a probe cannot tell an
-# unknown user from a wrong password (RFC 5802 §9 recommends not revealing it).
-_FAKE_SALT_KEY = secrets.token_bytes(32)
-
 
 def _hmac(hash_name: str, key: bytes, msg: bytes) -> bytes:
     return hmac.new(key, msg, hash_name).digest()
@@ -69,10 +65,14 @@ class ScramMechanism:
         domain: str,
         lookup: Callable[[JID], ScramCredentials | None],
         *,
+        fake_salt_key: bytes,
         bindings: ChannelBindings | None = None,
         plus: bool = False,
         nonce: Callable[[], str] | None = None,
     ) -> None:
+        """``fake_salt_key`` derives the salt an unknown user is shown: stable across
+        restarts, so that a probe cannot tell an unknown user from a wrong password
+        (RFC 5802 §9 recommends not revealing which accounts exist)."""
         if plus and (bindings is None or not bindings.types):
             raise SASLUsageError("SCRAM-*-PLUS needs a channel to bind to")
         self.name = HASHES[hash_name] + ("-PLUS" if plus else "")
@@ -80,6 +80,7 @@ class ScramMechanism:
         self._bindings = bindings
         self._binding_data = b""
         self._hash = hash_name
+        self._fake_salt_key = fake_salt_key
         self._domain = domain
         self._lookup = lookup
         self._nonce = nonce or (lambda: secrets.token_urlsafe(24))
@@ -207,7 +208,7 @@ class ScramMechanism:
         return account
 
     def _fake_salt(self, account: JID) -> bytes:
-        return _hmac("sha256", _FAKE_SALT_KEY, str(account).encode())[:SALT_BYTES]
+        return _hmac("sha256", self._fake_salt_key, str(account).encode())[:SALT_BYTES]
 
     def _client_final(self, data: bytes) -> Outcome:
         if len(data) > _MAX_MESSAGE:

@@ -92,7 +92,11 @@ class Server:
         )
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.session_services = SessionServices(
-            self.context, self.dispatcher, self.throttle, config.max_stanza_bytes
+            self.context,
+            self.dispatcher,
+            self.throttle,
+            config.max_stanza_bytes,
+            registry.accounts.server_secret("scram-fake-salt"),
         )
         self.addresses: list[ListeningAddress] = []
         self._listeners: list[asyncio.Server] = []

@@ -31,13 +31,11 @@ from server_ext.auth.scram import ChannelBindings, ScramMechanism
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
 from server_ext.policy.throttle import LoginThrottle
-from server_ext.wire.namespaces import clark
-from server_ext.wire.stream import (
+from server_ext.wire.events import (
     AuthAborted,
     AuthRequested,
     AuthResponse,
     BindRequested,
-    C2SStream,
     Event,
     NonzaReceived,
     Phase,
@@ -45,6 +43,8 @@ from server_ext.wire.stream import (
     StreamFailed,
     TLSRequested,
 )
+from server_ext.wire.namespaces import clark
+from server_ext.wire.stream import C2SStream
 
 log = logging.getLogger(__name__)
 peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
@@ -62,6 +62,7 @@ class SessionServices:
     dispatcher: Dispatcher
     throttle: LoginThrottle
     max_stanza_bytes: int
+    fake_salt_key: bytes  # for unknown users' SCRAM salts (stable across restarts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,7 @@ class C2SSession:
                 hash_name,
                 context.domain,
                 lambda jid: accounts.scram_credentials(jid, hash_name),
+                fake_salt_key=self._services.fake_salt_key,
                 bindings=self._bindings,
                 plus=name.endswith("-PLUS"),
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import sqlite3
 from collections.abc import Sequence
 
@@ -135,6 +136,19 @@ class AccountStore:
                 subject=str(jid),
                 detail={"admin": str(admin).lower()},
             )
+
+    def server_secret(self, name: str) -> bytes:
+        """A random 32-byte secret kept in the registry, made the first time it is asked for,
+        so that what depends on it (unknown users' SCRAM salts) survives a restart."""
+        with self._file.transaction("keep a server secret") as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?, ?)",
+                (name, secrets.token_bytes(32)),
+            )
+            row = conn.execute(
+                "SELECT value FROM server_secrets WHERE name = ?", (name,)
+            ).fetchone()
+        return bytes(row["value"])
 
     def delete(self, jid: JID, *, actor: str = "registry") -> list[CertificateRecord]:
         """Delete the account, revoke its devices and cancel its tokens, all at once; returns

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable
@@ -26,59 +25,18 @@ from server_ext.model import (
 )
 from server_ext.storage.audit import AuditLog
 from server_ext.storage.database import SQLiteFile, iso, parse_time, storage_error
+from server_ext.storage.device_rows import (
+    CERT_COLUMNS,
+    DEVICE_COLUMNS,
+    certificate_from_row,
+    device_from_row,
+)
 
-_CERT_COLUMNS = (
-    "c.id, c.fingerprint, c.der, c.subject_jids, c.not_before, c.not_after, c.state, "
-    "c.added_by, c.added_via, c.added_at, c.last_login_at, c.last_login_address, "
-    "c.revoked_reason, c.state_changed_at, c.replaces"
-)
-_DEVICE_COLUMNS = (
-    "d.id AS d_id, d.account AS d_account, d.name AS d_name, d.state AS d_state, "
-    "d.no_cert_management AS d_no_cert_management, d.added_by AS d_added_by, "
-    "d.added_via AS d_added_via, d.added_at AS d_added_at, "
-    "d.revoked_reason AS d_revoked_reason, d.state_changed_at AS d_state_changed_at"
-)
 _STATE_EVENT = {
     DeviceState.ACTIVE: "device.enabled",
     DeviceState.DISABLED: "device.disabled",
     DeviceState.REVOKED: "device.revoked",
 }
-
-
-def _device(row: Any) -> DeviceRecord:
-    return DeviceRecord(
-        id=row["d_id"],
-        account=JID.parse(row["d_account"]),
-        name=row["d_name"],
-        state=DeviceState(row["d_state"]),
-        no_cert_management=bool(row["d_no_cert_management"]),
-        added_by=row["d_added_by"],
-        added_via=row["d_added_via"],
-        added_at=dt.datetime.fromisoformat(row["d_added_at"]),
-        revoked_reason=row["d_revoked_reason"],
-        state_changed_at=parse_time(row["d_state_changed_at"]),
-    )
-
-
-def _certificate(row: Any) -> CertificateRecord:
-    return CertificateRecord(
-        id=row["id"],
-        device=_device(row),
-        fingerprint=row["fingerprint"],
-        der=bytes(row["der"]),
-        subject_jids=tuple(json.loads(row["subject_jids"])),
-        not_before=dt.datetime.fromisoformat(row["not_before"]),
-        not_after=dt.datetime.fromisoformat(row["not_after"]),
-        state=CertState(row["state"]),
-        added_by=row["added_by"],
-        added_via=row["added_via"],
-        added_at=dt.datetime.fromisoformat(row["added_at"]),
-        last_login_at=parse_time(row["last_login_at"]),
-        last_login_address=row["last_login_address"],
-        revoked_reason=row["revoked_reason"],
-        state_changed_at=parse_time(row["state_changed_at"]),
-        replaces=row["replaces"],
-    )
 
 
 class DeviceStore:
@@ -95,18 +53,18 @@ class DeviceStore:
         self, where: str, args: tuple[Any, ...], order: str = "c.id"
     ) -> list[CertificateRecord]:
         rows = self._file.conn.execute(
-            f"SELECT {_CERT_COLUMNS}, {_DEVICE_COLUMNS} FROM certificates c "
+            f"SELECT {CERT_COLUMNS}, {DEVICE_COLUMNS} FROM certificates c "
             f"JOIN devices d ON d.id = c.device_id WHERE {where} ORDER BY {order}",
             args,
         ).fetchall()
-        return [_certificate(r) for r in rows]
+        return [certificate_from_row(r) for r in rows]
 
     def _devices(self, where: str, args: tuple[Any, ...]) -> list[DeviceRecord]:
         rows = self._file.conn.execute(
-            f"SELECT {_DEVICE_COLUMNS} FROM devices d WHERE {where} ORDER BY d.account, d.name",
+            f"SELECT {DEVICE_COLUMNS} FROM devices d WHERE {where} ORDER BY d.account, d.name",
             args,
         ).fetchall()
-        return [_device(r) for r in rows]
+        return [device_from_row(r) for r in rows]
 
     def by_fingerprint(self, fingerprint: str) -> CertificateRecord | None:
         """The certificate with this SHA-256: the login hot path, one indexed read."""
@@ -175,12 +133,12 @@ class DeviceStore:
     def for_jid(self, jid: JID) -> list[DeviceRecord]:
         """Devices with a certificate naming ``jid`` exactly, newest first."""
         rows = self._file.conn.execute(
-            f"SELECT DISTINCT {_DEVICE_COLUMNS} FROM devices d "
+            f"SELECT DISTINCT {DEVICE_COLUMNS} FROM devices d "
             "JOIN certificates c ON c.device_id = d.id, json_each(c.subject_jids) j "
             "WHERE d.account = ? AND j.value = ? ORDER BY d.id DESC",
             (str(jid.bare), str(jid)),
         ).fetchall()
-        return [_device(r) for r in rows]
+        return [device_from_row(r) for r in rows]
 
     # --- enrolling ----------------------------------------------------------------------
 
@@ -259,12 +217,12 @@ class DeviceStore:
         if jid.is_bare:
             return None
         rows = self._file.conn.execute(
-            f"SELECT {_DEVICE_COLUMNS} FROM devices d JOIN certificates c ON c.device_id = d.id, "
+            f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c ON c.device_id = d.id, "
             "json_each(c.subject_jids) j WHERE d.account = ? AND d.state != 'revoked' "
             "AND c.state != 'revoked' AND j.value = ? LIMIT 1",
             (str(jid.bare), str(jid)),
         ).fetchall()
-        return _device(rows[0]) if rows else None
+        return device_from_row(rows[0]) if rows else None
 
     def insert_certificate(
         self,

@@ -247,3 +247,9 @@ def m006_prepare_identifiers(db: Database) -> None:
             continue
         if new_resource != resource:
             conn.execute("UPDATE tokens SET resource = ? WHERE id = ?", (new_resource, token_id))
+
+
+@migrations()
+def m007_server_secrets(db: Database) -> None:
+    """Secrets the server keeps across restarts (the key behind unknown users' SCRAM salts)."""
+    db.executescript("CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);")

@@ -54,13 +54,6 @@ def reply_to(stanza: ET.Element, stanza_type: str) -> ET.Element:
     return reply
 
 
-def iq_result(iq: ET.Element, payload: ET.Element | None = None) -> ET.Element:
-    reply = reply_to(iq, "result")
-    if payload is not None:
-        reply.append(payload)
-    return reply
-
-
 def error_reply(
     stanza: ET.Element, error_type: ErrorType, condition: str, text: str = ""
 ) -> ET.Element | None:
@@ -79,14 +72,3 @@ def error_reply(
         text_el.set(ns.clark(ns.XML, "lang"), "en")
         text_el.text = text
     return reply
-
-
-def error_condition(stanza: ET.Element) -> str | None:
-    """The defined condition of an error stanza, if any."""
-    error = stanza.find(ns.clark(ns.CLIENT, "error"))
-    if error is None:
-        return None
-    for child in error:
-        if namespace(child) == ns.STANZAS and local_name(child) != "text":
-            return local_name(child)
-    return None

@@ -21,13 +21,24 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from enum import Enum
 
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID, prepare_domainpart
 from server_ext.errors import ServerExtError
 from server_ext.wire import namespaces as ns
+from server_ext.wire.events import (
+    AuthAborted,
+    AuthRequested,
+    AuthResponse,
+    BindRequested,
+    Event,
+    NonzaReceived,
+    Phase,
+    StanzaReceived,
+    StreamEnded,
+    StreamFailed,
+    TLSRequested,
+)
 from server_ext.wire.xmlparser import (
     ElementReceived,
     StreamClosed,
@@ -56,93 +67,8 @@ _SESSION = ns.clark(ns.SESSION, "session")
 _IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 
-class Phase(Enum):
-    """Where the stream is in RFC 6120 negotiation."""
-
-    PLAINTEXT = "plaintext"
-    TLS_PENDING = "tls-pending"
-    SECURED = "secured"
-    AUTHENTICATING = "authenticating"
-    AUTHENTICATED = "authenticated"
-    BOUND = "bound"
-    CLOSED = "closed"
-
-
 class LocalProtocolError(ServerExtError):
     """The caller used the stream out of order (our bug, not the peer's)."""
-
-
-# --- Events: what the peer did ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TLSRequested:
-    """``<proceed/>`` is queued: flush it in plaintext, then run the TLS handshake."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthRequested:
-    """SASL ``<auth/>`` (RFC 6120 §6.4.2); ``initial_response`` is None when absent."""
-
-    mechanism: str
-    initial_response: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class AuthResponse:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class AuthAborted:
-    """The exchange ended without a decision; drop the mechanism."""
-
-
-@dataclass(frozen=True, slots=True)
-class BindRequested:
-    iq_id: str
-    resource: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class NonzaReceived:
-    """A pre-authentication element in an extension namespace the caller advertised."""
-
-    element: ET.Element
-
-
-@dataclass(frozen=True, slots=True)
-class StanzaReceived:
-    """A valid stanza from a bound session, ``from`` already stamped (RFC 6120 §8.1.2.1)."""
-
-    element: ET.Element
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The peer closed the stream; our closing tag is queued."""
-
-
-@dataclass(frozen=True, slots=True)
-class StreamFailed:
-    """The stream is over with an error; a stream error is queued when ``sent`` is True."""
-
-    condition: str
-    text: str
-    sent: bool = True
-
-
-Event = (
-    TLSRequested
-    | AuthRequested
-    | AuthResponse
-    | AuthAborted
-    | BindRequested
-    | NonzaReceived
-    | StanzaReceived
-    | StreamEnded
-    | StreamFailed
-)
 
 
 class _StreamError(Exception):
@@ -171,7 +97,6 @@ class C2SStream:
         self._out: list[bytes] = []
         self._header_sent = False
         self._awaiting_header = True
-        self._lang = "en"
         self._mechanisms: tuple[str, ...] = tuple(mechanisms)
         self._extra_features: tuple[ET.Element, ...] = ()
         self._extension_namespaces = frozenset(extension_namespaces)
@@ -194,10 +119,6 @@ class C2SStream:
     def authenticated_jid(self) -> JID | None:
         """The identity SASL authorized (bare JID), once authenticated."""
         return self._authenticated
-
-    @property
-    def bound_jid(self) -> JID | None:
-        return self._bound
 
     def data_to_send(self) -> bytes:
         """Bytes queued for the peer, in order; the queue is emptied."""
@@ -247,7 +168,6 @@ class C2SStream:
         if not self._awaiting_header:
             raise _StreamError("not-well-formed", "a second stream header on the same stream")
         attrs = opened.attributes
-        self._lang = attrs.get("xml:lang") or "en"
         self._send_header(to=attrs.get("from"))
         # RFC 6120 §4.7.5: a missing version means 0.9, which has no SASL or STARTTLS.
         version = attrs.get("version", "")

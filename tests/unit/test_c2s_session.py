@@ -92,7 +92,11 @@ class World:
             clock=lambda: 0.0, pair_limit=2, address_limit=100, account_soft_limit=3
         )
         self.services = SessionServices(
-            context, Dispatcher(context, account_handlers()), self.throttle, 65536
+            context,
+            Dispatcher(context, account_handlers()),
+            self.throttle,
+            65536,
+            self.registry.accounts.server_secret("scram-fake-salt"),
         )
 
     def session(self, address: str = "192.0.2.1") -> tuple[C2SSession, Owner]:

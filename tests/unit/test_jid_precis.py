@@ -47,7 +47,8 @@ from server_ext.model import (
 )
 from server_ext.policy.external import ExternalAccepted, ExternalRefused, decide_external
 from server_ext.wire.conditions import SASLCondition
-from server_ext.wire.stream import C2SStream, StreamFailed
+from server_ext.wire.events import StreamFailed
+from server_ext.wire.stream import C2SStream
 from tests.support.records import certificate_record
 
 ZWSP = "\u200b"  # ZERO WIDTH SPACE: SASLprep maps it to nothing, PRECIS refuses it
@@ -239,6 +240,7 @@ def test_lookalikes_are_different_accounts() -> None:
 # --- SASL -------------------------------------------------------------------------------------
 
 ALICE = JID.parse("alice@example.org")
+KEY = b"k" * 32  # the registry's secret for unknown users' salts
 CREDS = derive_credentials("pencil", "sha256")
 
 
@@ -255,7 +257,7 @@ class Lookups:
 
 def scram_first(username: str, authzid: str = "") -> tuple[object, list[JID]]:
     lookups = Lookups()
-    mech = ScramMechanism("sha256", "example.org", lookups)
+    mech = ScramMechanism("sha256", "example.org", lookups, fake_salt_key=KEY)
     gs2 = f"n,a={authzid}," if authzid else "n,,"
     return mech.start(f"{gs2}n={username},r=abcdef".encode()), lookups.seen
 

@@ -435,3 +435,15 @@ def test_migration_refuses_names_that_merge_and_writes_nothing(tmp_path: Path) -
     conn = sqlite3.connect(path)
     names = sorted(r[0] for r in conn.execute("SELECT jid FROM accounts"))
     assert names == ["alice@example.org", "\uff41\uff4c\uff49\uff43\uff45@example.org"]
+
+
+def test_the_fake_salt_key_survives_a_restart(tmp_path: Path) -> None:
+    """Unknown users must get the same SCRAM salt after a restart as before, or a probe
+    across a restart tells them from real accounts (whose salts never change)."""
+    path = tmp_path / "r.sqlite3"
+    with Registry.open(path) as first:
+        key = first.accounts.server_secret("scram-fake-salt")
+        assert len(key) == 32 and first.accounts.server_secret("scram-fake-salt") == key
+    with Registry.open(path) as again:
+        assert again.accounts.server_secret("scram-fake-salt") == key
+        assert again.accounts.server_secret("another") != key

@@ -43,6 +43,7 @@ RFC7677 = {
     b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
     "server_final": b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
 }
+KEY = b"k" * 32  # the registry's secret for unknown users' salts
 USER = JID.parse("user@example.org")
 
 
@@ -57,6 +58,7 @@ def mechanism(hash_name: str, vector: dict[str, object]) -> ScramMechanism:
         hash_name,
         "example.org",
         lambda jid: creds if jid == USER else None,
+        fake_salt_key=KEY,
         nonce=lambda: str(vector["server_nonce"]),
     )
 
@@ -83,13 +85,15 @@ def test_wrong_password_is_not_authorized() -> None:
 
 def test_unknown_user_looks_like_a_wrong_password() -> None:
     """RFC 5802 §9: a probe must not learn which accounts exist."""
-    mech = ScramMechanism("sha256", "example.org", lambda jid: None)
+    mech = ScramMechanism("sha256", "example.org", lambda jid: None, fake_salt_key=KEY)
     challenge = mech.start(b"n,,n=ghost,r=abcdef")
     assert isinstance(challenge, Challenge)
     fields = dict(p.split("=", 1) for p in challenge.data.decode().split(","))
     assert len(base64.b64decode(fields["s"])) == 16
     assert fields["i"] == str(DEFAULT_ITERATIONS)  # the same as a real account's
-    again = ScramMechanism("sha256", "example.org", lambda jid: None).start(b"n,,n=ghost,r=x")
+    again = ScramMechanism("sha256", "example.org", lambda jid: None, fake_salt_key=KEY).start(
+        b"n,,n=ghost,r=x"
+    )
     assert isinstance(again, Challenge)
     assert dict(p.split("=", 1) for p in again.data.decode().split(","))["s"] == fields["s"]
     outcome = mech.respond(f"c=biws,r={fields['r']},p=AAAA".encode())
@@ -148,6 +152,7 @@ def plus(vector: dict[str, object], bindings: ChannelBindings = BINDINGS) -> Scr
         "sha256",
         "example.org",
         lambda jid: creds if jid == USER else None,
+        fake_salt_key=KEY,
         bindings=bindings,
         plus=True,
     )
@@ -225,7 +230,12 @@ def test_binding_flags_that_do_not_fit_are_refused(
 ) -> None:
     creds = derive_credentials("pencil", "sha256", iterations=4096)
     mech = ScramMechanism(
-        "sha256", "example.org", lambda jid: creds, bindings=BINDINGS, plus=mech_plus
+        "sha256",
+        "example.org",
+        lambda jid: creds,
+        fake_salt_key=KEY,
+        bindings=BINDINGS,
+        plus=mech_plus,
     )
     outcome = mech.start(first)
     assert isinstance(outcome, Failure), outcome

@@ -7,20 +7,18 @@ import base64
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.wire.stream import (
-    MAX_AUTH_ATTEMPTS,
+from server_ext.wire.events import (
     AuthAborted,
     AuthRequested,
     AuthResponse,
     BindRequested,
-    C2SStream,
-    LocalProtocolError,
     Phase,
     StanzaReceived,
     StreamEnded,
     StreamFailed,
     TLSRequested,
 )
+from server_ext.wire.stream import MAX_AUTH_ATTEMPTS, C2SStream, LocalProtocolError
 
 HEADER = (
     b"<?xml version='1.0'?><stream:stream to='example.org' version='1.0' "

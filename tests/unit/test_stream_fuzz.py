@@ -7,13 +7,8 @@ import random
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.wire.stream import (
-    AuthRequested,
-    BindRequested,
-    C2SStream,
-    StreamFailed,
-    TLSRequested,
-)
+from server_ext.wire.events import AuthRequested, BindRequested, StreamFailed, TLSRequested
+from server_ext.wire.stream import C2SStream
 
 SESSION = [
     b"<?xml version='1.0'?><stream:stream to='example.org' version='1.0' xmlns='jabber:client' "

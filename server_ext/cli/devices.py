@@ -1,0 +1,142 @@
+"""``server-ext devices …``: the device inventory, revocation, disable and enable."""
+
+from __future__ import annotations
+
+import click
+
+from pairing.cli_output import (
+    emit,
+    emit_record,
+)
+from server_ext.admin import inventory
+from server_ext.cli.settings import Settings, pass_settings
+from server_ext.model import (
+    DeviceRecord,
+    DeviceState,
+)
+from server_ext.storage.registry import Registry
+
+# --- devices -------------------------------------------------------------------------------
+
+
+@click.group()
+def devices() -> None:
+    """The device inventory: list, inspect, revoke, disable and enable devices."""
+
+
+_USER_FOR_NAMES = click.option(
+    "--user", "user_jid", help="The account, when TARGET is a device name."
+)
+
+
+@devices.command("list")
+@click.option("--user", "user_jid", help="Only this account's devices.")
+@click.option(
+    "--state", type=click.Choice([s.value for s in DeviceState]), help="Only devices in this state."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def devices_list(
+    settings: Settings, user_jid: str | None, state: str | None, as_json: bool
+) -> None:
+    """Every device, with whether it is online now (asked of the running server)."""
+    account = settings.jid(user_jid) if user_jid else None
+    online = inventory.live_sessions(settings.data_dir)
+    with settings.registry() as registry:
+        rows = [
+            inventory.device_row(d, registry.devices.chain(d.id), online)
+            for d in registry.devices.all(account, DeviceState(state) if state else None)
+        ]
+    if online is None:
+        for row in rows:
+            row["online"] = None  # unknown: the server is not running
+    emit(
+        rows,
+        [
+            ("id", "ID"),
+            ("account", "ACCOUNT"),
+            ("name", "NAME"),
+            ("state", "STATE"),
+            ("online", "ONLINE"),
+            ("jids", "JID"),
+            ("last_login_at", "LAST LOGIN"),
+            ("expires", "EXPIRES"),
+        ],
+        as_json=as_json,
+        empty="no devices",
+    )
+
+
+@devices.command("show")
+@click.argument("target")
+@_USER_FOR_NAMES
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_settings
+def devices_show(settings: Settings, target: str, user_jid: str | None, as_json: bool) -> None:
+    """Show one device by id, full JID, fingerprint, or name (with --user)."""
+    online = inventory.live_sessions(settings.data_dir)
+    with settings.registry() as registry:
+        device = _resolve(settings, registry, target, user_jid)
+        row = inventory.device_row(device, registry.devices.chain(device.id), online)
+    if online is None:
+        row["online"] = None
+    emit_record(row, as_json=as_json)
+
+
+def _resolve(
+    settings: Settings, registry: Registry, target: str, user_jid: str | None
+) -> DeviceRecord:
+    account = settings.jid(user_jid) if user_jid else None
+    return inventory.resolve(registry, target, settings.domain, account=account)
+
+
+def _change(
+    settings: Settings, target: str, user_jid: str | None, state: DeviceState, reason: str
+) -> None:
+    with settings.registry() as registry:
+        device = _resolve(settings, registry, target, user_jid)
+        updated, changed, closed = inventory.change_state(
+            registry, settings.data_dir, device, state, actor="cli", reason=reason
+        )
+    verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
+    if changed:
+        click.echo(f"{verb} device {updated.id} ({updated.name}, {updated.account})")
+    else:
+        note = f": {updated.revoked_reason}" if updated.revoked_reason else ""
+        click.echo(
+            f"device {updated.id} ({updated.name}, {updated.account}) was already {verb}{note}"
+        )
+    if closed is None:
+        click.echo("the server is not running; the change applies when it starts")
+    elif state is DeviceState.REVOKED:
+        click.echo(f"closed {closed} live session(s)")
+
+
+@devices.command("revoke")
+@click.argument("target")
+@_USER_FOR_NAMES
+@click.option("--reason", default="", help="Recorded in the audit log and shown to the device.")
+@pass_settings
+def devices_revoke(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
+    """Revoke a device now: every certificate it ever had is revoked, its live sessions close,
+    and it can never log in again."""
+    _change(settings, target, user_jid, DeviceState.REVOKED, reason)
+
+
+@devices.command("disable")
+@click.argument("target")
+@_USER_FOR_NAMES
+@click.option("--reason", default="", help="Recorded in the audit log.")
+@pass_settings
+def devices_disable(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
+    """Stop a device from logging in again (live sessions stay)."""
+    _change(settings, target, user_jid, DeviceState.DISABLED, reason)
+
+
+@devices.command("enable")
+@click.argument("target")
+@_USER_FOR_NAMES
+@pass_settings
+def devices_enable(settings: Settings, target: str, user_jid: str | None) -> None:
+    """Let a disabled device log in again (a revoked one cannot be enabled)."""
+    _change(settings, target, user_jid, DeviceState.ACTIVE, "")
