@@ -219,6 +219,5 @@ def test_window_advertises_reachable_addresses_only() -> None:
 
     assert addresses_to_advertise("0.0.0.0", ["127.0.0.1"]) == ["127.0.0.1"]
     assert addresses_to_advertise("192.0.2.9", None) == ["192.0.2.9"]
-    everything = addresses_to_advertise("0.0.0.0", None)
-    # Every non-loopback IPv4 address of the machine, or loopback when it has none.
-    assert everything == ["127.0.0.1"] or not any(a.startswith("127.") for a in everything)
+    # What "all interfaces" finds is tested on a network whose addresses the test made:
+    # tests/integration/test_lan_addresses.py.
