@@ -32,10 +32,11 @@ from device_agent.setup_state import AttemptCounter, SetupState  # noqa: E402
 from pairing.lan.discovery import WindowAddress  # noqa: E402
 from pairing.lan.enroller import AccountEnroller  # noqa: E402
 from pairing.lan.window import CodeBook, PairingWindow  # noqa: E402
+from pairing.protocol.address import ServerAddress  # noqa: E402
 from pairing.protocol.jid import JID  # noqa: E402
 from pairing.protocol.pair_messages import DeviceHello, EnrollMode  # noqa: E402
 from pairing.protocol.setup_code import SetupLabel, setup_hash  # noqa: E402
-from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, make_client  # noqa: E402
+from pairing.xmpp.connection import TrustAnchor, login, make_client  # noqa: E402
 from pairing.xmpp.saslcert import PLUGINS  # noqa: E402
 
 PORT = 15294

@@ -14,11 +14,12 @@ from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.cli_output import BadInput, configure_logging, emit_record, friendly_group
 from pairing.errors import InvalidJID
+from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.uri import EnrollmentURI
 from pairing.redaction import protect
-from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
 
 DEFAULT_STATE = (
     Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "device-agent"
@@ -143,10 +144,10 @@ def status(store: KeyStore, as_json: bool) -> None:
             record["server"] = f"{settings.host}:{settings.port}"
             last = runtime.read_status(store.state_dir)
             if last is not None:
-                record["state"] = last.get("state", "enrolled")
-                if last.get("reason"):
-                    record["reason"] = last["reason"]
-                record["since"] = last.get("at")
+                record["state"] = last.state.value
+                if last.reason:
+                    record["reason"] = last.reason
+                record["since"] = last.at.isoformat()
     emit_record(record, as_json=as_json)
 
 
@@ -157,8 +158,8 @@ def reset(store: KeyStore, yes: bool) -> None:
     """Wipe the key, certificate and enrollment, so the device can be enrolled afresh."""
     if not yes:
         click.confirm(f"Wipe the device identity in {store.state_dir}?", abort=True)
-    for name in (enrollment.SERVER_FILE, enrollment.PENDING_FILE, runtime.STATUS_FILE):
-        (store.state_dir / name).unlink(missing_ok=True)
+    for state_file in (enrollment.SERVER, enrollment.PENDING, runtime.STATUS):
+        state_file.remove(store.state_dir)
     store.remove()  # last: it also sweeps every temporary file, which may hold a key
     click.echo("the device identity is wiped; enroll it again (enroll, pair, or init)")
 
@@ -176,15 +177,12 @@ def run_command(store: KeyStore, rotate_before_days: float | None) -> None:
 
     A device with a setup label that is not enrolled yet first pairs on the LAN.
     """
-    from device_agent.setup_state import SETUP_FILE
+    from device_agent.setup_state import SETUP
 
     def report(line: str) -> None:
         click.echo(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", err=True)
 
-    if (
-        not (store.state_dir / enrollment.SERVER_FILE).exists()
-        and (store.state_dir / SETUP_FILE).exists()
-    ):
+    if not enrollment.SERVER.exists(store.state_dir) and SETUP.exists(store.state_dir):
         from device_agent.lan import pair as pair_on_lan
 
         asyncio.run(pair_on_lan(store.state_dir, report=report))

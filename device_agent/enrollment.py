@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from device_agent import state_files
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
+from device_agent.state_files import StateFile, StateFileError, StateFileMissing
 from pairing.errors import ConnectionFailed, PairingError
+from pairing.protocol.address import ServerAddress
 from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
-from pairing.secure_files import write_private
-from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
 from pairing.xmpp.enrollment import EnrollmentRefused, TokenOffer, offer_token
 
 SERVER_FILE = "server.json"
@@ -35,35 +38,47 @@ class ServerSettings:
     fingerprint: str
     jid: str
 
-    def save(self, state_dir: Path, name: str = SERVER_FILE) -> None:
-        write_private(state_dir / name, json.dumps(asdict(self), indent=2).encode())
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
     @classmethod
-    def load(cls, state_dir: Path, name: str = SERVER_FILE) -> ServerSettings:
-        path = state_dir / name
+    def from_json(cls, data: Mapping[str, Any]) -> ServerSettings:
+        return cls(
+            state_files.text(data, "host"),
+            state_files.integer(data, "port"),
+            state_files.text(data, "fingerprint"),
+            state_files.text(data, "jid"),
+        )
+
+    def save(self, state_dir: Path) -> None:
+        SERVER.write(state_dir, self)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ServerSettings:
+        """The enrolled device's server; a missing file says what to run."""
         try:
-            data = json.loads(path.read_text())
-            return cls(
-                str(data["host"]), int(data["port"]), str(data["fingerprint"]), str(data["jid"])
-            )
-        except FileNotFoundError:
-            if name == SERVER_FILE and (state_dir / PENDING_FILE).exists():
+            return SERVER.read(state_dir)
+        except StateFileMissing as exc:
+            if PENDING.exists(state_dir):
                 raise EnrollmentError(
                     "the last enrollment did not finish (its answer was lost): run the same "
                     "`device-agent enroll` again to complete it"
                 ) from None
             raise EnrollmentError(
-                f"this device is not enrolled yet ({path} is missing): run `device-agent enroll`"
+                f"this device is not enrolled yet ({exc.path} is missing): "
+                "run `device-agent enroll`"
             ) from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise EnrollmentError(f"{path} is unreadable: {exc}") from None
+
+
+SERVER = StateFile(SERVER_FILE, ServerSettings, indent=2)
+PENDING = StateFile(PENDING_FILE, ServerSettings, indent=2)
 
 
 def pending(state_dir: Path) -> ServerSettings | None:
     """The server of an enrollment whose outcome is unknown, if there is one."""
     try:
-        return ServerSettings.load(state_dir, PENDING_FILE)
-    except EnrollmentError:
+        return PENDING.read(state_dir)
+    except StateFileError:
         return None
 
 
@@ -132,7 +147,7 @@ async def enroll(
 
 def _record_enrolled(state_dir: Path, settings: ServerSettings) -> None:
     settings.save(state_dir)
-    (state_dir / PENDING_FILE).unlink(missing_ok=True)
+    PENDING.remove(state_dir)
 
 
 def _settle_failure(
@@ -144,7 +159,7 @@ def _settle_failure(
     elif offer.refusal is None and offer.sent:
         # The token left, the answer did not arrive: the server may hold this certificate
         # now, with the token burned. Deleting the key would brick the device for good.
-        settings.save(store.state_dir, PENDING_FILE)
+        PENDING.write(store.state_dir, settings)
     elif created:
         # Refused, or the token never left: no attempt registered this new key.
         store.remove()

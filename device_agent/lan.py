@@ -8,14 +8,14 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum, auto
 from pathlib import Path
 
-from device_agent import runtime
 from device_agent.enrollment import EnrollmentError, ServerSettings, enroll
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from device_agent.setup_state import AttemptCounter, SetupState, pairing_lock
-from pairing.errors import PairingError
+from pairing.errors import AuthenticationFailed, PairingError
 from pairing.lan.connections import ConnectionTasks
 from pairing.lan.discovery import (
     DEVICE_SERVICE_TYPE,
@@ -24,6 +24,7 @@ from pairing.lan.discovery import (
     advertise,
     browse,
 )
+from pairing.protocol.address import ServerAddress
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import (
     REASON_TEXT,
@@ -46,8 +47,11 @@ from pairing.protocol.pair_setup import (
 )
 from pairing.protocol.setup_code import setup_hash
 from pairing.protocol.uri import EnrollmentURI
+from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
 
 log = logging.getLogger(__name__)
+
+VALIDITY = dt.timedelta(days=365)  # of a certificate made for XEP-0257 enrollment
 
 
 class LockedOut(DeviceAgentError):
@@ -56,6 +60,26 @@ class LockedOut(DeviceAgentError):
 
 class PairingGaveUp(DeviceAgentError):
     """No window paired this device before the deadline."""
+
+
+class Setback(Enum):
+    """Why one pair-setup run ended without this device being enrolled."""
+
+    CLOSED = auto()  # the peer hung up
+    NOT_EXPECTED = auto()  # the window has no code for this device (yet): no strike
+    BUSY = auto()  # HomeKit's Busy: the peer is pairing someone else; no code was tried
+    WRONG_CODE = auto()  # the code did not match: a strike was recorded
+    FAILED = auto()  # anything else; the run reported why
+
+
+#: Setbacks after which the same peer is tried again, after a growing pause.
+RETRY_LATER = {
+    Setback.NOT_EXPECTED: "does not expect this device; retrying later",
+    # The window may be full of idle connections its handshake deadline is about to drop.
+    Setback.BUSY: "is busy; retrying later",
+    # Backoff slows an online guesser; the lifetime counter stops one for good.
+    Setback.WRONG_CODE: "",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,24 +171,12 @@ async def _try_window(
             return None
         if isinstance(outcome, JID):
             return outcome
-        if outcome == "not-expected":
-            report(f"window {window.window_id} does not expect this device; retrying later")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            continue
-        if outcome == "busy":
-            # HomeKit's Busy: the window is full for now (maybe of idle connections that its
-            # handshake deadline is about to drop). No code was tried, so no strike.
-            report(f"window {window.window_id} is busy; retrying later")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            continue
-        if outcome == "wrong-code":
-            # Backoff slows an online guesser; the lifetime counter stops one for good.
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
-            continue
-        return None
+        if outcome not in RETRY_LATER:
+            return None
+        if RETRY_LATER[outcome]:
+            report(f"window {window.window_id} {RETRY_LATER[outcome]}")
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 30.0)
     return None
 
 
@@ -176,7 +188,7 @@ async def _attempt(
     state_dir: Path,
     limits: PairingLimits,
     report: Callable[[str], None],
-) -> JID | str:
+) -> JID | Setback:
     reader, writer = await asyncio.open_connection(window.host, window.port)
     report(f"connected to window {window.window_id}")
     return await _session(
@@ -202,7 +214,7 @@ async def _session(
     state_dir: Path,
     limits: PairingLimits,
     report: Callable[[str], None],
-) -> JID | str:
+) -> JID | Setback:
     """One pair-setup run over an open connection, whoever opened it."""
     session = DeviceSession(hello, setup.verifier)
     store = KeyStore(state_dir)
@@ -218,12 +230,12 @@ async def _session(
         while True:
             data = await reader.read(65536)
             if not data:
-                return "closed"
+                return Setback.CLOSED
             for event in session.receive_data(data):
                 if isinstance(event, SetupRequested):
                     session.accept_setup()
                 elif isinstance(event, NotExpectedByUser):
-                    return "not-expected"
+                    return Setback.NOT_EXPECTED
                 elif isinstance(event, PairingFailed):
                     if event.reason is FailureReason.WRONG_CODE:
                         attempts.record_failure(limits.lifetime_failures)
@@ -232,9 +244,9 @@ async def _session(
                             f"({attempts.failures} of {limits.lifetime_failures} allowed)"
                         )
                         await flush()
-                        return "wrong-code"
+                        return Setback.WRONG_CODE
                     report(f"{where}: {REASON_TEXT[event.reason]}")
-                    return "busy" if event.reason is FailureReason.BUSY else "failed"
+                    return Setback.BUSY if event.reason is FailureReason.BUSY else Setback.FAILED
                 elif isinstance(event, Paired):
                     report(f"{where}: code verified, channel encrypted")
                 elif isinstance(event, OfferReceived):
@@ -242,11 +254,14 @@ async def _session(
                     result = await _enroll(
                         session, event.offer, store, state_dir, flush, reader, report
                     )
-                    session.send_result(result)
-                    await flush()
+                    if session.may_send_result:  # else the user's client is gone or failed
+                        session.send_result(result)
+                    with contextlib.suppress(OSError):  # the result, or a queued error frame
+                        await flush()
                     if result.ok and result.jid is not None:
                         return result.jid
-                    return "failed"
+                    report(f"{where}: {result.error}")
+                    return Setback.FAILED
                 elif isinstance(event, ProtocolViolation):
                     await flush()
                     raise PairingError(f"protocol error: {event.text}")
@@ -277,36 +292,79 @@ async def _enroll(
         return EnrollmentResult(True, bound)
     # XEP-0257 mode: the user's client registers our certificate; we prove we hold its key.
     report(f"sending the certificate for {jid} to the user's client ...")
-    created = not store.exists()
-    identity = store.create(jid, valid_for=dt.timedelta(days=365)) if created else store.load()
+    identity = store.load() if store.exists() else store.create(jid, valid_for=VALIDITY)
     if identity.jid != jid:
         return EnrollmentResult(
             False, jid, f"this device already is {identity.jid}; reset it first"
         )
+    settings = ServerSettings(offer.host, offer.port, offer.fingerprint, str(jid))
     session.submit_certificate(identity.certificate_der, store.private_key())
     await flush()
+    # From here on the user's client may register the certificate at any moment, and nothing
+    # it can send says that it did not: a closed connection, a plain SetupFailed frame (which
+    # anyone on the LAN can forge) or a broken message may each come after the registration.
+    # So the key stays whatever happens, as in the QR flow (device_agent.enrollment): deleting
+    # a registered key would leave the device unable to log in as what the server knows.
+    ended = await _registration(session, reader)
+    if ended is None:
+        settings.save(state_dir)  # the user's client said so: this device is enrolled
+        try:
+            bound = await _first_login(store, settings)
+        except PairingError as exc:
+            return EnrollmentResult(False, jid, str(exc))
+        report(f"registered; logged in with EXTERNAL as {bound}")
+        return EnrollmentResult(True, bound)
+    # Without a confirmation only the server knows: ask it by logging in with the key.
+    try:
+        bound = await _first_login(store, settings)
+    except AuthenticationFailed as exc:
+        return EnrollmentResult(
+            False,
+            jid,
+            f"{ended}, and the server does not accept this certificate ({exc.text}); "
+            "the key is kept for the next pairing",
+        )
+    except PairingError as exc:
+        return EnrollmentResult(
+            False,
+            jid,
+            f"{ended}, and the server cannot tell: {exc}; the key is kept for the next pairing",
+        )
+    settings.save(state_dir)
+    report(f"{ended}, but the certificate is registered; logged in with EXTERNAL as {bound}")
+    return EnrollmentResult(True, bound)
+
+
+async def _registration(session: DeviceSession, reader: asyncio.StreamReader) -> str | None:
+    """Wait for the user's client to confirm the registration: None, or how it ended instead."""
+    unconfirmed = "before the registration was confirmed"
     while True:
         data = await reader.read(65536)
         if not data:
-            if created:
-                store.remove()
-            return EnrollmentResult(False, jid, "the user's client went away")
+            return f"the connection closed {unconfirmed}"
         events = session.receive_data(data)
         if any(isinstance(e, RegistrationConfirmed) for e in events):
-            break
-        if any(isinstance(e, PairingFailed | ProtocolViolation) for e in events):
-            if created:
-                store.remove()
-            return EnrollmentResult(False, jid, "the user's client could not register it")
-    ServerSettings(offer.host, offer.port, offer.fingerprint, str(jid)).save(state_dir)
-    try:
-        client = await runtime.connect(state_dir)
-    except PairingError as exc:
-        return EnrollmentResult(False, jid, str(exc))
-    bound = JID.parse(str(client.boundjid.full))
-    await client.disconnect(wait=2)
-    report(f"registered; logged in with EXTERNAL as {bound}")
-    return EnrollmentResult(True, bound)
+            return None
+        for event in events:
+            if isinstance(event, PairingFailed):
+                return f"the pairing stopped {unconfirmed}: {REASON_TEXT[event.reason]}"
+            if isinstance(event, ProtocolViolation):
+                return f"the pairing broke off {unconfirmed}: {event.text}"
+
+
+async def _first_login(store: KeyStore, settings: ServerSettings) -> JID:
+    """Log in once with the device's certificate at ``settings``' server; the bound JID."""
+    identity = store.load()
+    client = make_client(
+        settings.jid,
+        server=ServerAddress(settings.host, settings.port),
+        trust=TrustAnchor(fingerprint=settings.fingerprint),
+        certfile=identity.cert_path,
+        keyfile=identity.key_path,
+    )
+    bound = await login(client)
+    await logout(client)
+    return bound
 
 
 async def wait_for_user(
@@ -362,7 +420,7 @@ async def _wait_for_user(
             if isinstance(outcome, JID):
                 if not done.done():
                     done.set_result(outcome)
-            elif outcome == "wrong-code":
+            elif outcome is Setback.WRONG_CODE:
                 if attempts.locked and not done.done():
                     done.set_exception(LockedOut("too many wrong codes: the device is now locked"))
                 # Stay busy for the backoff: a guesser gets "busy", not another try.

@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from device_agent import rotation
+from device_agent import rotation, state_files
 from device_agent.enrollment import ServerSettings
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
+from device_agent.state_files import MalformedRecord, StateFile
 from pairing.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     PairingError,
     RequestFailed,
     ServerIdentityMismatch,
+    StreamClosed,
 )
-from pairing.secure_files import write_private
+from pairing.protocol.address import ServerAddress
 from pairing.xmpp.connection import (
     PairingClient,
-    ServerAddress,
     TrustAnchor,
     login,
     make_client,
+    on_stream_error,
 )
 
 log = logging.getLogger(__name__)
@@ -45,26 +48,45 @@ class LoginRefused(DeviceAgentError):
 STATUS_FILE = "status.json"
 
 
-def record_status(state_dir: Path, state: str, reason: str = "") -> None:
+class AgentState(StrEnum):
+    """What ``device-agent run`` last did (``device-agent status`` shows it)."""
+
+    ONLINE = "online"
+    REFUSED = "refused"  # the server refused the login; the agent keeps trying, slowly
+    REVOKED = "revoked"  # the server said this device is revoked: the agent stopped for good
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    state: AgentState
+    reason: str
+    at: dt.datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state.value, "reason": self.reason, "at": self.at.isoformat()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Status:
+        state, at = state_files.text(data, "state"), state_files.text(data, "at")
+        reason = state_files.text(data, "reason")
+        try:
+            return cls(AgentState(state), reason, dt.datetime.fromisoformat(at))
+        except ValueError:
+            raise MalformedRecord(f"unknown state {state!r} or time {at!r}") from None
+
+
+STATUS = StateFile(STATUS_FILE, Status)
+
+
+def record_status(state_dir: Path, state: AgentState, reason: str = "") -> None:
     """Remember why the device stopped (shown by ``device-agent status``)."""
-    payload = {"state": state, "reason": reason, "at": dt.datetime.now(dt.UTC).isoformat()}
-    write_private(state_dir / STATUS_FILE, json.dumps(payload).encode())
+    STATUS.write(state_dir, Status(state, reason, dt.datetime.now(dt.UTC)))
 
 
-def read_status(state_dir: Path) -> dict[str, str] | None:
-    try:
-        data = json.loads((state_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _revocation(error: Any) -> str | None:
-    """The server's reason if a stream error says this certificate was revoked."""
-    text = str(error["text"] or "")
-    if error["condition"] in ("reset", "not-authorized") and "revoked" in text:
-        return text
-    return None
+def read_status(state_dir: Path) -> Status | None:
+    """What the agent last did, or None if it never ran; a damaged file raises."""
+    return STATUS.read_if_present(state_dir)
 
 
 def client_for(state_dir: Path, *, plugins: Sequence[str] = ()) -> PairingClient:
@@ -114,49 +136,47 @@ async def run(
         rotation.check_margin(state_dir, rotate_before)
     delay = min_delay
     previous = read_status(state_dir)
-    if previous is not None and previous.get("state") == "revoked":
-        report(
-            f"refused: this device was revoked ({previous.get('reason')}); run device-agent reset"
-        )
-        raise LoginRefused(previous.get("reason") or "revoked")
+    if previous is not None and previous.state is AgentState.REVOKED:
+        report(f"refused: this device was revoked ({previous.reason}); run device-agent reset")
+        raise LoginRefused(previous.reason or "revoked")
     while not stop.is_set():
         client = client_for(state_dir)
         gone = asyncio.Event()
         revoked: list[str] = []
         client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
 
-        def on_stream_error(error: Any, revoked: list[str] = revoked) -> None:
-            reason = _revocation(error)
-            if reason is not None:
-                revoked.append(reason)
+        def on_closed(error: StreamClosed, revoked: list[str] = revoked) -> None:
+            # Only the typed condition counts: a text that merely says "revoked" (a device's
+            # name, a kick's reason, another server's wording) must not stop it for good.
+            if error.revoked:
+                revoked.append(error.text or "this device was revoked")
 
-        client.add_event_handler("stream_error", on_stream_error)
+        on_stream_error(client, on_closed)
         try:
             bound = await login(client)
-        except AuthenticationFailed as exc:
-            if "revoked" in exc.text:
+        except (AuthenticationFailed, StreamClosed) as exc:
+            if exc.revoked:
                 report(f"refused: {exc}")
-                record_status(state_dir, "revoked", exc.text)
+                record_status(state_dir, AgentState.REVOKED, exc.text)
                 raise LoginRefused(str(exc)) from None
-            # Disabled, expired or not (yet) registered: an admin may fix that, so keep
-            # trying, but only at the slowest pace.
-            record_status(state_dir, "refused", exc.text)
+            if isinstance(exc, StreamClosed):
+                delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
+                continue
+            # Disabled, expired, superseded or not (yet) registered: an admin may fix that,
+            # so keep trying, but only at the slowest pace.
+            record_status(state_dir, AgentState.REFUSED, exc.text)
             report(f"refused: {exc}; retrying in {max_delay:.0f} s")
             await _sleep_or_stop(stop, max_delay)
             continue
         except ServerIdentityMismatch as exc:
             report(f"refused: {exc}")
-            record_status(state_dir, "refused", str(exc))
+            record_status(state_dir, AgentState.REFUSED, str(exc))
             raise LoginRefused(str(exc)) from None
         except ConnectionFailed as exc:
-            # Full jitter (AWS architecture blog) keeps a fleet from reconnecting in lockstep.
-            wait = random.uniform(min_delay, delay)
-            report(f"offline: {exc}; retrying in {wait:.0f} s")
-            delay = min(max_delay, delay * 2)
-            await _sleep_or_stop(stop, wait)
+            delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay
-        record_status(state_dir, "online", str(bound))
+        record_status(state_dir, AgentState.ONLINE, str(bound))
         report(f"online as {bound}")
         margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
         not_before = 0.0  # after a failed rotation: when to try again (monotonic clock)
@@ -188,22 +208,38 @@ async def run(
                 continue
             client, gone = successor, asyncio.Event()
             client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
-            client.add_event_handler("stream_error", on_stream_error)
+            on_stream_error(client, on_closed)
             identity = KeyStore(state_dir).load()
             report(
                 f"rotated the certificate; the new one expires {identity.not_after:%Y-%m-%d %H:%M}"
             )
         if stop.is_set():
             await client.disconnect(wait=2)
-            record_status(state_dir, "stopped")
+            record_status(state_dir, AgentState.STOPPED)
             report("stopped")
             return
         if revoked:
-            record_status(state_dir, "revoked", revoked[0])
+            record_status(state_dir, AgentState.REVOKED, revoked[0])
             report(f"refused: {revoked[0]}")
             raise LoginRefused(revoked[0])
         report("connection lost; reconnecting")
         await _sleep_or_stop(stop, random.uniform(0, min_delay))
+
+
+async def _back_off(
+    exc: ConnectionFailed,
+    stop: asyncio.Event,
+    report: Callable[[str], None],
+    min_delay: float,
+    delay: float,
+    max_delay: float,
+) -> float:
+    """Wait before reconnecting after ``exc``; returns the next delay's upper bound."""
+    # Full jitter (AWS architecture blog) keeps a fleet from reconnecting in lockstep.
+    wait = random.uniform(min_delay, delay)
+    report(f"offline: {exc}; retrying in {wait:.0f} s")
+    await _sleep_or_stop(stop, wait)
+    return min(max_delay, delay * 2)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -6,19 +6,19 @@ attacker cannot guess the 8-digit code by restarting the device.
 
 from __future__ import annotations
 
-import base64
 import fcntl
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from device_agent import state_files
 from device_agent.errors import DeviceAgentError
+from device_agent.state_files import StateFile, StateFileError, StateFileMissing
 from pairing.protocol.setup_code import SetupLabel
 from pairing.protocol.srp import Verifier, make_verifier
-from pairing.secure_files import write_private
 
 SETUP_FILE = "setup.json"
 ATTEMPTS_FILE = "attempts.json"
@@ -66,54 +66,70 @@ class SetupState:
     resource: str
     verifier: Verifier
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "setup_id": self.setup_id,
+            "name": self.name,
+            "resource": self.resource,
+            "salt": state_files.b64(self.verifier.salt),
+            "verifier": state_files.b64(self.verifier.verifier),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SetupState:
+        return cls(
+            state_files.text(data, "device_id"),
+            state_files.text(data, "setup_id"),
+            state_files.text(data, "name"),
+            state_files.text(data, "resource"),
+            Verifier(state_files.blob(data, "salt"), state_files.blob(data, "verifier")),
+        )
+
     @classmethod
     def create(cls, state_dir: Path, label: SetupLabel, *, name: str, resource: str) -> SetupState:
         state = cls(
             label.device_id, label.setup_id, name, resource, make_verifier(label.code.digits)
         )
         try:
-            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private(
-                state_dir / SETUP_FILE,
-                json.dumps(
-                    {
-                        "device_id": state.device_id,
-                        "setup_id": state.setup_id,
-                        "name": name,
-                        "resource": resource,
-                        "salt": base64.b64encode(state.verifier.salt).decode(),
-                        "verifier": base64.b64encode(state.verifier.verifier).decode(),
-                    }
-                ).encode(),
-            )
-        except OSError as exc:
+            SETUP.write(state_dir, state)
+        except StateFileError as exc:
             # The write is atomic: on failure the previous label (if any) still holds.
-            raise SetupStateError(
-                f"cannot store the setup state in {state_dir}: {exc.strerror or exc}"
-            ) from None
+            raise SetupStateError(f"cannot store the setup state: {exc}") from None
         return state
 
     @classmethod
     def load(cls, state_dir: Path) -> SetupState:
-        path = state_dir / SETUP_FILE
         try:
-            data = json.loads(path.read_text())
-            return cls(
-                data["device_id"],
-                data["setup_id"],
-                data["name"],
-                data["resource"],
-                Verifier(base64.b64decode(data["salt"]), base64.b64decode(data["verifier"])),
-            )
-        except FileNotFoundError:
+            return SETUP.read(state_dir)
+        except StateFileMissing as exc:
             raise SetupStateError(
-                f"no setup code yet ({path}): run `device-agent label` and print the label"
+                f"no setup code yet ({exc.path}): run `device-agent label` and print the label"
             ) from None
-        except (OSError, ValueError, KeyError) as exc:
-            raise SetupStateError(f"{path} is unreadable: {exc}") from None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Strikes:
+    """What ``attempts.json`` holds: wrong codes so far, and whether the device is locked."""
+
+    failures: int = 0
+    locked: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"failures": self.failures, "locked": self.locked}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Strikes:
+        return cls(
+            state_files.integer(data, "failures", default=0),
+            state_files.flag(data, "locked", default=False),
+        )
+
+
+SETUP = StateFile(SETUP_FILE, SetupState)
+ATTEMPTS = StateFile(ATTEMPTS_FILE, Strikes)
+
+
 class AttemptCounter:
     """Wrong codes over the device's lifetime, persisted after every failure.
 
@@ -121,38 +137,37 @@ class AttemptCounter:
     label (``device-agent label --reset``) unlocks it, as HomeKit's MaxTries does.
     """
 
-    path: Path
-    failures: int = 0
-    locked: bool = False
+    def __init__(self, state_dir: Path, strikes: Strikes) -> None:
+        self.state_dir = state_dir
+        self.strikes = strikes
+
+    @property
+    def failures(self) -> int:
+        return self.strikes.failures
+
+    @property
+    def locked(self) -> bool:
+        return self.strikes.locked
 
     @classmethod
     def load(cls, state_dir: Path) -> AttemptCounter:
-        path = state_dir / ATTEMPTS_FILE
         try:
-            data = json.loads(path.read_text())
-            failures, locked = int(data.get("failures", 0)), bool(data.get("locked", False))
-        except FileNotFoundError:
-            failures, locked = 0, False
-        except (OSError, ValueError, AttributeError) as exc:
+            strikes = ATTEMPTS.read_if_present(state_dir) or Strikes()
+        except StateFileError as exc:
             # An unreadable counter must not reset to zero: treat it as locked.
-            raise SetupStateError(
-                f"{path} is unreadable ({exc}); the device stays locked"
-            ) from None
-        return cls(path, failures, locked)
-
-    def _save(self) -> None:
-        try:
-            write_private(
-                self.path, json.dumps({"failures": self.failures, "locked": self.locked}).encode()
-            )
-        except OSError as exc:
-            # A strike that cannot be stored must stop pairing, or guesses would be free.
-            raise SetupStateError(
-                f"cannot record a wrong code in {self.path}: {exc.strerror or exc}; "
-                "the device stops pairing"
-            ) from None
+            raise SetupStateError(f"{exc}; the device stays locked") from None
+        return cls(state_dir, strikes)
 
     def record_failure(self, cap: int) -> None:
-        self.failures += 1
-        self.locked = self.locked or self.failures >= cap
-        self._save()
+        failures = self.strikes.failures + 1
+        strikes = Strikes(failures, self.strikes.locked or failures >= cap)
+        try:
+            ATTEMPTS.write(self.state_dir, strikes)
+        except StateFileError as exc:
+            # A strike that cannot be stored must stop pairing, or guesses would be free.
+            raise SetupStateError(
+                f"cannot record a wrong code: {exc}; the device stops pairing"
+            ) from None
+        finally:
+            # Counted in memory even when the disk refused it: this run stops either way.
+            self.strikes = strikes

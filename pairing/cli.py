@@ -16,22 +16,11 @@ import slixmpp
 
 from pairing.cli_output import BadInput, configure_logging, emit, friendly_group, read_secret
 from pairing.errors import InvalidJID
-from pairing.protocol.identity import (
-    certificate_der,
-    fingerprint,
-    format_fingerprint,
-    load_certificate,
-)
+from pairing.protocol.address import ServerAddress
+from pairing.protocol.identity import PeerCertificate, format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.redaction import protect
-from pairing.xmpp.connection import (
-    PairingClient,
-    ServerAddress,
-    TrustAnchor,
-    login,
-    logout,
-    make_client,
-)
+from pairing.xmpp.connection import PairingClient, TrustAnchor, login, logout, make_client
 from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices
 from pairing.xmpp.saslcert import (
     PLUGINS,
@@ -144,8 +133,8 @@ def certs_list(account: Account, as_json: bool) -> None:
     rows: list[dict[str, Any]] = [
         {
             "name": item.name,
-            "fingerprint": fingerprint(item.der) if item.der else None,
-            "jids": [str(j) for j in _jids(item.der)],
+            "fingerprint": item.certificate.fingerprint if item.certificate else None,
+            "jids": [str(j) for j in item.certificate.jids] if item.certificate else [],
             "online": list(item.users),
         }
         for item in items
@@ -156,15 +145,6 @@ def certs_list(account: Account, as_json: bool) -> None:
         as_json=as_json,
         empty="no certificates registered",
     )
-
-
-def _jids(der: bytes) -> tuple[JID, ...]:
-    from pairing.protocol.identity import xmpp_addrs
-
-    try:
-        return xmpp_addrs(load_certificate(der))
-    except ValueError:
-        return ()
 
 
 @certs.command("add")
@@ -178,13 +158,15 @@ def _jids(der: bytes) -> tuple[JID, ...]:
 @click.pass_obj
 def certs_add(account: Account, name: str, certfile: Path, no_cert_management: bool) -> None:
     """Register the device certificate CERTFILE (PEM or DER) under NAME."""
-    der = certificate_der(load_certificate(certfile.read_bytes()))
+    # Parsed once, here where it enters: a file that is no certificate is refused before the
+    # password is asked for, and what is registered and printed is this one value.
+    cert = PeerCertificate.parse(certfile.read_bytes())
 
     async def action(client: slixmpp.ClientXMPP) -> None:
-        await add_certificate(client, name, der, allow_management=not no_cert_management)
+        await add_certificate(client, name, cert.der, allow_management=not no_cert_management)
 
     account.run(action)
-    click.echo(f"registered {name!r}: {format_fingerprint(fingerprint(der))}")
+    click.echo(f"registered {name!r}: {format_fingerprint(cert.fingerprint)}")
 
 
 @certs.command("disable")

@@ -11,6 +11,10 @@ class InvalidJID(PairingError, ValueError):
     """A string is not a valid JID (RFC 7622)."""
 
 
+class InvalidServerAddress(PairingError, ValueError):
+    """A server address is not ``host``, ``host:port`` or ``[v6]:port``."""
+
+
 class CertificateError(PairingError, ValueError):
     """A certificate cannot be parsed or lacks what XEP-0178 requires."""
 
@@ -24,13 +28,32 @@ class ServerIdentityMismatch(PairingError):
 
 
 class AuthenticationFailed(PairingError):
-    """The server refused the login; ``condition`` is the RFC 6120 §6.5 condition."""
+    """The server refused the login; ``condition`` is the RFC 6120 §6.5 condition.
 
-    def __init__(self, condition: str, text: str = "") -> None:
+    ``revoked`` is True only when the ``<failure/>`` carried the typed revoked condition
+    (:mod:`pairing.protocol.conditions`): this device will never log in again. The ``text``
+    is for people; nothing decides on it.
+    """
+
+    def __init__(self, condition: str, text: str = "", *, revoked: bool = False) -> None:
         detail = f" ({text})" if text else ""
         super().__init__(f"authentication refused: {condition}{detail}")
         self.condition = condition
         self.text = text
+        self.revoked = revoked
+
+
+class StreamClosed(ConnectionFailed):
+    """The server ended the stream with a stream error (RFC 6120 §4.9).
+
+    ``revoked`` is True only when the error carried the typed revoked condition.
+    """
+
+    def __init__(self, condition: str, text: str = "", *, revoked: bool = False) -> None:
+        super().__init__(f"stream error: {condition} {text}".strip())
+        self.condition = condition
+        self.text = text
+        self.revoked = revoked
 
 
 class RequestFailed(PairingError):
@@ -45,3 +68,11 @@ class RequestFailed(PairingError):
 
 class CredentialFileError(PairingError):
     """A certificate or key file is missing, unreadable or does not match."""
+
+
+class RemoteProtocolError(PairingError):
+    """The peer sent something malformed or out of order (the peer's fault)."""
+
+
+class LocalProtocolError(PairingError):
+    """We were asked to do something the protocol does not allow now (our own bug)."""

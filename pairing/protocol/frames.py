@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pairing.errors import PairingError
+from pairing.errors import LocalProtocolError, RemoteProtocolError
 
 HEADER = 3
 MAX_BODY = 16 * 1024  # a certificate, a signature and some JSON fit easily
-
-
-class RemoteProtocolError(PairingError):
-    """The peer sent something malformed or out of order."""
-
-
-class LocalProtocolError(PairingError):
-    """We were asked to do something the protocol does not allow now (our bug)."""
 
 
 @dataclass(frozen=True, slots=True)

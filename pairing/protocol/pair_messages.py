@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from pairing.errors import InvalidJID
-from pairing.protocol.frames import Frame, RemoteProtocolError
+from pairing.errors import InvalidJID, RemoteProtocolError
+from pairing.protocol.frames import Frame
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.srp import HASH_BYTES, N_BYTES, SALT_BYTES
 

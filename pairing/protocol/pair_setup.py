@@ -31,7 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pairing.protocol.frames import Frame, FrameDecoder, LocalProtocolError, RemoteProtocolError
+from pairing.errors import LocalProtocolError, RemoteProtocolError
+from pairing.protocol.frames import Frame, FrameDecoder
 from pairing.protocol.pair_messages import (
     CertificateRegistered,
     CertificateSubmission,
@@ -299,8 +300,13 @@ class DeviceSession(_Session):
         self._send_secure(CertificateSubmission(der, signature))
         self.state = DeviceState.CERTIFICATE_SENT
 
+    @property
+    def may_send_result(self) -> bool:
+        """Whether :meth:`send_result` is allowed now: offered, and not yet done or failed."""
+        return self.state in (DeviceState.SECURED, DeviceState.REGISTERED)
+
     def send_result(self, result: EnrollmentResult) -> None:
-        if self.state not in (DeviceState.SECURED, DeviceState.REGISTERED):
+        if not self.may_send_result:
             raise LocalProtocolError(f"cannot report a result in {self.state.value}")
         self._send_secure(result)
         self.state = DeviceState.DONE
@@ -314,7 +320,6 @@ class UserSession(_Session):
         self.state = UserState.AWAITING_HELLO
         self.hello: DeviceHello | None = None
         self._srp: SRPClient | None = None
-        self._device_cert: x509.Certificate | None = None
 
     def _fail(self) -> None:
         super()._fail()

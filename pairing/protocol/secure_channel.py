@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pairing.protocol.frames import RemoteProtocolError
+from pairing.errors import RemoteProtocolError
 
 #: HKDF salt and info labels (RFC 5869), with the literal visible for the docs.
 KDF_SALT = b"xmpp-dp pair-setup v1"

@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,28 +26,25 @@ from pairing.errors import (
     CredentialFileError,
     PairingError,
     ServerIdentityMismatch,
+    StreamClosed,
 )
+from pairing.protocol.address import ServerAddress
+from pairing.protocol.conditions import says_revoked
 from pairing.protocol.jid import JID
 
+__all__ = [
+    "PairingClient",
+    "ServerAddress",
+    "TrustAnchor",
+    "authentication_failed",
+    "login",
+    "logout",
+    "make_client",
+    "on_stream_error",
+    "stream_closed",
+]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerAddress:
-    host: str
-    port: int
-    direct_tls: bool = False
-
-    @classmethod
-    def parse(cls, text: str, *, default_port: int = 5222) -> ServerAddress:
-        """``host``, ``host:port`` or ``[v6]:port``."""
-        host, sep, port = text.rpartition(":")
-        if not sep or "]" in port:
-            host, port = text, str(default_port)
-        host = host.strip("[]")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise PairingError(f"{text!r} is not a server address (host or host:port)")
-        return cls(host, int(port))
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +166,7 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
             )
 
     def on_failed_auth(stanza: Any) -> None:
-        settle(AuthenticationFailed(str(stanza["condition"]), str(stanza["text"])))
+        settle(authentication_failed(stanza))
 
     def on_session_start(_: Any) -> None:
         bound = str(client.boundjid.full)
@@ -189,8 +186,8 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
     def on_disconnected(_: Any) -> None:
         settle(ConnectionFailed(f"{server.host}:{server.port} closed the connection"))
 
-    def on_stream_error(error: Any) -> None:
-        settle(ConnectionFailed(f"stream error: {error['condition']} {error['text']}".strip()))
+    def on_error(error: Any) -> None:
+        settle(stream_closed(error))
 
     handlers = {
         "ssl_cert": on_cert,
@@ -198,7 +195,7 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         "session_start": on_session_start,
         "connection_failed": on_connection_failed,
         "disconnected": on_disconnected,
-        "stream_error": on_stream_error,
+        "stream_error": on_error,
     }
     for event, handler in handlers.items():
         client.add_event_handler(event, handler)
@@ -215,6 +212,25 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
     finally:
         for event, handler in handlers.items():
             client.del_event_handler(event, handler)
+
+
+def authentication_failed(failure: Any) -> AuthenticationFailed:
+    """A slixmpp SASL ``<failure/>`` as the typed :class:`AuthenticationFailed`."""
+    return AuthenticationFailed(
+        str(failure["condition"]), str(failure["text"]), revoked=says_revoked(failure.xml)
+    )
+
+
+def stream_closed(error: Any) -> StreamClosed:
+    """A slixmpp stream error as the typed :class:`StreamClosed` (condition, text, revoked)."""
+    return StreamClosed(
+        str(error["condition"]), str(error["text"] or ""), revoked=says_revoked(error.xml)
+    )
+
+
+def on_stream_error(client: slixmpp.ClientXMPP, handler: Callable[[StreamClosed], None]) -> None:
+    """Call ``handler`` with each stream error the server ends ``client``'s stream with."""
+    client.add_event_handler("stream_error", lambda error: handler(stream_closed(error)))
 
 
 async def logout(client: slixmpp.ClientXMPP, *, timeout: float = 5.0) -> None:

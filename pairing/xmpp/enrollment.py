@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from xml.sax.saxutils import quoteattr
 
 import slixmpp
 from slixmpp.stanza import StreamFeatures
@@ -30,13 +29,6 @@ class EnrollmentRefused(PairingError):
         super().__init__(f"enrollment refused: {condition}" + (f" ({text})" if text else ""))
         self.condition = condition
         self.text = text
-
-    @property
-    def token_burned(self) -> bool:
-        try:
-            return EnrollCondition(self.condition).burns_token
-        except ValueError:
-            return False
 
 
 class EnrollmentUnanswered(PairingError):
@@ -82,6 +74,21 @@ class _Feature(ElementBase):
     interfaces: ClassVar[set[str]] = set()
 
 
+class _Redeem(StanzaBase):
+    """``<enroll xmlns='…' token='…'/>``: the device redeems its token (docs/protocol.md)."""
+
+    name = "enroll"
+    namespace = ENROLL_NS
+    interfaces: ClassVar[set[str]] = {"token"}
+
+    def setup(self, xml: Any = None) -> bool:
+        # A stanza made for a stream takes the stream's namespace (jabber:client); this one
+        # lives in ours, as slixmpp's own SASL <auth/> does for its namespace.
+        created: bool = super().setup(xml)
+        self.xml.tag = self.tag_name()
+        return created
+
+
 class _Success(StanzaBase):
     name = "success"
     namespace = ENROLL_NS
@@ -113,7 +120,9 @@ def offer_token(client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0
         if outcome.done():
             return False  # already enrolled on this stream
         offer.sent = True  # from here on, the server may register the certificate
-        client.send_raw(f"<enroll xmlns='{ENROLL_NS}' token={quoteattr(token)}/>")
+        redeem = _Redeem(client)
+        redeem["token"] = token
+        redeem.send()
         try:
             reply = await asyncio.wait_for(answer.get(), timeout)
         except TimeoutError:

@@ -10,6 +10,7 @@ import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 
 from pairing.errors import RequestFailed
+from pairing.protocol.identity import PeerCertificate
 
 PLUGINS = ("xep_0030", "xep_0257")
 
@@ -19,7 +20,7 @@ class CertificateItem:
     """One registered certificate as the server lists it (XEP-0257 §3.2)."""
 
     name: str
-    der: bytes
+    certificate: PeerCertificate | None  # parsed here, once; None when it cannot be read
     users: tuple[str, ...]  # resources logged in with it now
 
 
@@ -39,12 +40,17 @@ async def list_certificates(
         raise _raise("listing certificates", exc) from None
     result = []
     for name, b64, users in items:
-        try:
-            der = base64.b64decode("".join(str(b64).split()), validate=True)
-        except (binascii.Error, ValueError):
-            der = b""
-        result.append(CertificateItem(str(name), der, tuple(sorted(str(u) for u in users))))
+        resources = tuple(sorted(str(u) for u in users))
+        result.append(CertificateItem(str(name), _certificate(str(b64)), resources))
     return sorted(result, key=lambda item: item.name)
+
+
+def _certificate(b64: str) -> PeerCertificate | None:
+    """The ``<x509cert/>`` of an item; a server's garbage is shown as unreadable, not fatal."""
+    try:
+        return PeerCertificate.parse(base64.b64decode("".join(b64.split()), validate=True))
+    except (binascii.Error, ValueError):  # CertificateError is a ValueError
+        return None
 
 
 async def add_certificate(

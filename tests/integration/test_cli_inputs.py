@@ -245,3 +245,68 @@ def test_a_label_png_that_cannot_be_written_changes_nothing(tmp_path: Path) -> N
         result.returncode, result.stderr, str(shelf / "label.png"), "the label is unchanged"
     )
     assert (state / "setup.json").read_bytes() == before  # the printed label still works
+
+
+def device_agent(state: Path, *args: str) -> list[str]:
+    return [str(BIN / "device-agent"), "--state-dir", str(state), *args]
+
+
+def enrolled_state(tmp_path: Path) -> Path:
+    """An identity and a server.json, as an enrolled device has (no server needed)."""
+    state = tmp_path / "bot"
+    result = run_cmd(device_agent(state, "init", "--jid", "alice@localhost/bot"))
+    assert result.returncode == 0, result.stderr
+    settings = {
+        "host": "127.0.0.1",
+        "port": 1,
+        "fingerprint": "ab" * 32,
+        "jid": "alice@localhost/bot",
+    }
+    (state / "server.json").write_text(json.dumps(settings))
+    return state
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "command", "needle"),
+    [
+        pytest.param("status.json", "{", ["status"], "is malformed", id="status-truncated"),
+        pytest.param(
+            "status.json",
+            '{"state": "asleep", "reason": "", "at": "2025-01-02T03:04:05+00:00"}',
+            ["status"],
+            "unknown state 'asleep'",
+            id="status-unknown-state",
+        ),
+        pytest.param("server.json", "[]", ["run"], "does not hold a JSON object", id="server"),
+        pytest.param(
+            "server.json", '{"host": "h", "port": "x"}', ["login"], "'port'", id="server-field"
+        ),
+    ],
+)
+def test_a_damaged_state_file_is_one_line_naming_it(
+    tmp_path: Path, name: str, content: str, command: list[str], needle: str
+) -> None:
+    """Issue 9: one state-file helper, one clear error (status.json was silently ignored)."""
+    state = enrolled_state(tmp_path)
+    (state / name).write_text(content)
+    result = run_cmd(device_agent(state, *command))
+    assert_one_clear_line(result.returncode, result.stderr, str(state / name), needle)
+
+
+@pytest.mark.parametrize("server", ["[::1", "example.org:", "example.org:0", "a:b:c"])
+def test_a_server_address_that_is_not_one_is_one_line(tmp_path: Path, server: str) -> None:
+    cmd = pairing_cmd(tmp_path)
+    cmd[cmd.index("--server") + 1] = server
+    result = run_cmd([*cmd, "certs", "list"])
+    assert_one_clear_line(result.returncode, result.stderr, repr(server), "not a server address")
+
+
+def test_a_file_that_is_no_certificate_is_refused_before_connecting(tmp_path: Path) -> None:
+    """The PEM is parsed once, where it enters, before the password or the server is used
+    (the server in ``pairing_cmd`` does not exist: reaching for it would say so)."""
+    junk = tmp_path / "device.crt"
+    junk.write_text(
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
+    )
+    result = run_cmd([*pairing_cmd(tmp_path), "certs", "add", "bot", str(junk)])
+    assert_one_clear_line(result.returncode, result.stderr, "cannot be parsed")

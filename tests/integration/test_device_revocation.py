@@ -185,8 +185,9 @@ async def test_revoking_a_device_revokes_every_certificate_and_session(
     await asyncio.wait_for(gone.wait(), 5)
     # ... and neither certificate of the device can log in again.
     for cert, key in certificates:
-        with pytest.raises(AuthenticationFailed, match="revoked"):
+        with pytest.raises(AuthenticationFailed, match="revoked") as refused:
             await login(device_client(server, cert, key))
+        assert refused.value.revoked  # the typed <revoked/> condition, not the text
     device = server.registry.devices.by_name(BOT.bare, "bot")
     assert device is not None and device.state is DeviceState.REVOKED
     assert {c.state for c in server.registry.devices.chain(device.id)} == {CertState.REVOKED}
@@ -259,7 +260,7 @@ async def test_a_lost_successor_is_replaced_after_the_interval(
     revoked, so there is never more than one waiting."""
     clock = [dt.datetime.now(dt.UTC)]
     server = await make_server(clock=lambda: clock[0])
-    bot, _, _ = await enrolled_device_with_a_successor(server, tmp_path)
+    bot, _, certificates = await enrolled_device_with_a_successor(server, tmp_path)
     clock[0] += dt.timedelta(hours=1, minutes=1)
     _, _, third = identity(tmp_path / "third")
     await add_certificate(bot, "rotation", third, allow_management=False)
@@ -270,6 +271,12 @@ async def test_a_lost_successor_is_replaced_after_the_interval(
         CertState.REVOKED,  # superseded before first use
         CertState.ACTIVE,
     ]
+    # The superseded certificate is refused with a text that says "revoked", but the device
+    # is not revoked, so the refusal carries no <revoked/> condition.
+    cert, key = certificates[1]
+    with pytest.raises(AuthenticationFailed, match="superseded before first use") as refused:
+        await login(device_client(server, cert, key))
+    assert not refused.value.revoked
     await logout(bot)
 
 

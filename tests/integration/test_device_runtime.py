@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
 
 from device_agent.enrollment import enroll
 from device_agent.keystore import KeyStore
-from device_agent.runtime import LoginRefused, run
+from device_agent.runtime import LoginRefused, client_for, run
+from pairing.protocol.address import ServerAddress
+from pairing.protocol.identity import certificate_der
 from pairing.protocol.jid import JID
+from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
+from pairing.xmpp.devices import revoke_device
+from pairing.xmpp.saslcert import PLUGINS, add_certificate
 from server_ext.admin.token_issuer import issue_token
-from server_ext.model import DeviceState
+from server_ext.model import CertState, DeviceState
 from server_ext.policy.tokens import TokenRules
-from tests.integration.conftest import RunningServer
+from tests.integration.conftest import PASSWORD, RunningServer, ServerFactory
 
 
 async def wait_for_line(lines: list[str], text: str, start: int = 0, timeout: float = 10) -> int:
@@ -101,3 +108,119 @@ async def test_a_disabled_device_waits_and_returns_when_enabled(
     await wait_for_line(lines, "online as", refused)
     stop.set()
     await asyncio.wait_for(task, 10)
+
+
+async def enrolled_agent(
+    server: RunningServer, folder: Path, resource: str = "sensor", name: str | None = None
+) -> KeyStore:
+    """A device enrolled with a token for alice@localhost/RESOURCE, as `device-agent enroll`."""
+    server.add_user("alice")
+    issued = issue_token(
+        server.registry,
+        TokenRules(),
+        account=JID.parse("alice@localhost"),
+        resource=resource,
+        name=name,
+        ttl=None,
+        created_by="test",
+    )
+    store = KeyStore(folder)
+    await enroll(
+        store, issued.uri(host=server.host, port=server.port, fingerprint=server.fingerprint)
+    )
+    return store
+
+
+def agent_status(store: KeyStore) -> dict[str, str]:
+    """What `device-agent status` reads (status.json, whose fields stay as they were)."""
+    status: dict[str, str] = json.loads((store.state_dir / "status.json").read_text())
+    return status
+
+
+async def test_a_refusal_that_only_says_revoked_keeps_the_agent_trying(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """Issue 9: the agent decided "revoked" by finding the word in the server's text.
+
+    A certificate superseded before its first use is refused with the text "this certificate
+    was revoked: superseded before first use", but its device is not revoked (it has a newer
+    certificate) and the server sends no <revoked/> condition: the agent must keep trying
+    (slowly), not stop for good until someone runs `device-agent reset`.
+    """
+    clock = [dt.datetime.now(dt.UTC)]
+    server = await make_server(clock=lambda: clock[0])
+    store = await enrolled_agent(server, tmp_path / "sensor")
+    # A rotation interrupted twice: the device registered a successor, then a newer one an
+    # hour later (which superseded the first), and it holds the first one now.
+    online = client_for(store.state_dir, plugins=PLUGINS)
+    await login(online)
+    key, cert = store.next_identity()
+    await add_certificate(online, "rotation", certificate_der(cert), allow_management=False)
+    clock[0] += dt.timedelta(hours=1, minutes=1)
+    _, newer = store.next_identity()
+    await add_certificate(online, "rotation", certificate_der(newer), allow_management=False)
+    await logout(online)
+    store.install(key, cert)
+    record = server.registry.devices.by_fingerprint(store.load().fingerprint)
+    assert record is not None and record.state is CertState.REVOKED
+    assert record.device.state is DeviceState.ACTIVE
+
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(store.state_dir, report=lines.append, min_delay=0.1, max_delay=0.2, stop=stop)
+    )
+    first = await wait_for_line(lines, "superseded before first use")
+    await wait_for_line(lines, "refused:", first + 1)  # it tried again
+    assert not task.done()
+    assert agent_status(store)["state"] == "refused"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_stream_error_that_only_mentions_revoked_makes_the_agent_reconnect(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    """A <reset/> whose text says "revoked" (a device's name, a server that does not send the
+    typed condition) without <revoked xmlns='urn:xmpp-device-pairing:device:0'/> is a lost
+    connection, not a revocation: the agent comes back."""
+    store = await enrolled_agent(xmpp_server, tmp_path / "sensor", name="revoked-sensor")
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1, stop=stop))
+    first = await wait_for_line(lines, "online as alice@localhost/sensor")
+    (session,) = xmpp_server.server.sessions.resources(JID.parse("alice@localhost"))
+    session.terminate("reset", "the device 'revoked-sensor' got a new certificate")
+    lost = await wait_for_line(lines, "connection lost", first)
+    await wait_for_line(lines, "online as", lost)
+    assert agent_status(store)["state"] == "online"
+    stop.set()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_a_revoked_device_stops_at_once_with_the_reason(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    """The server's typed condition on the stream error that ends the session is enough:
+    the agent stops without logging in again, and says why."""
+    store = await enrolled_agent(xmpp_server, tmp_path / "sensor")
+    lines: list[str] = []
+    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1))
+    await wait_for_line(lines, "online as alice@localhost/sensor")
+    owner = make_client(
+        "alice@localhost/phone",
+        server=ServerAddress(xmpp_server.host, xmpp_server.port),
+        trust=TrustAnchor(fingerprint=xmpp_server.fingerprint),
+        password=PASSWORD,
+        plugins=PLUGINS,
+    )
+    await login(owner)
+    await revoke_device(owner, "sensor", reason="stolen from the shed")
+    await logout(owner)
+    with pytest.raises(LoginRefused, match="stolen from the shed"):
+        await asyncio.wait_for(task, 10)
+    assert not any("reconnecting" in line or "offline" in line for line in lines), lines
+    events = [e.event for e in xmpp_server.registry.audit.events()]
+    assert "login.failed" not in events  # it never tried again
+    status = agent_status(store)
+    assert status["state"] == "revoked" and "stolen from the shed" in status["reason"]

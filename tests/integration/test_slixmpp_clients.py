@@ -83,7 +83,10 @@ async def test_owner_registers_a_bot_which_logs_in_and_chats(
     device = make_device("alice@localhost/weatherbot")
     await add_certificate(owner, "Weather bot", device.der)
     items = await list_certificates(owner)
-    assert [(i.name, i.der, i.users) for i in items] == [("Weather bot", device.der, ())]
+    (item,) = items
+    assert (item.name, item.users) == ("Weather bot", ())
+    assert item.certificate is not None and item.certificate.der == device.der
+    assert item.certificate.jids == (JID.parse("alice@localhost/weatherbot"),)
 
     bot = device_client(xmpp_server, device)
     assert await login(bot) == JID.parse("alice@localhost/weatherbot")

@@ -19,8 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from pairing.errors import CertificateError, InvalidJID
-from pairing.protocol.frames import RemoteProtocolError
+from pairing.errors import CertificateError, InvalidJID, RemoteProtocolError
 from pairing.protocol.identity import (
     XMPP_ADDR_OID,
     PeerCertificate,

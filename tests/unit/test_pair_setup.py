@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from pairing.protocol.frames import MAX_BODY, Frame, FrameDecoder, RemoteProtocolError
+from pairing.errors import RemoteProtocolError
+from pairing.protocol.frames import MAX_BODY, Frame, FrameDecoder
 from pairing.protocol.identity import build_device_certificate, certificate_der, generate_key
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import (
