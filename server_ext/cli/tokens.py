@@ -81,7 +81,7 @@ def token_create(
 ) -> None:
     """Issue a token for JID/RESOURCE and show it as a QR code and a URI."""
     from pairing import qr
-    from pairing.xmpp.connection import ServerAddress
+    from pairing.protocol.address import ServerAddress
     from server_ext.admin.token_issuer import issue_token, parse_duration
     from server_ext.net.server_certificate import ensure_server_certificate
 

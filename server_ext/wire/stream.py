@@ -22,9 +22,8 @@ import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
-from pairing.errors import InvalidJID
+from pairing.errors import InvalidJID, LocalProtocolError
 from pairing.protocol.jid import JID, prepare_domainpart
-from server_ext.errors import ServerExtError
 from server_ext.wire import namespaces as ns
 from server_ext.wire.events import (
     AuthAborted,
@@ -65,10 +64,6 @@ _BIND = ns.clark(ns.BIND, "bind")
 _RESOURCE = ns.clark(ns.BIND, "resource")
 _SESSION = ns.clark(ns.SESSION, "session")
 _IQ_TYPES = frozenset({"get", "set", "result", "error"})
-
-
-class LocalProtocolError(ServerExtError):
-    """The caller used the stream out of order (our bug, not the peer's)."""
 
 
 class _StreamError(Exception):
