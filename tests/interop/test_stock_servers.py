@@ -396,11 +396,17 @@ async def test_ejabberd_a_reloaded_deny_rule_refuses_the_device_at_bind(
     # Written but not reloaded: the running node still uses the rules it read at start.
     before = await raw_external(ca_node.c2s_port, server_cert, device, resource="sensor")
     assert succeeded(before), before
-    await close(before)
 
     began = time.monotonic()
     await asyncio.to_thread(ca_node.reload_config)
     reload_seconds = time.monotonic() - began
+
+    # Access rules are checked when a session opens: the live session survives the reload
+    # (revocation needs a kick as well).
+    assert before.client is not None
+    await before.client.send("<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert b"type='result'" in await before.client.read_iq("ping1")
+    await close(before)
 
     refused = await raw_external(ca_node.c2s_port, server_cert, device, resource="sensor")
     # SASL EXTERNAL still succeeds: access rules are checked when the resource is bound.
@@ -549,6 +555,21 @@ async def test_ejabberd_two_node_cluster(
     gone = disconnection(client)
     kick_seconds = await measure_close(gone, lambda: first.kick_session("alice", "sensor"))
     client.abort()
+
+    # Configuration is per node: a deny rule reloaded on one node binds only that node.
+    first.write_access_rules(deny_rule("alice@localhost/sensor"))
+    await asyncio.to_thread(first.reload_config)
+    on_first = await raw_external(first.c2s_port, server_cert, device, resource="sensor")
+    on_second = await raw_external(second.c2s_port, server_cert, device, resource="sensor")
+    assert b"<not-allowed" in on_first.bind, on_first
+    assert succeeded(on_second), on_second
+    await close(on_first, on_second)
+    second.write_access_rules(deny_rule("alice@localhost/sensor"))
+    await asyncio.to_thread(second.reload_config)
+    on_second = await raw_external(second.c2s_port, server_cert, device, resource="sensor")
+    assert b"<not-allowed" in on_second.bind, on_second
+    await close(on_second)
+
     measured("ejabberd: join_cluster until both nodes list each other", join_seconds)
     measured("ejabberd: kick_session on node 1 closing a session on node 2", kick_seconds)
 

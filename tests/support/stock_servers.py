@@ -10,7 +10,7 @@ ejabberd is started with ``erl`` directly, as ``ejabberdctl foreground`` would, 
 through ``ejabberdctl``. As root, ``ejabberdctl`` re-executes itself as the ``ejabberd``
 user through ``su`` (which cannot read a test's tmp dir), reads that user's cookie, and may
 run ``epmd -kill`` on the shared epmd; none of that suits a private instance. Admin commands
-go the same way, through ``ejabberd_ctl`` in a short-lived hidden node (about 0.3 s each), or
+go the same way, through ``ejabberd_ctl`` in a short-lived hidden node (0.3 to 0.6 s each), or
 through ``mod_http_api`` on a loopback port (a few milliseconds).
 
 Prosody runs in the foreground (``prosody --config FILE -F``), and its admin commands go
@@ -261,17 +261,23 @@ class Epmd:
 
     def __init__(self, runtime: ErlangRuntime, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ERL_EPMD_ADDRESS": LOOPBACK}
-        self.process = ManagedProcess(
-            [runtime.epmd, "-port", str(self.port)], env=env, cwd=folder, output=folder / "epmd.log"
-        )
-        _wait_for(
-            lambda: _port_open(self.port),
-            what="epmd",
-            process=self.process,
-            log=folder / "epmd.log",
-        )
+        log = folder / "epmd.log"
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.port = free_port()
+            self.process = ManagedProcess(
+                [runtime.epmd, "-port", str(self.port)], env=env, cwd=folder, output=log
+            )
+            try:
+                _wait_for(lambda: _port_open(self.port), what="epmd", process=self.process, log=log)
+                time.sleep(0.05)
+                if self.process.alive():  # the open port is ours, not someone else's
+                    return
+            except StockServerError:
+                if attempt == PORT_ATTEMPTS:
+                    raise
+            self.process.stop()
+        raise StockServerError(f"epmd could not keep a port:\n{_tail(log)}")
 
     def stop(self) -> None:
         self.process.stop()
