@@ -245,7 +245,7 @@ def _refused_profile(profile: Profile, exc: AuthenticationFailed) -> str:
 
 def _password(file: Path | None, *, for_login: bool, jid: JID | None = None) -> str:
     if file is None and not _password_in_env() and not can_prompt():
-        # Without this check a job started with `&` would stop at the prompt (SIGTTIN).
+        # Without this check a job started with `&` would stop at the prompt (SIGTTOU).
         hint = (
             "" if for_login else "run `pairing login` once in a terminal (then none is needed), or "
         )

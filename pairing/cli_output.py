@@ -153,7 +153,8 @@ def can_prompt() -> bool:
     """Whether a prompt can be answered: stdin is a terminal and we are its foreground job.
 
     A job started with ``&`` keeps the terminal as stdin, but reading it stops the job
-    (SIGTTIN, POSIX "Job Control"), so `pairing listen … &` would sit stopped at its prompt.
+    (SIGTTIN; SIGTTOU already when a hidden prompt turns echo off; POSIX "Job Control"), so
+    `pairing listen … &` would sit stopped at its password prompt.
     """
     try:
         fd = sys.stdin.fileno()

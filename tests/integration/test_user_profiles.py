@@ -352,7 +352,8 @@ def test_help_documents_every_environment_variable() -> None:
 def run_in_background(command: list[str], *, timeout: float = 30) -> tuple[int, str]:
     """Run ``command`` as a job started with ``&`` by a shell with job control on a terminal
     of its own: the job keeps the terminal as stdin but is not its foreground process group,
-    so reading from it stops the job (SIGTTIN). Returns (exit status, stderr)."""
+    so a password prompt stops the job (SIGTTOU when it turns echo off, SIGTTIN when it reads;
+    the shell's `wait` then returns 128 + the signal). Returns (exit status, stderr)."""
     primary, secondary = os.openpty()
 
     def take_terminal() -> None:
