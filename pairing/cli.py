@@ -1,26 +1,62 @@
-"""``pairing``: the user's side. Log in with your password and manage your devices."""
+"""``pairing``: the user's side. Log in once, then manage your devices with no flags."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import os
+import secrets
 import signal
-import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import slixmpp
+from click.core import ParameterSource
 
-from pairing.cli_output import BadInput, configure_logging, emit, friendly_group, read_secret
-from pairing.errors import InvalidJID
+from pairing.cli_output import (
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    BadInput,
+    can_prompt,
+    configure_logging,
+    emit,
+    emit_record,
+    friendly_group,
+    read_secret,
+)
+from pairing.durations import InvalidDuration, parse_duration
+from pairing.errors import (
+    AuthenticationFailed,
+    InvalidJID,
+    InvalidServerAddress,
+    PairingError,
+)
+from pairing.profiles import (
+    DEFAULT_PROFILE,
+    CLIIdentity,
+    Profile,
+    ProfileError,
+    ProfileStore,
+    check_name,
+    make_cli_identity,
+)
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import PeerCertificate, format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.redaction import protect
-from pairing.xmpp.connection import PairingClient, TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import (
+    PairingClient,
+    TrustAnchor,
+    login,
+    login_first,
+    logout,
+    make_client,
+    resolve_server,
+)
 from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices
 from pairing.xmpp.saslcert import (
     PLUGINS,
@@ -28,108 +64,532 @@ from pairing.xmpp.saslcert import (
     disable_certificate,
     list_certificates,
     revoke_certificate,
+    supports_saslcert,
 )
 from pairing.xmpp.tokens import TokenGrant, cancel_token, list_tokens, request_token
 
 PASSWORD_ENV = "PAIRING_PASSWORD"
+PROFILE_ENV = "PAIRING_PROFILE"
 T = TypeVar("T")
+
+EPILOG = f"""\b
+Start with `pairing login --jid you@example.org` (asks for your password once and
+keeps no password: this CLI gets a certificate of its own); later commands need no
+connection options. --jid, --server and --pin still work for scripts, without a profile.
+
+\b
+Environment (each option's own variable is shown beside it, too):
+  {PROFILE_ENV}        the profile to use (default: "{DEFAULT_PROFILE}")
+  PAIRING_JID, PAIRING_SERVER, PAIRING_PIN, PAIRING_CAFILE, PAIRING_PASSWORD_FILE
+                         as --jid, --server, --pin, --cafile, --password-file
+  {PASSWORD_ENV}       your password, for `login` and commands run without a profile
+  XDG_CONFIG_HOME        profiles live in $XDG_CONFIG_HOME/xmpp-device-pairing
+                         (else ~/.config/xmpp-device-pairing)
+
+\b
+Exit status (as ejabberdctl): 0 done, 1 refused or failed (the message says why),
+{EXIT_USAGE} usage error or bad input, {EXIT_UNREACHABLE} the server is not running or not reachable."""  # noqa: E501
+
+
+# --- connection options: on the group, and --profile on every command that connects ------
+
+#: Which setting wins when an option is given twice (on the group and on the command, or
+#: on the command line and in the environment): the command line, then the environment.
+_RANK = {ParameterSource.COMMANDLINE: 2, ParameterSource.ENVIRONMENT: 1}
+
+
+@dataclass
+class Choices:
+    """The connection options as given, wherever they were given; resolved only when a
+    command connects, so that `--help` and `pairing profiles` never need them."""
+
+    values: dict[str, tuple[Any, int]] = field(default_factory=dict)
+
+    def offer(self, key: str, value: Any, rank: int) -> None:
+        if key not in self.values or rank >= self.values[key][1]:
+            self.values[key] = (value, rank)
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key, (None, 0))[0]
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and param.name is not None:
+        source = ctx.get_parameter_source(param.name)
+        rank = _RANK.get(source, 0) if source is not None else 0
+        ctx.ensure_object(Choices).offer(param.name, value, rank)
+    return value
+
+
+def _option(*names: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(*names, expose_value=False, callback=_remember, show_envvar=True, **kwargs)
+
+
+PROFILE_OPTION = _option(
+    "--profile",
+    envvar=PROFILE_ENV,
+    help=f"The profile to use (made by `pairing login`; default: {DEFAULT_PROFILE}).",
+)
+ACCOUNT_OPTIONS = [
+    _option(
+        "--jid",
+        envvar="PAIRING_JID",
+        help="Your account, e.g. alice@example.org (to log in, or instead of a profile).",
+    ),
+    _option(
+        "--server",
+        envvar="PAIRING_SERVER",
+        help="HOST[:PORT] of the server (default: the profile's, else DNS SRV for the "
+        "JID's domain, else the domain on port 5222).",
+    ),
+    _option(
+        "--pin",
+        envvar="PAIRING_PIN",
+        help="The server certificate's SHA-256 fingerprint (from `server-ext fingerprint`).",
+    ),
+    _option(
+        "--cafile",
+        envvar="PAIRING_CAFILE",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Or a CA (or the server's own certificate) to check it with. Without --pin or "
+        "--cafile, the system's CAs.",
+    ),
+    _option(
+        "--password-file",
+        envvar="PAIRING_PASSWORD_FILE",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Read your password from this file (else ${PASSWORD_ENV}, else a prompt).",
+    ),
+]
+
+
+def account_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([PROFILE_OPTION, *ACCOUNT_OPTIONS]):
+        func = option(func)
+    return func
+
+
+# click 8.4 made ParamType generic; older releases are not subscriptable.
+class DurationType(click.ParamType):  # type: ignore[type-arg]
+    """``--ttl 10m``: the one duration format of every CLI (:mod:`pairing.durations`)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except InvalidDuration as exc:
+            self.fail(str(exc), param, ctx)
+
+
+# --- resolving what to connect to, lazily ---------------------------------------------
 
 
 @dataclass(frozen=True)
-class Account:
-    jid: JID
-    server: ServerAddress
+class Connection:
+    """Who logs in, where, how the server is recognised, and with which credential."""
+
+    jid: JID  # bare for a password login; the profile's account with a fresh resource
+    server: ServerAddress | None  # None: DNS SRV at connection time
     trust: TrustAnchor
-    password_file: Path | None
+    profile: Profile | None  # logs in with its certificate (EXTERNAL)
+    password_file: Path | None = None
 
     def run(self, action: Callable[[slixmpp.ClientXMPP], Awaitable[T]]) -> T:
-        """Log in with the password, run ``action``, log out."""
-        password = read_secret(
-            file=self.password_file, env=PASSWORD_ENV, prompt=f"Password for {self.jid}"
-        )
+        """Log in, run ``action``, log out."""
+        password = None if self.profile else _password(self.password_file, for_login=False)
+        return asyncio.run(self._session(action, password))
 
-        async def session() -> T:
-            client = make_client(
+    async def _session(
+        self, action: Callable[[slixmpp.ClientXMPP], Awaitable[T]], password: str | None
+    ) -> T:
+        client = await self.connect(password)
+        try:
+            return await action(client)
+        finally:
+            await logout(client)
+
+    async def connect(self, password: str | None) -> PairingClient:
+        profile = self.profile
+
+        def make(address: ServerAddress) -> PairingClient:
+            return make_client(
                 str(self.jid),
-                server=self.server,
+                server=address,
                 trust=self.trust,
                 password=password,
+                certfile=profile.certfile if profile else None,
+                keyfile=profile.keyfile if profile else None,
                 plugins=PLUGINS,
             )
-            await login(client)
-            try:
-                return await action(client)
-            finally:
-                await logout(client)
 
-        return asyncio.run(session())
+        addresses = [self.server] if self.server else await resolve_server(self.jid.domain)
+        try:
+            return await login_first(make, addresses)
+        except AuthenticationFailed as exc:
+            if profile is None:
+                raise
+            raise ProfileError(_refused_profile(profile, exc)) from None
 
 
-@click.group(cls=friendly_group())
-@click.option(
-    "--jid", envvar="PAIRING_JID", required=True, help="Your account, e.g. alice@example.org."
-)
-@click.option(
-    "--server",
-    "server_text",
-    envvar="PAIRING_SERVER",
-    help="HOST[:PORT] of the server (default: the JID's domain, port 5222).",
-)
-@click.option("--pin", envvar="PAIRING_PIN", help="The server certificate's SHA-256 fingerprint.")
-@click.option(
-    "--cafile",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Or a CA (or the server's own certificate) to check it with.",
-)
-@click.option(
-    "--password-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help=f"Read your password from this file (else ${PASSWORD_ENV}, else a prompt).",
-)
+def _refused_profile(profile: Profile, exc: AuthenticationFailed) -> str:
+    what = "was revoked" if exc.revoked else "was refused"
+    return (
+        f"the certificate of profile {profile.name!r} ({profile.certificate_name}) {what}: "
+        f"{exc}. `pairing logout --profile {profile.name}` removes the profile; "
+        "then `pairing login` again"
+    )
+
+
+def _password(file: Path | None, *, for_login: bool, jid: JID | None = None) -> str:
+    if file is None and not _password_in_env() and not can_prompt():
+        # Without this check a job started with `&` would stop at the prompt (SIGTTOU).
+        hint = (
+            "" if for_login else "run `pairing login` once in a terminal (then none is needed), or "
+        )
+        raise click.ClickException(
+            f"no password and no terminal to ask on: {hint}give --password-file FILE or set "
+            f"{PASSWORD_ENV}"
+        )
+    who = f" for {jid}" if jid else ""
+    return read_secret(file=file, env=PASSWORD_ENV, prompt=f"Password{who}")
+
+
+def _password_in_env() -> bool:
+    return bool(os.environ.get(PASSWORD_ENV))
+
+
+def _parse_account(text: str) -> JID:
+    try:
+        return JID.parse(text).bare
+    except InvalidJID as exc:
+        raise BadInput(f"--jid: {exc}") from None
+
+
+def _parse_server(text: str | None) -> ServerAddress | None:
+    if not text:
+        return None
+    try:
+        return ServerAddress.parse(text)
+    except InvalidServerAddress as exc:
+        raise BadInput(f"--server: {exc}") from None
+
+
+def _trust(pin: str | None, cafile: Path | None) -> TrustAnchor | None:
+    """The trust the options name, or None when they name none."""
+    if pin is not None and cafile is not None:
+        raise BadInput("give --pin or --cafile, not both")
+    if pin is None and cafile is None:
+        return None
+    try:
+        return TrustAnchor(fingerprint=pin, cafile=cafile)
+    except PairingError as exc:
+        raise BadInput(f"--pin: {exc}") from None
+
+
+def _profile_name(choices: Choices) -> str:
+    try:
+        return check_name(choices.get("profile") or DEFAULT_PROFILE)
+    except ProfileError as exc:
+        raise BadInput(f"--profile: {exc}") from None
+
+
+def resolve_connection(choices: Choices, store: ProfileStore | None = None) -> Connection:
+    """The connection the options and the profile describe; options win over the profile.
+
+    A profile is used when one is named, or when no --jid is given (the default one); an
+    explicit --jid without --profile is a password login, as scripts did before profiles.
+    """
+    store = store or ProfileStore.default()
+    jid_text: str | None = choices.get("jid")
+    server = _parse_server(choices.get("server"))
+    trust = _trust(choices.get("pin"), choices.get("cafile"))
+    named: str | None = choices.get("profile")
+    if named is None and jid_text is not None:
+        return Connection(
+            jid=_parse_account(jid_text),
+            server=server,
+            trust=trust or TrustAnchor(system=True),
+            profile=None,
+            password_file=choices.get("password_file"),
+        )
+    name = _profile_name(choices)
+    if not store.exists(name):
+        raise BadInput(store.missing_message(name))
+    profile = store.load(name)
+    if jid_text is not None and _parse_account(jid_text) != profile.jid:
+        raise BadInput(f"--jid {jid_text} is not the account of profile {name!r} ({profile.jid})")
+    _require_current(profile)
+    if trust is None:
+        trust = (
+            TrustAnchor(fingerprint=profile.pin)
+            if profile.pin
+            else TrustAnchor(cafile=profile.cafile)
+            if profile.cafile
+            else TrustAnchor(system=True)
+        )
+    # A resource of its own for every run: two commands at once must not replace each
+    # other's session (RFC 6120 §7.7.2.2), e.g. a `pairing listen` left running.
+    resource = f"{profile.resource}-{secrets.token_hex(3)}"
+    return Connection(
+        jid=profile.jid.with_resource(resource),
+        server=server or profile.server,
+        trust=trust,
+        profile=profile,
+    )
+
+
+def _require_current(profile: Profile) -> None:
+    cert = profile.certificate()
+    if cert.not_after <= dt.datetime.now(dt.UTC):
+        raise ProfileError(
+            f"the certificate of profile {profile.name!r} expired on "
+            f"{cert.not_after:%Y-%m-%d}: `pairing logout --profile {profile.name}` removes the "
+            "profile; then `pairing login` again"
+        )
+
+
+# --- the group ----------------------------------------------------------------------------
+
+
+@click.group(cls=friendly_group(), epilog=EPILOG)
+@account_options
 @click.option("-v", "--verbose", count=True, help="Show protocol logs (-vv for debug).")
 @click.version_option(package_name="xmpp-device-pairing")
 @click.pass_context
-def main(
-    ctx: click.Context,
-    jid: str,
-    server_text: str | None,
-    pin: str | None,
-    cafile: Path | None,
-    password_file: Path | None,
-    verbose: int,
-) -> None:
+def main(ctx: click.Context, verbose: int) -> None:
     """Manage the devices that log in to your XMPP account without your password.
 
     Each device has its own certificate (made with `device-agent init`). Register it here
     and the device logs in with it; revoke it here and it is cut off at once.
     """
     configure_logging(verbose)
+    ctx.ensure_object(Choices)
+
+
+def _connection() -> Connection:
+    return resolve_connection(click.get_current_context().ensure_object(Choices))
+
+
+# --- login, logout, profiles --------------------------------------------------------------
+
+
+@main.command("login")
+@account_options
+@click.option("--json", "as_json", is_flag=True, help="Print the new profile as JSON.")
+@click.pass_obj
+def login_command(choices: Choices, as_json: bool) -> None:
+    """Log in once: this CLI gets a certificate of its own, and later commands need no flags.
+
+    Asks for your password once (or reads --password-file / $PAIRING_PASSWORD) and does not
+    store it. It makes a key on this machine, registers its certificate for your account
+    (XEP-0257) as the device "pairing CLI on HOST", checks that it logs in with it (SASL
+    EXTERNAL), and saves the profile (--profile, default "default"). `pairing logout`
+    revokes that certificate.
+    """
+    store = ProfileStore.default()
+    name = _profile_name(choices)
+    jid_text: str | None = choices.get("jid")
+    if not jid_text:
+        raise BadInput("give your account: pairing login --jid you@example.org")
+    account = _parse_account(jid_text)
+    server = _parse_server(choices.get("server"))
+    cafile: Path | None = choices.get("cafile")
+    trust = _trust(choices.get("pin"), cafile) or TrustAnchor(system=True)
+    if store.exists(name):
+        raise BadInput(store.exists_message(name))
+    password = _password(choices.get("password_file"), for_login=True, jid=account)
+    identity = make_cli_identity(account)
+    pending = store.begin(name)
     try:
-        account = JID.parse(jid).bare
-    except InvalidJID as exc:
-        raise BadInput(f"--jid: {exc}") from None
-    if (pin is None) == (cafile is None):
-        raise click.UsageError(
-            "say how to recognise the server: --pin FINGERPRINT (from `server-ext fingerprint`) "
-            "or --cafile FILE"
+        pending.write(
+            jid=account,
+            server=server,
+            pin=trust.fingerprint,
+            cafile_pem=cafile.read_bytes() if cafile else None,
+            identity=identity,
         )
-    server = (
-        ServerAddress.parse(server_text) if server_text else ServerAddress(account.domain, 5222)
+        asyncio.run(_enroll_cli(account, server, trust, password, identity, pending.directory))
+        profile = pending.install()
+    except BaseException:
+        pending.discard()
+        raise
+    record = {**profile.summary(), "password_stored": False}
+    if as_json:
+        emit_record(record, as_json=True)
+        return
+    click.echo(
+        f"logged in as {account}: profile {name!r} logs in with the certificate "
+        f"{identity.name!r} ({format_fingerprint(identity.certificate.fingerprint)}); "
+        "your password was not stored"
     )
-    ctx.obj = Account(account, server, TrustAnchor(fingerprint=pin, cafile=cafile), password_file)
+
+
+async def _enroll_cli(
+    account: JID,
+    server: ServerAddress | None,
+    trust: TrustAnchor,
+    password: str,
+    identity: CLIIdentity,
+    directory: Path,
+) -> None:
+    """Register ``identity`` with the password, then prove it logs in on its own."""
+    from pairing.profiles import CERT_FILE, KEY_FILE
+
+    def with_password(address: ServerAddress) -> PairingClient:
+        return make_client(
+            str(account), server=address, trust=trust, password=password, plugins=PLUGINS
+        )
+
+    addresses = [server] if server else await resolve_server(account.domain)
+    client = await login_first(with_password, addresses)
+    used = client.server_address
+    try:
+        if not await supports_saslcert(client, account.domain):
+            raise PairingError(
+                f"the server of {account.domain} does not offer XEP-0257 (certificate "
+                "management), which `pairing login` needs; give --jid with --password-file "
+                f"or ${PASSWORD_ENV} to each command instead"
+            )
+        await add_certificate(client, identity.name, identity.certificate.der)
+    finally:
+        await logout(client)
+    check = make_client(
+        str(account.with_resource(f"{identity.resource}-{secrets.token_hex(3)}")),
+        server=used,
+        trust=trust,
+        certfile=directory / CERT_FILE,
+        keyfile=directory / KEY_FILE,
+    )
+    try:
+        await login(check)
+    except PairingError as exc:
+        # Registered but unusable (a server that does not offer EXTERNAL): take it back.
+        undo = with_password(used)
+        await login(undo)
+        try:
+            await revoke_certificate(undo, identity.name)
+        finally:
+            await logout(undo)
+        raise PairingError(
+            f"the server registered this CLI's certificate but does not let it log in "
+            f"({exc}); it was revoked again and no profile was saved"
+        ) from None
+    await logout(check)
+
+
+@main.command("logout")
+@PROFILE_OPTION
+@click.option(
+    "--forget",
+    is_flag=True,
+    help="Delete the profile even when the server cannot be reached (its certificate stays "
+    "registered: revoke it later with `pairing devices revoke NAME`).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def logout_command(choices: Choices, forget: bool, as_json: bool) -> None:
+    """Revoke this CLI's certificate on the server (XEP-0257) and delete the profile."""
+    store = ProfileStore.default()
+    name = _profile_name(choices)
+    if not store.exists(name):
+        raise BadInput(store.missing_message(name))
+    try:
+        profile = store.load(name)
+    except ProfileError:
+        if not forget:
+            raise
+        store.delete(name)
+        _say({"profile": name, "revoked": False, "deleted": True}, as_json, f"deleted {name!r}")
+        return
+    revoked, note = _revoke_own(profile, forget=forget)
+    store.delete(name)
+    record = {
+        "profile": name,
+        "jid": str(profile.jid),
+        "certificate_name": profile.certificate_name,
+        "revoked": revoked,
+        "deleted": True,
+    }
+    _say(record, as_json, f"{note}; profile {name!r} deleted")
+
+
+def _revoke_own(profile: Profile, *, forget: bool) -> tuple[bool, str]:
+    """Revoke the profile's certificate over its own session; (revoked, what happened)."""
+    expires = profile.certificate().not_after
+    if expires <= dt.datetime.now(dt.UTC):
+        # XEP-0257 §2: the server refuses expired certificates; it cannot log in to revoke.
+        return False, f"{profile.certificate_name!r} expired on {expires:%Y-%m-%d}"
+    choices = Choices()
+    choices.offer("profile", profile.name, 2)
+    connection = resolve_connection(choices)
+
+    async def action(client: slixmpp.ClientXMPP) -> None:
+        # XEP-0257 §3.4: the server may close this very session right after its answer.
+        await revoke_certificate(client, profile.certificate_name)
+
+    try:
+        connection.run(action)
+    except ProfileError as exc:
+        # Refused already (revoked elsewhere, or unknown): nothing left to revoke.
+        return False, f"the server no longer accepts {profile.certificate_name!r} ({exc})"
+    except PairingError as exc:
+        if not forget:
+            raise
+        return False, f"not revoked ({exc}); revoke {profile.certificate_name!r} later"
+    return True, f"revoked {profile.certificate_name!r}"
+
+
+def _say(record: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        emit_record(record, as_json=True)
+    else:
+        click.echo(text)
+
+
+@main.command("profiles")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profiles_command(as_json: bool) -> None:
+    """List your profiles (made by `pairing login`)."""
+    store = ProfileStore.default()
+    rows: list[dict[str, Any]] = []
+    for name in store.names():
+        try:
+            summary = store.load(name).summary()
+            rows.append(
+                {**summary, "server": summary["server"] or "(DNS SRV)"} if not as_json else summary
+            )
+        except ProfileError as exc:
+            rows.append({"name": name, "error": str(exc)})
+    emit(
+        rows,
+        [
+            ("name", "NAME"),
+            ("jid", "JID"),
+            ("server", "SERVER"),
+            ("certificate_name", "CERTIFICATE"),
+        ],
+        as_json=as_json,
+        empty="no profiles: `pairing login --jid you@example.org` makes one",
+    )
+
+
+# --- certificates (XEP-0257) -----------------------------------------------------------------
 
 
 @main.group()
 def certs() -> None:
-    """List, register, disable and revoke device certificates (XEP-0257)."""
+    """List, register and disable device certificates (XEP-0257)."""
 
 
 @certs.command("list")
+@PROFILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def certs_list(account: Account, as_json: bool) -> None:
+def certs_list(as_json: bool) -> None:
     """List your registered certificates and who is online with each."""
-    items = account.run(list_certificates)
+    items = _connection().run(list_certificates)
     rows: list[dict[str, Any]] = [
         {
             "name": item.name,
@@ -155,8 +615,9 @@ def certs_list(account: Account, as_json: bool) -> None:
     is_flag=True,
     help="The device may not manage certificates itself (recommended for bots).",
 )
-@click.pass_obj
-def certs_add(account: Account, name: str, certfile: Path, no_cert_management: bool) -> None:
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def certs_add(name: str, certfile: Path, no_cert_management: bool, as_json: bool) -> None:
     """Register the device certificate CERTFILE (PEM or DER) under NAME."""
     # Parsed once, here where it enters: a file that is no certificate is refused before the
     # password is asked for, and what is registered and printed is this one value.
@@ -165,52 +626,77 @@ def certs_add(account: Account, name: str, certfile: Path, no_cert_management: b
     async def action(client: slixmpp.ClientXMPP) -> None:
         await add_certificate(client, name, cert.der, allow_management=not no_cert_management)
 
-    account.run(action)
-    click.echo(f"registered {name!r}: {format_fingerprint(cert.fingerprint)}")
+    _connection().run(action)
+    _say(
+        {
+            "name": name,
+            "fingerprint": cert.fingerprint,
+            "jids": [str(j) for j in cert.jids],
+            "no_cert_management": no_cert_management,
+        },
+        as_json,
+        f"registered {name!r}: {format_fingerprint(cert.fingerprint)}",
+    )
 
 
 @certs.command("disable")
 @click.argument("name")
-@click.pass_obj
-def certs_disable(account: Account, name: str) -> None:
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def certs_disable(name: str, as_json: bool) -> None:
     """Stop NAME from logging in again (sessions already open stay)."""
 
     async def action(client: slixmpp.ClientXMPP) -> None:
         await disable_certificate(client, name)
 
-    account.run(action)
-    click.echo(f"disabled {name!r}")
+    _connection().run(action)
+    _say({"name": name, "state": "disabled"}, as_json, f"disabled {name!r}")
 
 
-@certs.command("revoke")
+@certs.command("revoke", hidden=True)
 @click.argument("name")
-@click.pass_obj
-def certs_revoke(account: Account, name: str) -> None:
-    """Revoke NAME: its sessions are closed now and it can never log in again."""
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def certs_revoke(name: str, as_json: bool) -> None:
+    """The same as `pairing devices revoke NAME` (kept for scripts)."""
+    _revoke(name, as_json)
 
-    async def action(client: slixmpp.ClientXMPP) -> None:
-        await revoke_certificate(client, name)
 
-    account.run(action)
-    click.echo(f"revoked {name!r}")
+# --- tokens ----------------------------------------------------------------------------------
+
+
+def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--jid`` names another account (admins); ``--for`` is its former, hidden name."""
+    func = click.option("--for", "for_account", hidden=True)(func)
+    return click.option("--jid", "target", help="Another account (administrators only).")(func)
+
+
+def _target(target: str | None, for_account: str | None) -> str | None:
+    if target and for_account and target != for_account:
+        raise BadInput("give --jid (or its old name --for) once")
+    return target or for_account
 
 
 @main.command()
 @click.option("--resource", required=True, help="The new device's resource, e.g. weatherbot.")
 @click.option("--name", help="Its name in device lists (default: the resource).")
 @click.option(
-    "--ttl", default=600, show_default=True, help="Seconds the code stays valid (30-3600)."
+    "--ttl",
+    type=DurationType(),
+    default="10m",
+    show_default=True,
+    help="How long the code stays valid: 90s, 10m, 1h or plain seconds (30s to 1h).",
 )
-@click.option("--for", "for_account", help="Another account (admins only).")
+@_target_options
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), help="Also write a PNG.")
 @click.option("--svg", type=click.Path(dir_okay=False, path_type=Path), help="Also write an SVG.")
+@PROFILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (includes the secret URI).")
-@click.pass_obj
 def token(
-    account: Account,
     resource: str,
     name: str | None,
-    ttl: int,
+    ttl: dt.timedelta,
+    target: str | None,
     for_account: str | None,
     png: Path | None,
     svg: Path | None,
@@ -225,15 +711,22 @@ def token(
         resource = prepare_resourcepart(resource)
     except InvalidJID as exc:
         raise BadInput(f"--resource: {exc}") from None
+    account_text = _target(target, for_account)
+    connection = _connection()
     try:
-        target = str(JID.parse_account(for_account, account.jid.domain)) if for_account else None
+        account = (
+            str(JID.parse_account(account_text, connection.jid.domain)) if account_text else None
+        )
     except InvalidJID as exc:
-        raise BadInput(f"--for: {exc}") from None
+        raise BadInput(f"--jid: {exc}") from None
+    seconds = int(ttl.total_seconds())
 
     async def action(client: slixmpp.ClientXMPP) -> TokenGrant:
-        return await request_token(client, resource, name=name, ttl_seconds=ttl, account=target)
+        return await request_token(
+            client, resource, name=name, ttl_seconds=seconds, account=account
+        )
 
-    grant = account.run(action)
+    grant = connection.run(action)
     if png:
         qr.write_png(grant.uri, png)
     if svg:
@@ -255,11 +748,11 @@ def tokens() -> None:
 
 
 @tokens.command("list")
+@PROFILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def tokens_list(account: Account, as_json: bool) -> None:
+def tokens_list(as_json: bool) -> None:
     """List your unused pairing codes (the codes themselves are never shown again)."""
-    items = account.run(list_tokens)
+    items = _connection().run(list_tokens)
     emit(
         [asdict(t) for t in items],
         [("token_id", "ID"), ("jid", "JID"), ("name", "NAME"), ("expires", "EXPIRES")],
@@ -270,15 +763,19 @@ def tokens_list(account: Account, as_json: bool) -> None:
 
 @tokens.command("cancel")
 @click.argument("token_id", type=int)
-@click.pass_obj
-def tokens_cancel(account: Account, token_id: int) -> None:
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def tokens_cancel(token_id: int, as_json: bool) -> None:
     """Cancel the unused pairing code TOKEN_ID."""
 
     async def action(client: slixmpp.ClientXMPP) -> None:
         await cancel_token(client, token_id)
 
-    account.run(action)
-    click.echo(f"cancelled pairing code {token_id}")
+    _connection().run(action)
+    _say({"token_id": token_id, "cancelled": True}, as_json, f"cancelled pairing code {token_id}")
+
+
+# --- LAN pairing -----------------------------------------------------------------------------
 
 
 def _code_options(func: Callable[..., None]) -> Callable[..., None]:
@@ -321,7 +818,6 @@ def _code_options(func: Callable[..., None]) -> Callable[..., None]:
 
 
 def _pair_devices(
-    account: Account,
     *,
     code: str | None,
     labels: tuple[Path, ...],
@@ -348,7 +844,7 @@ def _pair_devices(
     if codes:
         book.load_csv(codes)
     if not (code or labels or codes):
-        if not sys.stdin.isatty():
+        if not can_prompt():
             raise click.UsageError("give --code, --qr or --codes (no terminal to ask on)")
 
         async def ask(hello: DeviceHello) -> SetupCode | None:
@@ -376,7 +872,7 @@ def _pair_devices(
             loop.add_signal_handler(sig, window.close)
         return await (window.add_devices() if reverse else window.run())
 
-    outcomes = account.run(session)
+    outcomes = _connection().run(session)
     rows = [asdict(o) for o in outcomes]
     emit(
         rows,
@@ -402,18 +898,18 @@ def _pair_devices(
     show_default=True,
     help="Address to listen on (devices dial the advertised addresses).",
 )
-@click.pass_obj
-def listen(account: Account, /, host: str, **options: Any) -> None:
+@PROFILE_OPTION
+def listen(host: str, **options: Any) -> None:
     """Open a pairing window on the LAN so headless devices can join your account."""
-    _pair_devices(account, host=host, reverse=False, **options)
+    _pair_devices(host=host, reverse=False, **options)
 
 
 @main.command()
 @_code_options
-@click.pass_obj
-def add(account: Account, /, **options: Any) -> None:
+@PROFILE_OPTION
+def add(**options: Any) -> None:
     """Find devices that advertise themselves (device-agent pair --advertise) and pair them."""
-    _pair_devices(account, host="0.0.0.0", reverse=True, **options)  # noqa: S104
+    _pair_devices(host="0.0.0.0", reverse=True, **options)  # noqa: S104
 
 
 @main.group("devices")
@@ -422,16 +918,18 @@ def devices_group() -> None:
 
 
 @devices_group.command("list")
-@click.option("--for", "for_account", help="Another account (admins), or * for all.")
+@click.option("--jid", "target", help="Another account (administrators), or * for all.")
+@click.option("--for", "for_account", hidden=True)
+@PROFILE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@click.pass_obj
-def devices_list(account: Account, for_account: str | None, as_json: bool) -> None:
+def devices_list(target: str | None, for_account: str | None, as_json: bool) -> None:
     """List your devices, whether each is online, and when it last logged in."""
+    account = _target(target, for_account)
 
     async def action(client: slixmpp.ClientXMPP) -> list[DeviceInfo]:
-        return await list_devices(client, account=for_account)
+        return await list_devices(client, account=account)
 
-    rows = [asdict(d) for d in account.run(action)]
+    rows = [asdict(d) for d in _connection().run(action)]
     emit(
         rows,
         [
@@ -450,25 +948,31 @@ def devices_list(account: Account, for_account: str | None, as_json: bool) -> No
 
 @devices_group.command("revoke")
 @click.argument("name")
-@click.pass_obj
-def devices_revoke(account: Account, name: str) -> None:
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def devices_revoke(name: str, as_json: bool) -> None:
     """Revoke your device NAME (XEP-0257): it is cut off now and can never log in again."""
+    _revoke(name, as_json)
 
+
+def _revoke(name: str, as_json: bool) -> None:
     async def action(client: slixmpp.ClientXMPP) -> None:
         await revoke_certificate(client, name)
 
-    account.run(action)
-    click.echo(f"revoked {name!r}")
+    _connection().run(action)
+    _say({"name": name, "state": "revoked"}, as_json, f"revoked {name!r}")
 
 
 @main.command("kick")
 @click.argument("jid")
 @click.option("--reason", default="", help="Shown to the clients.")
-@click.pass_obj
-def kick(account: Account, jid: str, reason: str) -> None:
+@PROFILE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def kick(jid: str, reason: str, as_json: bool) -> None:
     """End every session of an account now (administrators only)."""
 
     async def action(client: slixmpp.ClientXMPP) -> str:
         return await end_sessions(client, jid, reason=reason)
 
-    click.echo(account.run(action))
+    note = _connection().run(action)
+    _say({"jid": jid, "note": note}, as_json, note)

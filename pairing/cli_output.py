@@ -25,7 +25,10 @@ class FriendlyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except self.error_types as exc:
-            raise click.ClickException(str(exc)) from None
+            failure = click.ClickException(str(exc))
+            # An error may name its own status (server-ext: 3 server not running, 4 no data).
+            failure.exit_code = getattr(exc, "exit_code", 1)  # type: ignore[misc]
+            raise failure from None
         except OSError as exc:
             # A file or socket the command needed failed in a way no narrower handler
             # foresaw (a read-only disk, a full one): still one line, never a traceback.
@@ -36,6 +39,11 @@ def _os_error_text(exc: OSError) -> str:
     if exc.filename is not None and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc) or type(exc).__name__
+
+
+#: Exit statuses the CLIs share, as ejabberdctl's: 1 is any other refusal or failure.
+EXIT_USAGE = 2  # a usage error or bad input (click's own usage errors are 2 as well)
+EXIT_UNREACHABLE = 3  # the server is not running or not reachable (errors.ServerUnreachable)
 
 
 class BadInput(click.ClickException):
@@ -115,7 +123,7 @@ def read_secret(
     env: str,
     prompt: str,
     confirm: bool = False,
-    stdin_ok: Callable[[], bool] = lambda: sys.stdin.isatty(),
+    stdin_ok: Callable[[], bool] = lambda: can_prompt(),
 ) -> str:
     """A password from a file, then an environment variable, then a hidden prompt.
 
@@ -139,3 +147,17 @@ def read_secret(
         raise click.ClickException("the password is empty")
     protect(secret)
     return secret
+
+
+def can_prompt() -> bool:
+    """Whether a prompt can be answered: stdin is a terminal and we are its foreground job.
+
+    A job started with ``&`` keeps the terminal as stdin, but reading it stops the job
+    (SIGTTIN; SIGTTOU already when a hidden prompt turns echo off; POSIX "Job Control"), so
+    `pairing listen … &` would sit stopped at its password prompt.
+    """
+    try:
+        fd = sys.stdin.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError):  # no stdin, or a terminal that is not ours
+        return False

@@ -23,6 +23,16 @@ class ConnectionFailed(PairingError):
     """The server could not be reached or the connection dropped before login finished."""
 
 
+class ServerUnreachable(ConnectionFailed):
+    """No server answered at the address (nothing listens, no route, no such host).
+
+    ``exit_code`` is the CLIs' "server not running or not reachable" status
+    (:data:`pairing.cli_output.EXIT_UNREACHABLE`, as ejabberdctl's).
+    """
+
+    exit_code = 3
+
+
 class ServerIdentityMismatch(PairingError):
     """The server's TLS certificate is not the pinned one; nothing secret was sent."""
 

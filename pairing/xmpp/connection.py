@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import hmac
+import ipaddress
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import idna
 import slixmpp
 
 from pairing.errors import (
@@ -26,11 +30,16 @@ from pairing.errors import (
     CredentialFileError,
     PairingError,
     ServerIdentityMismatch,
+    ServerUnreachable,
     StreamClosed,
 )
-from pairing.protocol.address import ServerAddress
+from pairing.protocol.address import DEFAULT_C2S_PORT, ServerAddress
 from pairing.protocol.conditions import says_revoked
 from pairing.protocol.jid import JID
+from pairing.protocol.srv import CLIENT_SERVICE, ServiceNotOffered, SRVRecord, client_addresses
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 __all__ = [
     "PairingClient",
@@ -38,9 +47,11 @@ __all__ = [
     "TrustAnchor",
     "authentication_failed",
     "login",
+    "login_first",
     "logout",
     "make_client",
     "on_stream_error",
+    "resolve_server",
     "stream_closed",
 ]
 
@@ -49,14 +60,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TrustAnchor:
-    """How the server is recognised: a pinned SHA-256 fingerprint, or a CA/certificate file."""
+    """How the server is recognised: a pinned SHA-256 fingerprint, a CA/certificate file, or
+    the system's CAs (a server with a public certificate, as any XMPP client checks it)."""
 
     fingerprint: str | None = None
     cafile: Path | None = None
+    system: bool = False
 
     def __post_init__(self) -> None:
-        if (self.fingerprint is None) == (self.cafile is None):
-            raise PairingError("give exactly one of a pinned fingerprint or a CA file")
+        given = (self.fingerprint is not None) + (self.cafile is not None) + self.system
+        if given != 1:
+            raise PairingError(
+                "give exactly one of a pinned fingerprint, a CA file or the system's CAs"
+            )
         if self.fingerprint is not None:
             digits = self.fingerprint.replace(":", "").lower()
             if len(digits) != 64 or any(c not in "0123456789abcdef" for c in digits):
@@ -67,7 +83,11 @@ class TrustAnchor:
 def _ssl_context(trust: TrustAnchor, certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if trust.cafile is not None:
+    if trust.system:
+        # Checked against the XMPP domain, not an SRV target (RFC 6120 §13.7.2.1, RFC 7590
+        # §3.1): slixmpp passes the account's domain as the TLS server name.
+        ctx.load_default_certs()
+    elif trust.cafile is not None:
         try:
             ctx.load_verify_locations(cafile=str(trust.cafile))
         except (OSError, ssl.SSLError) as exc:
@@ -181,9 +201,15 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         settle(jid=jid)
 
     def on_connection_failed(error: Any) -> None:
-        settle(ConnectionFailed(f"cannot reach {server.host}:{server.port}: {error}"))
+        settle(_connection_failure(server, error))
 
-    def on_disconnected(_: Any) -> None:
+    def on_invalid_chain(error: Any) -> None:
+        settle(_untrusted(server, error))
+
+    def on_disconnected(reason: Any) -> None:
+        if isinstance(reason, ssl.SSLError):  # the STARTTLS handshake failed
+            settle(_untrusted(server, reason))
+            return
         settle(ConnectionFailed(f"{server.host}:{server.port} closed the connection"))
 
     def on_error(error: Any) -> None:
@@ -194,6 +220,7 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         "failed_auth": on_failed_auth,
         "session_start": on_session_start,
         "connection_failed": on_connection_failed,
+        "ssl_invalid_chain": on_invalid_chain,
         "disconnected": on_disconnected,
         "stream_error": on_error,
     }
@@ -212,6 +239,133 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
     finally:
         for event, handler in handlers.items():
             client.del_event_handler(event, handler)
+
+
+def _connection_failure(server: ServerAddress, error: Any) -> PairingError:
+    """What slixmpp's ``connection_failed`` means, said the way a person can act on."""
+    if isinstance(error, ssl.SSLError):  # direct TLS (XEP-0368): the handshake is the connect
+        return _untrusted(server, error)
+    where = f"the server at {server}"
+    if isinstance(error, str):
+        # slixmpp reports a failed name lookup (socket.gaierror) as a sentence of its own.
+        return ServerUnreachable(f"{where} is not reachable: {server.host} is not in the DNS")
+    if isinstance(error, ConnectionRefusedError):
+        why = "nothing listens there (connection refused)"
+    elif isinstance(error, TimeoutError):
+        why = "no answer (timed out)"
+    elif isinstance(error, OSError) and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        why = "no route to it"
+    elif isinstance(error, socket.gaierror):
+        why = f"{server.host} is not in the DNS"
+    elif isinstance(error, OSError) and error.strerror:
+        why = error.strerror.lower()
+    else:
+        why = str(error) or type(error).__name__
+    return ServerUnreachable(f"{where} is not running or not reachable: {why}")
+
+
+def _untrusted(server: ServerAddress, error: Any) -> ServerIdentityMismatch:
+    reason = getattr(error, "verify_message", None) or getattr(error, "reason", None) or error
+    return ServerIdentityMismatch(
+        f"the server at {server} presented a certificate that is not trusted ({reason}); "
+        "nothing was sent. Pin it with --pin SHA256 (from `server-ext fingerprint`) or give "
+        "--cafile"
+    )
+
+
+async def login_first(
+    make: Callable[[ServerAddress], PairingClient],
+    addresses: Sequence[ServerAddress],
+    *,
+    timeout: float = 10.0,
+) -> PairingClient:
+    """Log in at the first of ``addresses`` that answers; the logged-in client.
+
+    RFC 6120 §3.2.1: the targets of a domain's SRV records are tried in order until one
+    connects. Only an unreachable address moves on to the next: a server that answered
+    and refused (a wrong certificate, a refused login) is the answer.
+    """
+    if not addresses:
+        raise ServerUnreachable("there is no address to connect to")
+    failures: list[ServerUnreachable] = []
+    for address in addresses:
+        client = make(address)
+        try:
+            await login(client, timeout=timeout)
+        except ServerUnreachable as exc:
+            log.info("%s", exc)
+            failures.append(exc)
+            continue
+        return client
+    if len(failures) == 1:
+        raise failures[0]
+    tried = "; ".join(str(f).removeprefix("the server at ") for f in failures)
+    raise ServerUnreachable(f"none of the servers is running or reachable: {tried}")
+
+
+async def resolve_server(
+    domain: str,
+    *,
+    resolver: dns.asyncresolver.Resolver | None = None,
+    lifetime: float = 5.0,
+) -> list[ServerAddress]:
+    """The addresses to try for ``domain``'s XMPP service, in order (RFC 6120 §3.2).
+
+    The ``_xmpp-client._tcp`` SRV records, ordered by priority and weight (RFC 2782); when
+    the domain has none, or DNS cannot be asked, the domain itself on port 5222 (the
+    fallback of RFC 6120 §3.2.2). An IP address or a ``localhost`` name is used as it is:
+    there is nothing to look up (RFC 6761 §6.3).
+    """
+    # Imported here: only a client that looks a server up needs a DNS library (a device
+    # agent always knows its server's address).
+    import dns.asyncresolver
+    import dns.exception
+    import dns.resolver
+
+    fallback = [ServerAddress(domain, DEFAULT_C2S_PORT)]
+    if _is_ip_address(domain) or domain == "localhost" or domain.endswith(".localhost"):
+        return fallback
+    try:
+        qname = f"{CLIENT_SERVICE}.{idna.encode(domain).decode('ascii')}."
+    except idna.IDNAError:
+        return fallback
+    try:
+        resolver = resolver or dns.asyncresolver.Resolver()
+        answer = await resolver.resolve(qname, "SRV", lifetime=lifetime)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        log.debug("no SRV records at %s; trying %s", qname, fallback[0])
+        return fallback
+    except dns.exception.DNSException as exc:
+        # No resolver configured, no answer in time, a broken server: a client still tries
+        # the domain itself, as it would without SRV.
+        log.info("cannot look up %s (%s); trying %s", qname, exc, fallback[0])
+        return fallback
+    records = [
+        SRVRecord(
+            priority=int(rr.priority),
+            weight=int(rr.weight),
+            port=int(rr.port),
+            target=rr.target.to_text(omit_final_dot=True),  # the root "." becomes ""
+        )
+        for rr in answer
+    ]
+    try:
+        addresses = client_addresses(records)
+    except ServiceNotOffered:
+        raise ServiceNotOffered(
+            f"{domain} offers no XMPP client service: its {CLIENT_SERVICE} SRV record's "
+            "target is '.' (RFC 2782)"
+        ) from None
+    log.debug("SRV %s: %s", qname, ", ".join(str(a) for a in addresses))
+    return addresses
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def authentication_failed(failure: Any) -> AuthenticationFailed:

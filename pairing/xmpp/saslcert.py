@@ -83,3 +83,18 @@ async def revoke_certificate(client: slixmpp.ClientXMPP, name: str, *, timeout: 
         await client.plugin["xep_0257"].revoke_cert(name, timeout=timeout)
     except (IqError, IqTimeout) as exc:
         raise _raise(f"revoking {name!r}", exc) from None
+
+
+#: XEP-0257 §4: the disco feature a server advertises when it manages certificates.
+FEATURE = "urn:xmpp:saslcert:1"
+
+
+async def supports_saslcert(
+    client: slixmpp.ClientXMPP, domain: str, *, timeout: float = 10
+) -> bool:
+    """Whether the server of ``domain`` advertises XEP-0257 in its disco#info."""
+    try:
+        info = await client.plugin["xep_0030"].get_info(jid=slixmpp.JID(domain), timeout=timeout)
+    except (IqError, IqTimeout):
+        return False
+    return FEATURE in info["disco_info"]["features"]

@@ -192,3 +192,24 @@ def lan_world(request: pytest.FixtureRequest) -> Iterator[None]:
 
 # A server-ext *process* for the CLI tests (the fixture lives with the CLI helpers).
 from tests.integration.cli_support import served  # noqa: E402, F401
+
+
+@pytest.fixture(autouse=True)
+def private_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every CLI a test runs keeps its `pairing` profiles in a directory of the test's own:
+    the user's ~/.config is never read or written, and no PAIRING_* setting leaks in."""
+    config = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+    for name in (
+        "PAIRING_PROFILE",
+        "PAIRING_JID",
+        "PAIRING_SERVER",
+        "PAIRING_PIN",
+        "PAIRING_CAFILE",
+        "PAIRING_PASSWORD",
+        "PAIRING_PASSWORD_FILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return config

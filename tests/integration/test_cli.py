@@ -126,8 +126,9 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
         "list",
         ok=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 3  # issue 10: "server unreachable" has its own status
     assert "127.0.0.1" in result.stderr
+    assert "is not running or not reachable" in result.stderr
     assert "Traceback" not in result.stderr
 
 
