@@ -181,7 +181,7 @@ def test_scramps_client_binds_over_python_ssl(served: tuple[Path, int, str]) -> 
     """An independent client: scramp with tls-server-end-point from Python's ssl socket."""
     import ssl
 
-    from scramp import ScramClient
+    from scramp import ScramClient, make_channel_binding
 
     _, port, pin = served
     plain = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -208,7 +208,12 @@ def test_scramps_client_binds_over_python_ssl(served: tuple[Path, int, str]) -> 
         tls.sendall(HEADER)
         read(b"</stream:features>")
         client = ScramClient(
-            ["SCRAM-SHA-256-PLUS"], "alice", PASSWORD, channel_binding=("tls-server-end-point", tls)
+            ["SCRAM-SHA-256-PLUS"],
+            "alice",
+            PASSWORD,
+            # make_channel_binding reads the binding from the socket; scramp 1.5 also takes
+            # the socket itself, 1.4.18 (the lowest version allowed) takes only bytes.
+            channel_binding=make_channel_binding("tls-server-end-point", tls),
         )
         tls.sendall(
             f"<auth xmlns='{SASL}' mechanism='SCRAM-SHA-256-PLUS'>".encode()
