@@ -78,14 +78,24 @@ main.add_command(tokens.token)
 main.add_command(devices.devices)
 
 
-def _show_environment_variables(command: click.Command) -> None:
-    """Every option shows its environment variable in ``--help`` (issue 10)."""
+def _name_environment_variables(command: click.Command, path: tuple[str, ...] = ()) -> None:
+    """Every option gets an environment variable, shown in ``--help`` (issue 10).
+
+    Named after the option as typed (``token create --json`` is
+    ``SERVER_EXT_TOKEN_CREATE_JSON``), not after the Python parameter click's automatic
+    names would use (``…_AS_JSON``); options that are server settings have short names of
+    their own (``SERVER_EXT_PORT``).
+    """
     for param in command.params:
-        if isinstance(param, click.Option) and not param.is_eager:
-            param.show_envvar = True
+        if not isinstance(param, click.Option) or param.is_eager:
+            continue
+        if param.envvar is None:
+            flag = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+            param.envvar = "_".join((ENV_PREFIX, *path, flag))
+        param.show_envvar = True
     if isinstance(command, click.Group):
-        for sub in command.commands.values():
-            _show_environment_variables(sub)
+        for name, sub in command.commands.items():
+            _name_environment_variables(sub, (*path, name.replace("-", "_").upper()))
 
 
-_show_environment_variables(main)
+_name_environment_variables(main)

@@ -511,8 +511,6 @@ async def serve(config: ServerConfig, *, ready: Callable[[Server], None] | None 
     with Registry.open(config.database_path) as registry:
         server = Server(config, registry, certificate)
         await server.start()
-        if ready is not None:
-            ready(server)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         handlers: dict[signal.Signals, Callable[[], object]] = {
@@ -525,6 +523,10 @@ async def serve(config: ServerConfig, *, ready: Callable[[Server], None] | None 
                 loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 pass
+        # Announced only now: a SIGHUP sent as soon as the banner appears must reload, not
+        # kill the server with the signal's default action.
+        if ready is not None:
+            ready(server)
         try:
             await stop.wait()
         finally:
