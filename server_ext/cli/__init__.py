@@ -90,7 +90,8 @@ def _name_environment_variables(command: click.Command, path: tuple[str, ...] = 
         if not isinstance(param, click.Option) or param.is_eager:
             continue
         if param.envvar is None:
-            flag = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+            long_names = [o for o in param.opts if o.startswith("--")] or param.opts
+            flag = long_names[0].lstrip("-").replace("-", "_").upper()
             param.envvar = "_".join((ENV_PREFIX, *path, flag))
         param.show_envvar = True
     if isinstance(command, click.Group):

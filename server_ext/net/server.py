@@ -29,6 +29,7 @@ from server_ext.config import ServerConfig
 from server_ext.errors import ConfigError, RegistryError
 from server_ext.log_limits import CappedLog
 from server_ext.model import DeviceState
+from server_ext.net.data_directory import certificate_for
 from server_ext.net.server_certificate import (
     ServerCertificate,
     create_server_certificate,
@@ -491,7 +492,7 @@ def load_certificate_for(config: ServerConfig) -> ServerCertificate:
     """The certificate ``config`` names, else the one in the data dir (made if there is none,
     never replaced)."""
     if config.cert_file is not None and config.key_file is not None:
-        return load_server_certificate(config.cert_file, config.key_file)
+        return certificate_for(config)  # a missing identity is an error, never regenerated
     return create_server_certificate(config.data_dir, config.domain)
 
 

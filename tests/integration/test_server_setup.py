@@ -422,6 +422,7 @@ def test_every_option_has_an_environment_variable_shown_in_help(tmp_path: Path) 
     for name in ("SERVER_EXT_PORT", "SERVER_EXT_HOST", "SERVER_EXT_LOG_FORMAT"):
         assert name in serve_help
     assert "SERVER_EXT_TOKEN_CREATE_TTL" in run("server-ext", "token", "create", "--help").stdout
+    assert "SERVER_EXT_CERTS_LIST_JID" in run("server-ext", "certs", "list", "--help").stdout
     data = tmp_path / "srv"
     init_server(data)
     env = {"SERVER_EXT_DATA_DIR": str(data), "SERVER_EXT_USER_LIST_JSON": "1"}
@@ -509,3 +510,22 @@ def test_state_changes_print_json_and_exit_codes_are_distinct(tmp_path: Path) ->
     )
     assert not (tmp_path / "none").exists()
     assert "Exit status" in run("server-ext", "--help").stdout
+
+
+def test_a_lost_identity_is_reported_never_regenerated(tmp_path: Path) -> None:
+    data = tmp_path / "srv"
+    init_server(data, "example.org")
+    (data / "server.crt").unlink()
+    (data / "server.key").unlink()
+    for argv in (["serve", "--port", str(free_port())], ["fingerprint"]):
+        result = subprocess.run(
+            [str(BIN / "server-ext"), "--data-dir", str(data), *argv],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert "is missing; restore it from a backup" in line
+    assert not (data / "server.crt").exists() and not (data / "server.key").exists()
