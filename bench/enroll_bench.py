@@ -104,13 +104,13 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     args = parser.parse_args()
     from server_ext.admin.token_issuer import issue_token
-    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import create_server_certificate
     from server_ext.policy.tokens import TokenRules
     from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        cert = ensure_server_certificate(data / "server", "localhost")
+        cert = create_server_certificate(data / "server", "localhost")
         (data / "server.crt").write_bytes(cert.cert_path.read_bytes())
         (data / "server.key").write_bytes(cert.key_path.read_bytes())
         print(f"preparing {args.devices} devices and tokens ...", flush=True)

@@ -200,12 +200,12 @@ def main() -> None:
         (serve_ours if kind == "ours" else serve_reference)(Path(folder), int(port))
         return
 
-    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import create_server_certificate
     from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        server_cert = ensure_server_certificate(data / "server", "localhost")
+        server_cert = create_server_certificate(data / "server", "localhost")
         (data / "server.crt").write_bytes(server_cert.cert_path.read_bytes())
         (data / "server.key").write_bytes(server_cert.key_path.read_bytes())
         contexts: list[ssl.SSLContext] = []

@@ -52,12 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--connections", type=int, default=3000)
     args = parser.parse_args()
-    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import create_server_certificate
     from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        cert = ensure_server_certificate(data / "server", "localhost")
+        cert = create_server_certificate(data / "server", "localhost")
         contexts = []
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
             registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))

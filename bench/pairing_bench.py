@@ -108,12 +108,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--mode", choices=["token", "xep0257"], default="token")
     args = parser.parse_args()
-    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.net.server_certificate import create_server_certificate
     from server_ext.storage.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        cert = ensure_server_certificate(data / "server", "localhost")
+        cert = create_server_certificate(data / "server", "localhost")
         with Registry.open(data / "server" / "registry.sqlite3") as registry:
             registry.accounts.add(JID.parse("alice@localhost"), credentials_for("bench-password"))
         proc = subprocess.Popen(

@@ -21,6 +21,7 @@ from pairing.cli_output import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     BadInput,
+    Duration,
     can_prompt,
     configure_logging,
     emit,
@@ -28,7 +29,6 @@ from pairing.cli_output import (
     friendly_group,
     read_secret,
 )
-from pairing.durations import InvalidDuration, parse_duration
 from pairing.errors import (
     AuthenticationFailed,
     InvalidJID,
@@ -167,21 +167,6 @@ def account_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed([PROFILE_OPTION, *ACCOUNT_OPTIONS]):
         func = option(func)
     return func
-
-
-# click 8.4 made ParamType generic; older releases are not subscriptable.
-class DurationType(click.ParamType):  # type: ignore[type-arg]
-    """``--ttl 10m``: the one duration format of every CLI (:mod:`pairing.durations`)."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, dt.timedelta):
-            return value
-        try:
-            return parse_duration(str(value))
-        except InvalidDuration as exc:
-            self.fail(str(exc), param, ctx)
 
 
 # --- resolving what to connect to, lazily ---------------------------------------------
@@ -682,7 +667,7 @@ def _target(target: str | None, for_account: str | None) -> str | None:
 @click.option("--name", help="Its name in device lists (default: the resource).")
 @click.option(
     "--ttl",
-    type=DurationType(),
+    type=Duration(),
     default="10m",
     show_default=True,
     help="How long the code stays valid: 90s, 10m, 1h or plain seconds (30s to 1h).",

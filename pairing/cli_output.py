@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from pairing.durations import InvalidDuration, parse_duration
 from pairing.errors import PairingError
-from pairing.redaction import RedactingFormatter, protect
+from pairing.redaction import RedactingFormatter, RedactingJSONFormatter, protect
+
+#: What ``--log-format`` accepts: lines for people, or one JSON object per line for shippers.
+LOG_FORMATS = ("text", "json")
 
 
 class FriendlyGroup(click.Group):
@@ -56,20 +62,78 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
+# click 8.4 made ParamType generic; the lowest click allowed (8.3.1) is not subscriptable.
+class Duration(click.ParamType):  # type: ignore[type-arg]
+    """``--ttl 10m``: the one duration format of every CLI (:mod:`pairing.durations`)."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.timedelta):
+            return value
+        try:
+            return parse_duration(str(value))
+        except InvalidDuration as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Since(click.ParamType):  # type: ignore[type-arg]
+    """``--since 1h`` or ``7d`` (that long ago), or a date or time (``2025-01-31``,
+    ``2025-01-31T08:00``; UTC unless it names an offset)."""
+
+    name = "when"
+
+    def __init__(self, clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)):
+        self.clock = clock
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.datetime):
+            return value
+        text = str(value).strip()
+        try:
+            return self.clock() - parse_duration(text)
+        except InvalidDuration:
+            pass
+        try:
+            when = dt.datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(
+                f"{text!r} is neither a time ago (90m, 1h, 7d) nor a date (2025-01-31, "
+                "2025-01-31T08:00)",
+                param,
+                ctx,
+            )
+        return when if when.tzinfo is not None else when.replace(tzinfo=dt.UTC)
+
+
 def friendly_group(*error_types: type[Exception]) -> type[FriendlyGroup]:
     """A :class:`FriendlyGroup` subclass that also catches ``error_types``."""
     return type("Group", (FriendlyGroup,), {"error_types": (PairingError, *error_types)})
 
 
-def configure_logging(verbose: int) -> None:
+def configure_logging(
+    verbose: int, *, log_format: str = "text", timestamps: bool = False, base: int = logging.WARNING
+) -> None:
     """Quiet by default: slixmpp's own error lines would repeat what our message says.
 
     The one place the CLIs configure logging, so the one place secrets are taken out of it
-    (:mod:`pairing.redaction`), at every level.
+    (:mod:`pairing.redaction`), at every level and in both formats. A long-running server
+    passes ``timestamps`` (UTC, ISO 8601) and ``base=logging.INFO``; ``log_format="json"``
+    writes one JSON object per line, always with its time.
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
+    level = max(logging.DEBUG, base - 10 * min(verbose, 2))
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    formatter: logging.Formatter
+    if log_format == "json":
+        formatter = RedactingJSONFormatter()
+    elif timestamps:
+        formatter = RedactingFormatter(
+            "%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%SZ"
+        )
+        formatter.converter = time.gmtime
+    else:
+        formatter = RedactingFormatter("%(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
     logging.basicConfig(level=level, handlers=[handler])
     if verbose == 0:
         logging.getLogger("slixmpp").setLevel(logging.CRITICAL)

@@ -1,17 +1,26 @@
-"""QR codes for enrollment URIs: terminal, PNG and SVG (qrcode); photos read with zxing-cpp."""
+"""QR codes for enrollment URIs: terminal, PNG and SVG (qrcode); photos read with zxing-cpp.
+
+The terminal and SVG forms need only qrcode, which every install has. PNG output needs Pillow
+and reading photos needs Pillow and zxing-cpp: the ``camera`` extra, which a headless device
+need not install. Without it those two say in one line what to install.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import qrcode
 import qrcode.image.svg
-from PIL import Image, UnidentifiedImageError
 
 from pairing.errors import PairingError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
 
 #: Image files larger than this are refused unread (a phone photo is a few MiB).
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
@@ -23,6 +32,21 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 class UnreadableQR(PairingError):
     """No usable QR code could be read from an image."""
+
+
+class MissingExtra(PairingError):
+    """A feature needs an optional part of the package that is not installed."""
+
+
+CAMERA_HINT = "pip install 'xmpp-device-pairing[camera]'"
+
+
+def _require_camera_extra(what: str, modules: tuple[str, ...]) -> None:
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise MissingExtra(
+            f"{what} needs the camera extra ({', '.join(missing)} missing): {CAMERA_HINT}"
+        )
 
 
 def _code(text: str) -> qrcode.QRCode:
@@ -47,6 +71,7 @@ def terminal(text: str) -> str:
 
 
 def write_png(text: str, path: Path, *, box_size: int = 8) -> None:
+    _require_camera_extra("writing a PNG QR code", ("PIL",))
     qr = _code(text)
     qr.box_size = box_size
     qr.make_image().save(str(path))
@@ -65,7 +90,9 @@ def read_image(path: Path) -> str:
     few kilobytes would otherwise take gigabytes). Large JPEG photos are decoded at a
     reduced scale instead, which costs nothing in reading a QR code.
     """
+    _require_camera_extra("reading a QR code from an image", ("PIL", "zxingcpp"))
     import zxingcpp
+    from PIL import Image, UnidentifiedImageError
 
     data = _read_bounded(path)
     try:
@@ -114,7 +141,7 @@ def _read_bounded(path: Path) -> bytes:
     return data
 
 
-def _check_size(path: Path, img: Image.Image) -> None:
+def _check_size(path: Path, img: PILImage.Image) -> None:
     """Refuse from the header, before any pixel is decoded; shrink big JPEGs while decoding."""
     width, height = img.size
     if width * height > MAX_IMAGE_PIXELS and img.format == "JPEG":

@@ -1,4 +1,8 @@
-"""The server's settings, with defaults for the embedded localhost server."""
+"""The server's settings, with defaults for the embedded localhost server.
+
+``server-ext init`` writes them to ``<data_dir>/server.toml`` (:mod:`server_ext.config_file`);
+every later command reads them from there.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from pathlib import Path
 
 from pairing.protocol.jid import prepare_domainpart
 
-DEFAULT_DATA_DIR = Path(os.environ.get("SERVER_EXT_DATA", "./server-data"))
+# SERVER_EXT_DATA_DIR is the documented name; SERVER_EXT_DATA is the older one, still read.
+DEFAULT_DATA_DIR = Path(
+    os.environ.get("SERVER_EXT_DATA_DIR") or os.environ.get("SERVER_EXT_DATA") or "./server-data"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +43,11 @@ class ServerConfig:
     # A device may register a successor certificate (rotation) at most this often, seconds.
     rotation_interval: float = 3600.0
     public_host: str | None = None  # the host put into enrollment URIs; see connect_host
+    # One-time enrollment tokens (policy/tokens.TokenRules), seconds.
+    token_default_ttl: float = 600.0
+    token_min_ttl: float = 30.0
+    token_max_ttl: float = 3600.0
+    max_tokens_per_account: int = 10
 
     def __post_init__(self) -> None:
         # RFC 7622 §3.2: the served domain is compared with prepared domainparts everywhere,

@@ -11,6 +11,18 @@ class ConfigError(ServerExtError):
     """The server's configuration or data directory is unusable."""
 
 
+class NoServerData(ConfigError):
+    """The data directory holds no server configuration: nothing was set up there."""
+
+    exit_code = 4  # docs/server.md, "Exit codes"
+
+
+class ServerNotRunning(ServerExtError):
+    """The command needs the running server, and none answers for this data directory."""
+
+    exit_code = 3  # as ejabberdctl's "node not running"
+
+
 class RegistryError(ServerExtError):
     """A registry operation was refused; the message says why and what to do."""
 

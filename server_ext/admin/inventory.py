@@ -138,7 +138,7 @@ def change_state(
     try:
         reply = admin_channel.request(data_dir, {"op": "device-changed", "device": updated.id})
     except admin_channel.AdminChannelError as exc:
-        raise ServerExtError(
+        raise admin_channel.AdminChannelError(
             f"device {updated.id} is {updated.state.value} in the registry, but the running "
             f"server was not told ({exc}); its live sessions stay open until the server "
             "restarts"

@@ -60,14 +60,3 @@ def issue_token(
         max_outstanding=rules.max_outstanding,
     )
     return IssuedToken(token, record)
-
-
-def parse_duration(text: str) -> dt.timedelta:
-    """``90s``, ``10m``, ``1h`` or plain seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    text = text.strip().lower()
-    unit = text[-1:] if text[-1:] in units else "s"
-    number = text[:-1] if text[-1:] in units else text
-    if not number.isdigit():
-        raise ServerExtError(f"{text!r} is not a duration like 90s, 10m or 1h")
-    return dt.timedelta(seconds=int(number) * units[unit])

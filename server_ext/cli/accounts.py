@@ -12,8 +12,8 @@ from pairing.cli_output import (
 )
 from server_ext.admin import admin_channel
 from server_ext.auth.credentials import credentials_for
-from server_ext.cli.settings import PASSWORD_ENV, Settings, pass_settings
-from server_ext.errors import UnknownAccount
+from server_ext.cli.settings import PASSWORD_ENV, Settings, json_option, pass_settings, report
+from server_ext.errors import ServerNotRunning, UnknownAccount
 from server_ext.model import (
     CertState,
 )
@@ -37,8 +37,11 @@ password_file_option = click.option(
 @click.argument("jid")
 @click.option("--admin", is_flag=True, help="Make the account an administrator.")
 @password_file_option
+@json_option
 @pass_settings
-def user_add(settings: Settings, jid: str, admin: bool, password_file: Path | None) -> None:
+def user_add(
+    settings: Settings, jid: str, admin: bool, password_file: Path | None, as_json: bool
+) -> None:
     """Create the account JID (a bare name like `alice` gets this server's domain)."""
     account = settings.jid(jid)
     password = read_secret(
@@ -46,7 +49,11 @@ def user_add(settings: Settings, jid: str, admin: bool, password_file: Path | No
     )
     with settings.registry() as registry:
         registry.accounts.add(account, credentials_for(password), admin=admin)
-    click.echo(f"created {account}{' (admin)' if admin else ''}")
+    report(
+        {"jid": str(account), "admin": admin, "created": True},
+        f"created {account}{' (admin)' if admin else ''}",
+        as_json=as_json,
+    )
 
 
 @user.command("list")
@@ -80,8 +87,9 @@ def user_list(settings: Settings, as_json: bool) -> None:
 @user.command("passwd")
 @click.argument("jid")
 @password_file_option
+@json_option
 @pass_settings
-def user_passwd(settings: Settings, jid: str, password_file: Path | None) -> None:
+def user_passwd(settings: Settings, jid: str, password_file: Path | None, as_json: bool) -> None:
     """Set a new password for JID."""
     account = settings.jid(jid)
     with settings.registry() as registry:
@@ -91,14 +99,19 @@ def user_passwd(settings: Settings, jid: str, password_file: Path | None) -> Non
             file=password_file, env=PASSWORD_ENV, prompt=f"New password for {account}", confirm=True
         )
         registry.accounts.set_credentials(account, credentials_for(password), actor="cli")
-    click.echo(f"password changed for {account}")
+    report(
+        {"jid": str(account), "password_changed": True},
+        f"password changed for {account}",
+        as_json=as_json,
+    )
 
 
 @user.command("delete")
 @click.argument("jid")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @pass_settings
-def user_delete(settings: Settings, jid: str, yes: bool) -> None:
+def user_delete(settings: Settings, jid: str, yes: bool, as_json: bool) -> None:
     """Delete JID; its certificates are revoked and the audit log is kept."""
     account = settings.jid(jid)
     if not yes:
@@ -113,37 +126,55 @@ def user_delete(settings: Settings, jid: str, yes: bool) -> None:
             {"op": "kick", "jid": str(account), "reason": "the account was deleted"},
         )
     except admin_channel.AdminChannelError as exc:
-        raise click.ClickException(
+        raise admin_channel.AdminChannelError(
             f"deleted {account} and revoked {len(revoked)} certificate(s), but the running "
             f"server was not told ({exc}); its live sessions stay open until it restarts"
         ) from None
-    click.echo(f"deleted {account}; {len(revoked)} certificate(s) revoked")
+    report(
+        {"jid": str(account), "deleted": True, "certificates_revoked": len(revoked)},
+        f"deleted {account}; {len(revoked)} certificate(s) revoked",
+        as_json=as_json,
+    )
 
 
 @user.command("admin")
 @click.argument("jid")
 @click.option("--on/--off", "admin", required=True, help="Grant or withdraw admin rights.")
+@json_option
 @pass_settings
-def user_admin(settings: Settings, jid: str, admin: bool) -> None:
+def user_admin(settings: Settings, jid: str, admin: bool, as_json: bool) -> None:
     """Grant or withdraw administrator rights."""
     account = settings.jid(jid)
     with settings.registry() as registry:
         registry.accounts.set_admin(account, admin, actor="cli")
-    click.echo(f"{account} is {'now' if admin else 'no longer'} an admin")
+    report(
+        {"jid": str(account), "admin": admin},
+        f"{account} is {'now' if admin else 'no longer'} an admin",
+        as_json=as_json,
+    )
 
 
 @user.command("kick")
 @click.argument("jid")
 @click.option("--reason", default="", help="Shown to the clients.")
+@json_option
 @pass_settings
-def user_kick(settings: Settings, jid: str, reason: str) -> None:
+def user_kick(settings: Settings, jid: str, reason: str, as_json: bool) -> None:
     """End every live session of an account now."""
     account = settings.jid(jid)
     reply = admin_channel.request(
         settings.data_dir, {"op": "kick", "jid": str(account), "reason": reason}
     )
     if reply is None:
-        raise click.ClickException("the server is not running")
+        raise ServerNotRunning(
+            "the server is not running (nothing listens on "
+            f"{admin_channel.socket_path(settings.data_dir)}): there are no sessions to close"
+        )
     if not reply.get("ok"):
         raise click.ClickException(str(reply.get("error")))
-    click.echo(f"closed {reply.get('closed', 0)} session(s) of {account}")
+    closed = int(reply.get("closed", 0))
+    report(
+        {"jid": str(account), "closed": closed},
+        f"closed {closed} session(s) of {account}",
+        as_json=as_json,
+    )

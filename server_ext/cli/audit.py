@@ -6,9 +6,7 @@ import datetime as dt
 
 import click
 
-from pairing.cli_output import (
-    emit,
-)
+from pairing.cli_output import Since, emit
 from server_ext.admin import inventory
 from server_ext.cli.settings import Settings, pass_settings
 
@@ -18,8 +16,15 @@ from server_ext.cli.settings import Settings, pass_settings
 @click.command()
 @click.option("--device", help="Only events about this device (id, fingerprint or full JID).")
 @click.option("--subject", help="Only events about this JID or certificate fingerprint.")
-@click.option("--since", type=click.DateTime(), help="Only events at or after this time (UTC).")
-@click.option("--limit", type=int, help="At most this many events.")
+@click.option(
+    "--since",
+    type=Since(),
+    help="Only events since then: 1h or 7d ago, or a date or time (2025-01-31, "
+    "2025-01-31T08:00; UTC unless an offset is given).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Only the newest N events (still oldest first)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def audit(
@@ -31,8 +36,6 @@ def audit(
     as_json: bool,
 ) -> None:
     """Show the append-only audit log."""
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)
     with settings.registry() as registry:
         subjects: list[str] | None = None
         if device:

@@ -12,7 +12,7 @@ from pairing.cli_output import (
     emit_record,
 )
 from pairing.protocol.identity import PeerCertificate, format_fingerprint
-from server_ext.cli.settings import Settings, pass_settings
+from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
 from server_ext.errors import UnknownAccount, UnknownCertificate
 from server_ext.model import (
     CertificateRecord,
@@ -51,7 +51,7 @@ def certs() -> None:
 
 
 @certs.command("list")
-@click.option("--user", "user_jid", help="Only this account's certificates.")
+@jid_option("Only this account's certificates.")
 @click.option(
     "--state",
     type=click.Choice([s.value for s in CertState]),
@@ -85,11 +85,11 @@ def certs_list(settings: Settings, user_jid: str | None, state: str | None, as_j
 
 @certs.command("show")
 @click.argument("what")
-@click.option("--user", "user_jid", help="The account, when WHAT is a certificate name.")
+@jid_option("The account, when WHAT is a certificate name.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def certs_show(settings: Settings, what: str, user_jid: str | None, as_json: bool) -> None:
-    """Show one certificate, by name (with --user) or by SHA-256 fingerprint (8+ hex digits)."""
+    """Show one certificate, by name (with --jid) or by SHA-256 fingerprint (8+ hex digits)."""
     with settings.registry() as registry:
         record = _find_certificate(settings, registry, what, user_jid)
     row = _cert_row(record)
@@ -109,7 +109,7 @@ def _find_certificate(
         return record
     hex_digits = what.replace(":", "").lower()
     if len(hex_digits) < 8 or any(c not in "0123456789abcdef" for c in hex_digits):
-        raise click.UsageError("give a fingerprint of at least 8 hex digits, or a name with --user")
+        raise click.UsageError("give a fingerprint of at least 8 hex digits, or a name with --jid")
     matches = registry.devices.find(hex_digits)
     if not matches:
         raise UnknownCertificate(f"no certificate has a fingerprint starting with {hex_digits}")
@@ -121,15 +121,21 @@ def _find_certificate(
 @certs.command("add")
 @click.argument("name")
 @click.argument("certfile", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--user", "user_jid", required=True, help="The account the device logs in as.")
+@jid_option("The account the device logs in as.", required=True)
 @click.option(
     "--no-cert-management",
     is_flag=True,
     help="Sessions using this certificate may not manage certificates (XEP-0257).",
 )
+@json_option
 @pass_settings
 def certs_add(
-    settings: Settings, name: str, certfile: Path, user_jid: str, no_cert_management: bool
+    settings: Settings,
+    name: str,
+    certfile: Path,
+    user_jid: str,
+    no_cert_management: bool,
+    as_json: bool,
 ) -> None:
     """Register the device certificate CERTFILE (PEM or DER) as NAME for an account."""
     account = settings.jid(user_jid)
@@ -149,4 +155,8 @@ def certs_add(
             added_by="cli",
             added_via="cli",
         )
-    click.echo(f"registered {name!r} for {account}: {format_fingerprint(record.fingerprint)}")
+    report(
+        _cert_row(record),
+        f"registered {name!r} for {account}: {format_fingerprint(record.fingerprint)}",
+        as_json=as_json,
+    )

@@ -9,7 +9,7 @@ from pairing.cli_output import (
     emit_record,
 )
 from server_ext.admin import inventory
-from server_ext.cli.settings import Settings, pass_settings
+from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
 from server_ext.model import (
     DeviceRecord,
     DeviceState,
@@ -24,13 +24,11 @@ def devices() -> None:
     """The device inventory: list, inspect, revoke, disable and enable devices."""
 
 
-_USER_FOR_NAMES = click.option(
-    "--user", "user_jid", help="The account, when TARGET is a device name."
-)
+_USER_FOR_NAMES = jid_option("The account, when TARGET is a device name.")
 
 
 @devices.command("list")
-@click.option("--user", "user_jid", help="Only this account's devices.")
+@jid_option("Only this account's devices.")
 @click.option(
     "--state", type=click.Choice([s.value for s in DeviceState]), help="Only devices in this state."
 )
@@ -73,7 +71,7 @@ def devices_list(
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
 def devices_show(settings: Settings, target: str, user_jid: str | None, as_json: bool) -> None:
-    """Show one device by id, full JID, fingerprint, or name (with --user)."""
+    """Show one device by id, full JID, fingerprint, or name (with --jid)."""
     online = inventory.live_sessions(settings.data_dir)
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
@@ -91,7 +89,12 @@ def _resolve(
 
 
 def _change(
-    settings: Settings, target: str, user_jid: str | None, state: DeviceState, reason: str
+    settings: Settings,
+    target: str,
+    user_jid: str | None,
+    state: DeviceState,
+    reason: str,
+    as_json: bool,
 ) -> None:
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
@@ -100,43 +103,59 @@ def _change(
         )
     verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
     if changed:
-        click.echo(f"{verb} device {updated.id} ({updated.name}, {updated.account})")
+        lines = [f"{verb} device {updated.id} ({updated.name}, {updated.account})"]
     else:
         note = f": {updated.revoked_reason}" if updated.revoked_reason else ""
-        click.echo(
-            f"device {updated.id} ({updated.name}, {updated.account}) was already {verb}{note}"
-        )
+        who = f"device {updated.id} ({updated.name}, {updated.account})"
+        lines = [f"{who} was already {verb}{note}"]
     if closed is None:
-        click.echo("the server is not running; the change applies when it starts")
+        lines.append("the server is not running; the change applies when it starts")
     elif state is DeviceState.REVOKED:
-        click.echo(f"closed {closed} live session(s)")
+        lines.append(f"closed {closed} live session(s)")
+    record = {
+        "id": updated.id,
+        "account": str(updated.account),
+        "name": updated.name,
+        "state": updated.state.value,
+        "changed": changed,
+        "server_running": closed is not None,
+        "sessions_closed": closed,
+    }
+    report(record, "\n".join(lines), as_json=as_json)
 
 
 @devices.command("revoke")
 @click.argument("target")
 @_USER_FOR_NAMES
 @click.option("--reason", default="", help="Recorded in the audit log and shown to the device.")
+@json_option
 @pass_settings
-def devices_revoke(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
+def devices_revoke(
+    settings: Settings, target: str, user_jid: str | None, reason: str, as_json: bool
+) -> None:
     """Revoke a device now: every certificate it ever had is revoked, its live sessions close,
     and it can never log in again."""
-    _change(settings, target, user_jid, DeviceState.REVOKED, reason)
+    _change(settings, target, user_jid, DeviceState.REVOKED, reason, as_json)
 
 
 @devices.command("disable")
 @click.argument("target")
 @_USER_FOR_NAMES
 @click.option("--reason", default="", help="Recorded in the audit log.")
+@json_option
 @pass_settings
-def devices_disable(settings: Settings, target: str, user_jid: str | None, reason: str) -> None:
+def devices_disable(
+    settings: Settings, target: str, user_jid: str | None, reason: str, as_json: bool
+) -> None:
     """Stop a device from logging in again (live sessions stay)."""
-    _change(settings, target, user_jid, DeviceState.DISABLED, reason)
+    _change(settings, target, user_jid, DeviceState.DISABLED, reason, as_json)
 
 
 @devices.command("enable")
 @click.argument("target")
 @_USER_FOR_NAMES
+@json_option
 @pass_settings
-def devices_enable(settings: Settings, target: str, user_jid: str | None) -> None:
+def devices_enable(settings: Settings, target: str, user_jid: str | None, as_json: bool) -> None:
     """Let a disabled device log in again (a revoked one cannot be enabled)."""
-    _change(settings, target, user_jid, DeviceState.ACTIVE, "")
+    _change(settings, target, user_jid, DeviceState.ACTIVE, "", as_json)

@@ -10,17 +10,17 @@ import click
 
 from pairing.cli_output import (
     BadInput,
+    Duration,
     emit,
     emit_record,
 )
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import prepare_resourcepart
-from server_ext.cli.settings import Settings, pass_settings
+from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
 from server_ext.model import (
     TokenRecord,
     TokenState,
 )
-from server_ext.policy.tokens import TokenRules
 
 # --- tokens --------------------------------------------------------------------------------
 
@@ -49,16 +49,19 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--jid", "user_jid", required=True, help="The account the device will belong to.")
+@jid_option("The account the device will belong to.", required=True)
 @click.option("--resource", required=True, help="The device's resource, e.g. weatherbot.")
 @click.option("--name", help="The device's name in listings (default: the resource).")
-@click.option("--ttl", default="10m", show_default=True, help="Lifetime: 90s, 10m, 1h (max 1h).")
+@click.option(
+    "--ttl",
+    type=Duration(),
+    help="Lifetime: 90s, 10m, 1h or seconds [server.toml [tokens]; 10m, at most 1h].",
+)
 @click.option(
     "--connect",
     "connect_to",
-    default="127.0.0.1:5222",
-    show_default=True,
-    help="HOST:PORT the device should connect to (goes into the QR code).",
+    help="HOST:PORT the device should connect to, put into the QR code [server.toml: "
+    "public_host, else the listening host or the domain, and port].",
 )
 @click.option(
     "--png", type=click.Path(dir_okay=False, path_type=Path), help="Write the QR code as PNG."
@@ -73,8 +76,8 @@ def token_create(
     user_jid: str,
     resource: str,
     name: str | None,
-    ttl: str,
-    connect_to: str,
+    ttl: dt.timedelta | None,
+    connect_to: str | None,
     png: Path | None,
     svg: Path | None,
     as_json: bool,
@@ -82,24 +85,26 @@ def token_create(
     """Issue a token for JID/RESOURCE and show it as a QR code and a URI."""
     from pairing import qr
     from pairing.protocol.address import ServerAddress
-    from server_ext.admin.token_issuer import issue_token, parse_duration
-    from server_ext.net.server_certificate import ensure_server_certificate
+    from server_ext.admin.token_issuer import issue_token
+    from server_ext.net.data_directory import certificate_for
+    from server_ext.net.server import token_rules
 
     account = settings.jid(user_jid)
     try:
         resource = prepare_resourcepart(resource.strip())  # RFC 7622 §3.4, as the token binds it
     except InvalidJID as exc:
         raise BadInput(f"--resource: {exc}") from None
-    address = ServerAddress.parse(connect_to)
-    certificate = ensure_server_certificate(settings.data_dir, settings.domain)
+    config = settings.config
+    address = ServerAddress.parse(connect_to or f"{config.connect_host}:{config.port}")
+    certificate = certificate_for(config)
     with settings.registry() as registry:
         issued = issue_token(
             registry,
-            TokenRules(),
+            token_rules(config),
             account=account,
             resource=resource,
             name=name,
-            ttl=parse_duration(ttl),
+            ttl=ttl,
             created_by="cli",
         )
     uri = str(issued.uri(host=address.host, port=address.port, fingerprint=certificate.fingerprint))
@@ -121,7 +126,7 @@ def token_create(
 
 
 @token.command("list")
-@click.option("--jid", "user_jid", help="Only this account's tokens.")
+@jid_option("Only this account's tokens.")
 @click.option("--all", "show_all", is_flag=True, help="Include used, cancelled and expired ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_settings
@@ -151,9 +156,14 @@ def token_list(settings: Settings, user_jid: str | None, show_all: bool, as_json
 
 @token.command("cancel")
 @click.argument("token_id", type=int)
+@json_option
 @pass_settings
-def token_cancel(settings: Settings, token_id: int) -> None:
+def token_cancel(settings: Settings, token_id: int, as_json: bool) -> None:
     """Cancel the unused token TOKEN_ID."""
     with settings.registry() as registry:
         record = registry.tokens.cancel(token_id, actor="cli")
-    click.echo(f"cancelled token {record.id} for {record.jid}")
+    report(
+        _token_row(record, dt.datetime.now(dt.UTC)),
+        f"cancelled token {record.id} for {record.jid}",
+        as_json=as_json,
+    )

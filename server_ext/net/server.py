@@ -26,15 +26,17 @@ from server_ext.app.router import SessionTable
 from server_ext.app.saslcert import close_device_sessions
 from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
-from server_ext.errors import RegistryError
+from server_ext.errors import ConfigError, RegistryError
 from server_ext.log_limits import CappedLog
 from server_ext.model import DeviceState
+from server_ext.net.data_directory import certificate_for
 from server_ext.net.server_certificate import (
     ServerCertificate,
-    ensure_server_certificate,
+    create_server_certificate,
     load_server_certificate,
 )
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
+from server_ext.policy.tokens import TokenRules
 from server_ext.session.c2s import (
     Action,
     Authenticated,
@@ -88,6 +90,7 @@ class Server:
             fingerprint=certificate.fingerprint,
             connect_host=config.connect_host,
             connect_port=config.port,
+            token_rules=token_rules(config),
             rotation_interval=dt.timedelta(seconds=config.rotation_interval),
         )
         self.dispatcher = Dispatcher(self.context, account_handlers())
@@ -129,13 +132,47 @@ class Server:
             await self.stop()  # a port is taken: leave nothing half-open behind
             raise
         if self.config.port == 0:  # tests: URIs must carry the port actually bound
-            self.context = dataclasses.replace(self.context, connect_port=self.port)
-            self.dispatcher = Dispatcher(self.context, account_handlers())
-            self.session_services = dataclasses.replace(
-                self.session_services, context=self.context, dispatcher=self.dispatcher
-            )
+            self._replace_context(connect_port=self.port)
         self._sweeper = asyncio.create_task(self._sweep_tokens())
         return self.addresses
+
+    def _replace_context(self, **changes: Any) -> None:
+        """New sessions get a context with ``changes``; live ones keep the one they have."""
+        self.context = dataclasses.replace(self.context, **changes)
+        self.dispatcher = Dispatcher(self.context, account_handlers())
+        self.session_services = dataclasses.replace(
+            self.session_services, context=self.context, dispatcher=self.dispatcher
+        )
+
+    def reload_tls(self) -> dict[str, Any]:
+        """Read the certificate and key again (SIGHUP): new connections use them at once.
+
+        Live sessions keep the TLS session they have. A file that does not load, or a key that
+        does not match, leaves the current certificate in use and says so in one log line, so
+        a renewal hook that wrote half a file cannot take the server down.
+        """
+        try:
+            current = self.certificate
+            certificate = load_server_certificate(current.cert_path, current.key_path)
+            context = make_server_context(certificate.cert_path, certificate.key_path)
+        except (ConfigError, TLSError) as exc:
+            log.error("TLS reload failed, still serving the previous certificate: %s", exc)
+            return {"ok": False, "error": str(exc)}
+        changed = certificate.fingerprint != self.certificate.fingerprint
+        self.certificate, self.tls_context = certificate, context
+        self._replace_context(fingerprint=certificate.fingerprint)
+        log.info(
+            "TLS certificate reloaded: SHA-256 %s, valid until %s%s",
+            format_fingerprint(certificate.fingerprint),
+            certificate.not_after.isoformat(timespec="seconds"),
+            "" if changed else " (unchanged)",
+        )
+        if changed:
+            log.warning(
+                "the server certificate changed: clients that pinned the old SHA-256 "
+                "fingerprint refuse this one until they are given the new one"
+            )
+        return {"ok": True, "fingerprint": certificate.fingerprint, "changed": changed}
 
     def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:
         """Answer the admin CLI (another process) over the admin channel."""
@@ -163,6 +200,8 @@ class Server:
             if device.state is DeviceState.REVOKED:
                 closed = close_device_sessions(self.context, device)
             return {"ok": True, "closed": closed}
+        if op == "reload-tls":
+            return self.reload_tls()
         if op == "kick":
             try:
                 account = JID.parse(str(req.get("jid", ""))).bare
@@ -450,27 +489,45 @@ class C2SConnection(asyncio.Protocol):
 
 
 def load_certificate_for(config: ServerConfig) -> ServerCertificate:
-    """The operator's certificate when configured, else the generated one in the data dir."""
+    """The certificate ``config`` names, else the one in the data dir (made if there is none,
+    never replaced)."""
     if config.cert_file is not None and config.key_file is not None:
-        return load_server_certificate(config.cert_file, config.key_file)
-    return ensure_server_certificate(config.data_dir, config.domain)
+        return certificate_for(config)  # a missing identity is an error, never regenerated
+    return create_server_certificate(config.data_dir, config.domain)
+
+
+def token_rules(config: ServerConfig) -> TokenRules:
+    """The token lifetimes and caps ``config`` sets (server.toml, ``[tokens]``)."""
+    return TokenRules(
+        default_ttl=dt.timedelta(seconds=config.token_default_ttl),
+        min_ttl=dt.timedelta(seconds=config.token_min_ttl),
+        max_ttl=dt.timedelta(seconds=config.token_max_ttl),
+        max_outstanding=config.max_tokens_per_account,
+    )
 
 
 async def serve(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> None:
-    """Run the server until cancelled or sent SIGINT/SIGTERM."""
+    """Run the server until cancelled or sent SIGINT/SIGTERM; SIGHUP reloads its certificate."""
     certificate = load_certificate_for(config)
     with Registry.open(config.database_path) as registry:
         server = Server(config, registry, certificate)
         await server.start()
-        if ready is not None:
-            ready(server)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        handlers: dict[signal.Signals, Callable[[], object]] = {
+            signal.SIGINT: stop.set,
+            signal.SIGTERM: stop.set,
+            signal.SIGHUP: server.reload_tls,  # `systemctl reload`, a certbot deploy hook
+        }
+        for sig, handler in handlers.items():
             try:
-                loop.add_signal_handler(sig, stop.set)
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - not on Unix
                 pass
+        # Announced only now: a SIGHUP sent as soon as the banner appears must reload, not
+        # kill the server with the signal's default action.
+        if ready is not None:
+            ready(server)
         try:
             await stop.wait()
         finally:

@@ -50,7 +50,8 @@ class AuditLog:
         since: dt.datetime | None = None,
         limit: int | None = None,
     ) -> list[AuditEvent]:
-        """Rows oldest first; ``subjects`` keeps those about any of these subjects."""
+        """Rows oldest first; ``subjects`` keeps those about any of these subjects, ``limit``
+        the newest that many (as ``tail`` and ``journalctl -n`` do)."""
         clauses: list[str] = []
         args: list[str] = []
         if subjects is not None:
@@ -60,12 +61,10 @@ class AuditLog:
             clauses.append("at >= ?")
             args.append(iso(since))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        tail = f" LIMIT {int(limit)}" if limit is not None else ""
-        rows = self._file.conn.execute(
-            f"SELECT id, at, event, actor, subject, address, detail FROM audit{where} "
-            f"ORDER BY id{tail}",
-            args,
-        ).fetchall()
+        query = f"SELECT id, at, event, actor, subject, address, detail FROM audit{where}"
+        if limit is not None:
+            query = f"SELECT * FROM ({query} ORDER BY id DESC LIMIT {int(limit)})"
+        rows = self._file.conn.execute(f"{query} ORDER BY id", args).fetchall()
         return [
             AuditEvent(
                 id=r["id"],

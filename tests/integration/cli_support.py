@@ -37,11 +37,17 @@ def run(
     return result
 
 
+def init_server(data: Path | str, domain: str = "localhost") -> None:
+    """``server-ext init``: every other command needs a data directory set up by it."""
+    run("server-ext", "--data-dir", str(data), "init", "--domain", domain)
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, int, str]]:
     data = tmp_path / "server"
     password = tmp_path / "pw"
     password.write_text("s3cret pass\n")
+    init_server(data)
     run(
         "server-ext",
         "--data-dir",

@@ -22,8 +22,10 @@ from pairing.protocol.jid import JID
 from pairing.secure_files import write_private, write_public
 from server_ext.auth.credentials import credentials_for
 from server_ext.config import ServerConfig
+from server_ext.config_file import write_config
 from server_ext.model import DeviceState
-from server_ext.net.server import Server, load_certificate_for
+from server_ext.net.data_directory import initialise
+from server_ext.net.server import Server
 from server_ext.storage.registry import Registry
 from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.rawclient import RawClient, client_context
@@ -130,9 +132,15 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
             auth_timeout=10.0,
         )
         config = dataclasses.replace(config, **overrides)  # type: ignore[arg-type]
+        # Set up as `server-ext init` does, so the CLI can be run against this directory.
+        certificate = initialise(config).certificate
         registry = Registry.open(config.database_path, **clocks(clock))
-        server = Server(config, registry, load_certificate_for(config))
+        server = Server(config, registry, certificate)
         await server.start()
+        # What an operator's server.toml says: the ports this server listens on.
+        write_config(
+            dataclasses.replace(config, port=server.port, direct_tls_port=server.direct_tls_port)
+        )
         started.append((server, registry))
         return RunningServer(server, config, registry)
 

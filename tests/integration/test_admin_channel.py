@@ -135,6 +135,7 @@ def start_server(data: Path, env: dict[str, str]) -> tuple[subprocess.Popen[str]
 def add_alice(data: Path, tmp_path: Path) -> None:
     password = tmp_path / "pw"
     password.write_text("s3cret pass\n")
+    server_ext(data, "init", "--domain", "localhost")
     server_ext(data, "user", "add", "alice", "--password-file", str(password))
 
 

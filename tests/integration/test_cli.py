@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_support import free_port, run
+from tests.integration.cli_support import free_port, init_server, run
 
 
 def test_manual_enrollment_login_and_revocation(
@@ -137,6 +137,7 @@ def test_errors_exit_non_zero_with_one_line(tmp_path: Path) -> None:
     missing = run("device-agent", "--state-dir", str(tmp_path / "nothing"), "show", ok=False)
     assert missing.returncode == 1
     assert "device-agent init" in missing.stderr
+    init_server(data)
     bad = run("server-ext", "--data-dir", data, "user", "add", "not a jid!", ok=False)
     assert bad.returncode == 2
     nopw = run("server-ext", "--data-dir", data, "user", "add", "bob", ok=False)
@@ -201,6 +202,7 @@ def test_help_explains_the_tool(tool: str) -> None:
 
 def test_listings_have_json(tmp_path: Path) -> None:
     data = str(tmp_path / "server")
+    init_server(data)
     assert json.loads(run("server-ext", "--data-dir", data, "user", "list", "--json").stdout) == []
     assert json.loads(run("server-ext", "--data-dir", data, "certs", "list", "--json").stdout) == []
     assert json.loads(run("server-ext", "--data-dir", data, "audit", "--json").stdout) == []

@@ -237,6 +237,7 @@ async def test_a_server_killed_during_concurrent_enrollments_loses_no_device(
     data = tmp_path / "server"
     password = tmp_path / "pw"
     password.write_text("s3cret pass\n")
+    run("server-ext", "--data-dir", str(data), "init", "--domain", "localhost")
     run(
         "server-ext",
         "--data-dir",

@@ -200,7 +200,7 @@ async def test_password_change_username_is_prepared(served: Served, tmp_path: Pa
         [
             "server-ext",
             "--data-dir",
-            "{tmp}/srv",
+            "{tmp}/ready",
             "token",
             "create",
             "--jid",
@@ -211,7 +211,7 @@ async def test_password_change_username_is_prepared(served: Served, tmp_path: Pa
         [
             "server-ext",
             "--data-dir",
-            "{tmp}/srv",
+            "{tmp}/ready",
             "token",
             "create",
             "--jid",
@@ -227,6 +227,8 @@ def test_every_cli_refuses_unpreparable_identifiers_in_one_line(
     (tmp_path / "pw").write_text("x\n")
     port = str(free_port())  # nothing listens: the refusal must come before any connection
     args = [a.replace("{tmp}", str(tmp_path)).replace("{port}", port) for a in argv]
+    if "{tmp}/ready" in argv:  # an admin command needs a server set up to act on
+        run("server-ext", "--data-dir", str(tmp_path / "ready"), "init", "--domain", "localhost")
     result = run(*args, ok=False)
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()

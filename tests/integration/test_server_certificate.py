@@ -8,21 +8,24 @@ from pathlib import Path
 import pytest
 
 from server_ext.errors import ConfigError
-from server_ext.net.server_certificate import ensure_server_certificate, load_server_certificate
+from server_ext.net.server_certificate import create_server_certificate, load_server_certificate
 from tests.integration.conftest import ServerFactory
 
 
 def test_generated_once_and_kept(tmp_path: Path) -> None:
-    first = ensure_server_certificate(tmp_path, "localhost")
+    first = create_server_certificate(tmp_path, "localhost")
     assert stat.S_IMODE(first.key_path.stat().st_mode) == 0o600
-    again = ensure_server_certificate(tmp_path, "localhost")
+    again = create_server_certificate(tmp_path, "localhost")
     assert again.fingerprint == first.fingerprint
-    other_domain = ensure_server_certificate(tmp_path, "example.org")
-    assert other_domain.fingerprint != first.fingerprint
+    before = (first.cert_path.read_bytes(), first.key_path.read_bytes())
+    # Another domain used to replace the key (issue 10): now it is refused, files untouched.
+    with pytest.raises(ConfigError, match=r"is for localhost, not example\.org"):
+        create_server_certificate(tmp_path, "example.org")
+    assert (first.cert_path.read_bytes(), first.key_path.read_bytes()) == before
 
 
 async def test_operator_certificate_is_served(make_server: ServerFactory, tmp_path: Path) -> None:
-    own = ensure_server_certificate(tmp_path / "operator", "localhost")
+    own = create_server_certificate(tmp_path / "operator", "localhost")
     server = await make_server(cert_file=own.cert_path, key_file=own.key_path)
     assert server.fingerprint == own.fingerprint
     client = await server.raw_tls()  # the raw client trusts exactly server.cert_path
@@ -34,8 +37,8 @@ async def test_operator_certificate_is_served(make_server: ServerFactory, tmp_pa
 
 
 def test_mismatched_or_missing_operator_files_are_clear(tmp_path: Path) -> None:
-    one = ensure_server_certificate(tmp_path / "one", "localhost")
-    two = ensure_server_certificate(tmp_path / "two", "localhost")
+    one = create_server_certificate(tmp_path / "one", "localhost")
+    two = create_server_certificate(tmp_path / "two", "localhost")
     with pytest.raises(ConfigError, match="does not belong"):
         load_server_certificate(one.cert_path, two.key_path)
     with pytest.raises(ConfigError, match="cannot read"):

@@ -64,6 +64,7 @@ def test_certs_add_refuses_a_weak_key_with_the_reason(tmp_path: Path) -> None:
     data = str(tmp_path / "server")
     pw = tmp_path / "pw"
     pw.write_text("s3cret pass\n")
+    run("server-ext", "--data-dir", data, "init", "--domain", "localhost")
     run("server-ext", "--data-dir", data, "user", "add", "alice", "--password-file", str(pw))
     cert, _, _ = keytypes.write(tmp_path / "rsa", "rsa-1024", BOT)
     refused = run(

@@ -70,3 +70,22 @@ def test_protected_values_and_tracebacks_are_removed_by_the_formatter() -> None:
     out = formatter.format(record)
     assert "ValueError" in out
     assert "my-own-secret-value" not in out and TOKEN not in out
+
+
+def test_json_log_lines_are_redacted_before_encoding() -> None:
+    import json
+    import logging
+
+    from pairing.redaction import RedactingJSONFormatter
+
+    record = logging.LogRecord(
+        "server_ext.net.server", logging.INFO, __file__, 1,
+        "redeeming <enroll token='ABCDEFGHIJKLMNOP'/> with code %s", ("123-45-678",), None,
+    )  # fmt: skip
+    line = RedactingJSONFormatter().format(record)
+    entry = json.loads(line)
+    assert "\n" not in line
+    assert entry["level"] == "INFO" and entry["logger"] == "server_ext.net.server"
+    assert "ABCDEFGHIJKLMNOP" not in line and "123-45-678" not in line
+    assert entry["message"].count("[redacted]") == 2
+    assert entry["time"].endswith("+00:00")
