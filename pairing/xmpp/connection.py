@@ -121,6 +121,18 @@ class PairingClient(slixmpp.ClientXMPP):
         self.server_fingerprint = ""  # SHA-256 of the certificate seen in the TLS handshake
 
 
+#: What a password login may use, strongest first (RFC 5802 §6: -PLUS binds to the channel).
+PASSWORD_MECHANISMS = (
+    "SCRAM-SHA-512-PLUS",
+    "SCRAM-SHA-256-PLUS",
+    "SCRAM-SHA-1-PLUS",
+    "SCRAM-SHA-512",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "PLAIN",
+)
+
+
 def make_client(
     jid: str,
     *,
@@ -143,6 +155,11 @@ def make_client(
         pin=trust.fingerprint,
         sasl_mech="EXTERNAL" if use_external else None,
     )
+    if not use_external:
+        # A password login never tries EXTERNAL: slixmpp ranks it first whenever a server
+        # offers it (ejabberd with tls_verify offers it to every client), and a failure there
+        # would end the login before the password is tried. A list: slixmpp ignores a set.
+        client.plugin["feature_mechanisms"].use_mechs = list(PASSWORD_MECHANISMS)
     client.ssl_context = ctx
     client.enable_direct_tls = server.direct_tls
     client.enable_starttls = not server.direct_tls

@@ -234,11 +234,6 @@ async def test_ejabberd_external_logs_in_a_ca_signed_device_and_passwords_still_
     await logout(owner)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pairing.xmpp.connection lets slixmpp try EXTERNAL first on a password login, "
-    "and login() gives up at that first <failure/>; owners on ejabberd need it fixed",
-)
 async def test_ejabberd_a_password_login_through_make_client_as_it_is(
     ca_node: EjabberdNode, server_cert: CertificateFiles
 ) -> None:
