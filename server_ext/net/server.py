@@ -89,6 +89,7 @@ class Server:
             connect_host=config.connect_host,
             connect_port=config.port,
             rotation_interval=dt.timedelta(seconds=config.rotation_interval),
+            renewal_grace=dt.timedelta(seconds=config.renewal_grace),
         )
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.session_services = SessionServices(
