@@ -79,12 +79,17 @@ class NoEnroller:
 
 async def test_a_window_listens_on_its_interfaces_and_on_every_address_only_without() -> None:
     for interfaces, expected in ((["127.0.0.1"], {"127.0.0.1"}), (None, {"0.0.0.0"})):
+        opened = asyncio.Event()
+
+        def report(line: str, opened: asyncio.Event = opened) -> None:
+            if "open on" in line:
+                opened.set()
+
         window = PairingWindow(
-            CodeBook(), NoEnroller(), timeout=30, interfaces=interfaces, report=lambda _: None
+            CodeBook(), NoEnroller(), timeout=30, interfaces=interfaces, report=report
         )
         task = asyncio.create_task(window.run())
-        while not window.bound and not task.done():
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(opened.wait(), 10)
         assert {address for address, _ in window.bound} == expected
         assert listening_on(window.port) == expected
         window.close()

@@ -21,7 +21,6 @@ from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import (
     PeerCertificate,
     build_device_certificate,
-    certificate_der,
     generate_key,
 )
 from pairing.protocol.jid import JID
@@ -114,7 +113,14 @@ async def test_device_agent_renew_with_an_expired_certificate_runs_the_hook(
     server, store, _ = await expired_device(make_server, tmp_path / "bot")
     old = store.load()
     seen = tmp_path / "hook.txt"
-    hook = f"{sys.executable} -c \"import os; open({str(seen)!r}, 'w').write(os.environ['DEVICE_AGENT_FINGERPRINT'] + ' ' + os.environ['DEVICE_AGENT_CERT'])\""
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import os, sys\n"
+        "env = os.environ\n"
+        "open(sys.argv[1], 'w').write(env['DEVICE_AGENT_FINGERPRINT'] + ' ' + "
+        "env['DEVICE_AGENT_CERT'])\n"
+    )
+    hook = f"{sys.executable} {script} '{seen}'"
     code, out, err = await agent("--state-dir", str(store.state_dir), "renew", "--exec", hook)
     assert code == 0, err
     new = store.load()
