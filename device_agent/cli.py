@@ -51,7 +51,7 @@ def main(ctx: click.Context, state_dir: Path, verbose: int) -> None:
 
 
 def _server_settings(
-    jid: JID, server_text: str | None, pin: str | None, name: str = ""
+    jid: JID, server_text: str | None, pin: str | None
 ) -> enrollment.ServerSettings | None:
     """Where a hand-registered device logs in (``--server`` and ``--pin``), parsed once."""
     if server_text is None and pin is None:
@@ -69,7 +69,7 @@ def _server_settings(
     except PairingError as exc:
         raise BadInput(f"--pin: {exc}") from None
     assert trust.fingerprint is not None
-    return enrollment.ServerSettings(address.host, address.port, trust.fingerprint, str(jid), name)
+    return enrollment.ServerSettings(address.host, address.port, trust.fingerprint, str(jid))
 
 
 def _state_option(store: KeyStore) -> str:
@@ -113,8 +113,10 @@ def init(
     if settings is not None:
         settings.save(store.state_dir)
     elif force:
-        # A server recorded for the destroyed identity would pin a login that cannot work.
-        enrollment.SERVER.remove(store.state_dir)
+        # A server recorded for another JID would log the new identity in as that JID.
+        recorded = enrollment.SERVER.read_if_present(store.state_dir)
+        if recorded is not None and recorded.jid != str(parsed):
+            enrollment.SERVER.remove(store.state_dir)
     click.echo(f"created the identity for {identity.jid}")
     click.echo(f"certificate: {store.cert_path}")
     click.echo(f"SHA-256:     {format_fingerprint(identity.fingerprint)}")

@@ -38,7 +38,7 @@ class Dispatcher:
         self._handlers = dict(handlers)
         # The last available presence of each resource, for the account's resources that
         # come online later (RFC 6121 §4.2.2): a device's status names it for its owner.
-        self._last_presence: dict[JID, tuple[Sender, ET.Element]] = {}
+        self._last_presence: dict[JID, tuple[Session, ET.Element]] = {}
 
     def dispatch(self, sender: Sender, stanza: ET.Element) -> None:
         """Handle one stanza; every request gets an answer."""
@@ -187,7 +187,7 @@ class Dispatcher:
                 if sessions.get(full) is entry[0]
             }
 
-    def _presence_of(self, peer: Sender, *, to: JID) -> ET.Element:
+    def _presence_of(self, peer: Session, *, to: JID) -> ET.Element:
         """``peer``'s last available presence (show, status, priority), addressed to ``to``."""
         remembered = self._last_presence.get(peer.jid)
         if remembered is not None and remembered[0] is peer:
