@@ -288,6 +288,8 @@ def run_command(
 
     try:
         asyncio.run(until_stopped())
+    except KeyboardInterrupt:  # before the handlers were installed
+        report("stopped")
     except runtime.LoginRefused as exc:
         raise click.ClickException(
             f"the server refused this device: {exc}. It will not retry; "

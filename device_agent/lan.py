@@ -455,8 +455,8 @@ async def _wait_for_user(
         ):
             where = ", ".join(address for address, _ in server.bound)
             report(
-                f"device {setup.device_id} waiting for a user's client on port {port} "
-                f"(listening on {where}) ..."
+                f"device {setup.device_id} listening on {where}, waiting for a user's client "
+                f"on port {port} ..."
             )
             try:
                 return await asyncio.wait_for(done, limits.deadline)

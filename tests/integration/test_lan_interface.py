@@ -63,7 +63,7 @@ def test_an_advertising_device_with_an_interface_listens_only_there(tmp_path: Pa
         line = lamp.wait_for("waiting for a user's client")
         lamp_port = int(line.rsplit(" port ", 1)[1].split()[0])
         assert listening_on(lamp_port) == {"127.0.0.1"}
-        assert "listening on 127.0.0.1" in line
+        assert "listening on 127.0.0.1," in line
     finally:
         lamp.proc.terminate()
         lamp.finish()
