@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import signal
 from pathlib import Path
 
 import click
 
-from device_agent import enrollment, rotation, runtime
+from device_agent import enrollment, renewal, rotation, runtime
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from pairing.cli_output import BadInput, configure_logging, emit_record, friendly_group
-from pairing.errors import InvalidJID
+from pairing.errors import InvalidJID, PairingError
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
@@ -49,24 +50,81 @@ def main(ctx: click.Context, state_dir: Path, verbose: int) -> None:
     ctx.obj = KeyStore(state_dir)
 
 
+def _server_settings(
+    jid: JID, server_text: str | None, pin: str | None
+) -> enrollment.ServerSettings | None:
+    """Where a hand-registered device logs in (``--server`` and ``--pin``), parsed once."""
+    if server_text is None and pin is None:
+        return None
+    if server_text is None or pin is None:
+        raise click.UsageError(
+            "give both --server HOST[:PORT] and --pin SHA256 (from `server-ext fingerprint`)"
+        )
+    try:
+        address = ServerAddress.parse(server_text)
+    except PairingError as exc:
+        raise BadInput(f"--server: {exc}") from None
+    try:
+        trust = TrustAnchor(fingerprint=pin)
+    except PairingError as exc:
+        raise BadInput(f"--pin: {exc}") from None
+    assert trust.fingerprint is not None
+    return enrollment.ServerSettings(address.host, address.port, trust.fingerprint, str(jid))
+
+
+def _state_option(store: KeyStore) -> str:
+    """`` --state-dir DIR`` when it is not the default, for commands we suggest."""
+    return "" if store.state_dir == DEFAULT_STATE else f" --state-dir {store.state_dir}"
+
+
+_SERVER_HELP = "HOST[:PORT] the device logs in to (the manual way, XEP-0257)."
+_PIN_HELP = "The server certificate's SHA-256 fingerprint (`server-ext fingerprint`)."
+
+
 @main.command()
 @click.option("--jid", required=True, help="The full JID to log in as, e.g. alice@example.org/bot.")
+@click.option("--server", "server_text", help=_SERVER_HELP)
+@click.option("--pin", help=_PIN_HELP)
 @click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
 @click.option("--force", is_flag=True, help="Replace an existing identity (destroys its key).")
 @click.pass_obj
-def init(store: KeyStore, jid: str, valid_days: int, force: bool) -> None:
-    """Create the device key and its self-signed certificate."""
+def init(
+    store: KeyStore,
+    jid: str,
+    server_text: str | None,
+    pin: str | None,
+    valid_days: int,
+    force: bool,
+) -> None:
+    """Create the device key and its self-signed certificate.
+
+    With --server and --pin it also records where it logs in, so that once the owner has
+    registered the certificate (`pairing certs add NAME FILE`), `device-agent run` and
+    `device_agent.connect()` work as for an enrolled device.
+    """
     try:
         parsed = JID.parse(jid)
     except InvalidJID as exc:
         raise BadInput(f"--jid: {exc}") from None
     if valid_days < 1:
         raise click.BadParameter("must be at least 1", param_hint="--valid-days")
+    settings = _server_settings(parsed, server_text, pin)  # checked before anything is made
     identity = store.create(parsed, valid_for=dt.timedelta(days=valid_days), force=force)
+    if settings is not None:
+        settings.save(store.state_dir)
+    elif force:
+        # A server recorded for another JID would log the new identity in as that JID.
+        recorded = enrollment.SERVER.read_if_present(store.state_dir)
+        if recorded is not None and recorded.jid != str(parsed):
+            enrollment.SERVER.remove(store.state_dir)
     click.echo(f"created the identity for {identity.jid}")
     click.echo(f"certificate: {store.cert_path}")
     click.echo(f"SHA-256:     {format_fingerprint(identity.fingerprint)}")
-    click.echo("register it with: pairing certs add NAME " + str(store.cert_path))
+    if settings is not None:
+        click.echo(f"server:      {settings.host}:{settings.port} (pinned)")
+    click.echo(f"register it with: pairing certs add {parsed.resource or 'NAME'} {store.cert_path}")
+    if settings is not None:
+        click.echo("then: device-agent" + _state_option(store) + " run")
 
 
 @main.command()
@@ -142,12 +200,15 @@ def status(store: KeyStore, as_json: bool) -> None:
         else:
             record["state"] = "enrolled"
             record["server"] = f"{settings.host}:{settings.port}"
-            last = runtime.read_status(store.state_dir)
+            last = runtime.effective_status(store.state_dir)
             if last is not None:
+                # What is true now: "online" only while the agent that said so still runs.
                 record["state"] = last.state.value
                 if last.reason:
                     record["reason"] = last.reason
                 record["since"] = last.at.isoformat()
+                if last.pid is not None and runtime.agent_running(store.state_dir):
+                    record["pid"] = last.pid
     emit_record(record, as_json=as_json)
 
 
@@ -156,9 +217,18 @@ def status(store: KeyStore, as_json: bool) -> None:
 @click.pass_obj
 def reset(store: KeyStore, yes: bool) -> None:
     """Wipe the key, certificate and enrollment, so the device can be enrolled afresh."""
+    if runtime.agent_running(store.state_dir):
+        raise click.ClickException(
+            f"a device-agent is running with {store.state_dir}; stop it before wiping"
+        )
     if not yes:
         click.confirm(f"Wipe the device identity in {store.state_dir}?", abort=True)
-    for state_file in (enrollment.SERVER, enrollment.PENDING, runtime.STATUS):
+    for state_file in (
+        enrollment.SERVER,
+        enrollment.PENDING,
+        runtime.STATUS,
+        renewal.PENDING_RENEWAL,
+    ):
         state_file.remove(store.state_dir)
     store.remove()  # last: it also sweeps every temporary file, which may hold a key
     click.echo("the device identity is wiped; enroll it again (enroll, pair, or init)")
@@ -171,17 +241,28 @@ def reset(store: KeyStore, yes: bool) -> None:
     help="Renew the certificate this many days before it expires (default: a third of "
     "its lifetime, at most 30 days).",
 )
+@click.option("--server", "server_text", help=_SERVER_HELP + " Recorded for later runs.")
+@click.option("--pin", help=_PIN_HELP)
 @click.pass_obj
-def run_command(store: KeyStore, rotate_before_days: float | None) -> None:
-    """Stay logged in (SASL EXTERNAL), reconnecting with backoff, until Ctrl-C.
+def run_command(
+    store: KeyStore, rotate_before_days: float | None, server_text: str | None, pin: str | None
+) -> None:
+    """Stay logged in (SASL EXTERNAL) and online, reconnecting with backoff, until stopped.
 
-    A device with a setup label that is not enrolled yet first pairs on the LAN.
+    It sends presence with the device's name, renews the certificate before it expires
+    (and after, within the server's grace period, if the device was off), and stops cleanly
+    on Ctrl-C or SIGTERM. A device with a setup label that is not enrolled yet first pairs
+    on the LAN.
     """
     from device_agent.setup_state import SETUP
 
     def report(line: str) -> None:
         click.echo(f"{dt.datetime.now().strftime('%H:%M:%S')} {line}", err=True)
 
+    if server_text is not None or pin is not None:
+        settings = _server_settings(store.load().jid, server_text, pin)
+        assert settings is not None
+        settings.save(store.state_dir)
     if not enrollment.SERVER.exists(store.state_dir) and SETUP.exists(store.state_dir):
         from device_agent.lan import pair as pair_on_lan
 
@@ -197,9 +278,17 @@ def run_command(store: KeyStore, rotate_before_days: float | None) -> None:
                 f"--rotate-before-days {rotate_before_days:g}: {exc}"
             ) from None
 
+    async def until_stopped() -> None:
+        # Ctrl-C and SIGTERM (systemd's stop) end the session politely and record "stopped".
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runtime.run(store.state_dir, report=report, rotate_before=margin, stop=stop)
+
     try:
-        asyncio.run(runtime.run(store.state_dir, report=report, rotate_before=margin))
-    except KeyboardInterrupt:
+        asyncio.run(until_stopped())
+    except KeyboardInterrupt:  # before the handlers were installed
         report("stopped")
     except runtime.LoginRefused as exc:
         raise click.ClickException(
@@ -335,3 +424,77 @@ def pair(
         how(store.state_dir, limits=limits, interfaces=interfaces or None, report=report)
     )
     click.echo(f"paired: this device logs in as {bound}")
+
+
+@main.command()
+@click.option(
+    "--exec",
+    "hook",
+    metavar="CMD",
+    help="Run CMD after the renewal (no shell; it gets DEVICE_AGENT_CERT, DEVICE_AGENT_KEY).",
+)
+@click.pass_obj
+def renew(store: KeyStore, hook: str | None) -> None:
+    """Renew the device certificate now, then run --exec.
+
+    A valid certificate is rotated over the device's own EXTERNAL session; an expired one
+    (within the server's grace period, never revoked) is renewed before login.
+    """
+    store.load()
+    enrollment.ServerSettings.load(store.state_dir)
+    if runtime.agent_running(store.state_dir):
+        raise click.ClickException(
+            f"a device-agent is running with {store.state_dir}; it renews by itself"
+        )
+    identity = asyncio.run(renewal.renew(store.state_dir))
+    click.echo(
+        f"renewed: {identity.jid} now logs in with {format_fingerprint(identity.fingerprint)}, "
+        f"valid until {identity.not_after:%Y-%m-%d %H:%M} UTC"
+    )
+    if hook:
+        renewal.run_hook(hook, identity, store.state_dir)
+
+
+EXPORT_PASSWORD_ENV = "DEVICE_AGENT_EXPORT_PASSWORD"
+
+
+@main.command("export")
+@click.option(
+    "--pkcs12",
+    "pkcs12_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the key and certificate to this PKCS#12 (.p12) file, mode 0600.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"Read the file's password from here (else ${EXPORT_PASSWORD_ENV}, else asked twice).",
+)
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@click.pass_obj
+def export_command(
+    store: KeyStore, pkcs12_path: Path, password_file: Path | None, force: bool
+) -> None:
+    """Export the identity for a desktop client (docs/desktop-clients.md): the key leaves.
+
+    Whoever has the file and its password can log in as this device until it is revoked.
+    """
+    from device_agent.export import export_pkcs12
+    from pairing.cli_output import read_secret
+
+    store.load()  # say "no identity" before asking for a password
+    click.echo(
+        "Warning: this copies the device's private key out of the agent's store. Whoever "
+        "has the file and its password can log in as this device; revoke the device if "
+        "the file is lost.",
+        err=True,
+    )
+    password = read_secret(
+        file=password_file,
+        env=EXPORT_PASSWORD_ENV,
+        prompt=f"Password for {pkcs12_path}",
+        confirm=True,
+    )
+    identity = export_pkcs12(store, pkcs12_path, password.encode(), force=force)
+    click.echo(f"exported {identity.jid} to {pkcs12_path} (mode 0600, password-protected)")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from pairing.errors import ConnectionFailed, PairingError
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.jid import JID
 from pairing.protocol.uri import EnrollmentURI
-from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import PairingClient, TrustAnchor, login, logout, make_client
 from pairing.xmpp.enrollment import EnrollmentRefused, TokenOffer, offer_token
 
 SERVER_FILE = "server.json"
@@ -37,9 +37,13 @@ class ServerSettings:
     port: int
     fingerprint: str
     jid: str
+    name: str = ""  # the device's name on the account, when the server said it
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.name:
+            del data["name"]  # as earlier versions wrote it
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ServerSettings:
@@ -48,7 +52,14 @@ class ServerSettings:
             state_files.integer(data, "port"),
             state_files.text(data, "fingerprint"),
             state_files.text(data, "jid"),
+            state_files.text(data, "name", default=""),
         )
+
+    @property
+    def presence_status(self) -> str:
+        """What the device's presence says, so its owner recognises it: its name, else its
+        resource (the owner chose both)."""
+        return self.name or JID.parse(self.jid).resource
 
     def save(self, state_dir: Path) -> None:
         SERVER.write(state_dir, self)
@@ -65,13 +76,28 @@ class ServerSettings:
                     "`device-agent enroll` again to complete it"
                 ) from None
             raise EnrollmentError(
-                f"this device is not enrolled yet ({exc.path} is missing): "
-                "run `device-agent enroll`"
+                f"this device is not enrolled yet ({exc.path} is missing): run "
+                "`device-agent enroll`, or, for a certificate registered by hand, "
+                "`device-agent run --server HOST[:PORT] --pin SHA256` once"
             ) from None
 
 
 SERVER = StateFile(SERVER_FILE, ServerSettings, indent=2)
 PENDING = StateFile(PENDING_FILE, ServerSettings, indent=2)
+
+
+def client_for(state_dir: Path, *, plugins: Sequence[str] = ()) -> PairingClient:
+    """A slixmpp client for this enrolled device (EXTERNAL, pinned server), not yet connected."""
+    identity = KeyStore(state_dir).load()
+    settings = ServerSettings.load(state_dir)
+    return make_client(
+        settings.jid,
+        server=ServerAddress(settings.host, settings.port),
+        trust=TrustAnchor(fingerprint=settings.fingerprint),
+        certfile=identity.cert_path,
+        keyfile=identity.key_path,
+        plugins=plugins,
+    )
 
 
 def pending(state_dir: Path) -> ServerSettings | None:
@@ -140,9 +166,16 @@ async def enroll(
                 f"{exc}; check that the server is running and reachable"
             ) from None
         raise EnrollmentError(str(exc)) from None
-    _record_enrolled(store.state_dir, settings)
+    _record_enrolled(store.state_dir, _named(settings, offer))
     await logout(client)
     return bound
+
+
+def _named(settings: ServerSettings, offer: TokenOffer) -> ServerSettings:
+    """``settings`` with the device name the server gave in ``<success/>``, if it did."""
+    if not offer.registered:
+        return settings
+    return replace(settings, name=offer.outcome.result().name or settings.name)
 
 
 def _record_enrolled(state_dir: Path, settings: ServerSettings) -> None:
@@ -155,7 +188,8 @@ def _settle_failure(
 ) -> None:
     """Keep exactly what a retry needs after a failed attempt, and nothing else."""
     if offer.registered:
-        _record_enrolled(store.state_dir, settings)  # the server said so: we are enrolled
+        # The server said so: we are enrolled.
+        _record_enrolled(store.state_dir, _named(settings, offer))
     elif offer.refusal is None and offer.sent:
         # The token left, the answer did not arrive: the server may hold this certificate
         # now, with the token burned. Deleting the key would brick the device for good.
@@ -172,7 +206,8 @@ def _advice(refused: EnrollmentRefused) -> str:
         "token-unknown": "check that you scanned the right code for this server",
         "token-cancelled": "ask the account owner for a new QR code",
         "jid-mismatch": "the token names another device; use a fresh --state-dir",
-        "name-conflict": "ask for a token with another --name",
+        "name-conflict": "the account owner must revoke that device, or issue a new token "
+        "with another name (`pairing token --name …`)",
         "jid-in-use": "the owner must revoke the old device first",
     }
     hint = hints.get(refused.condition)

@@ -142,26 +142,79 @@ class KeyStore:
 
     def install(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> DeviceIdentity:
         """Make ``key`` and ``cert`` this device's identity, as one unit (see the module doc)."""
+        staged = self.stage(key, cert)
+        try:
+            return self.promote(staged)
+        except KeyStoreError:
+            if self._current_generation() != staged.key_path.parent.name:
+                self.discard(staged)
+            raise
+
+    def stage(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> DeviceIdentity:
+        """Write ``key`` and ``cert`` as a new generation that is *not* current yet.
+
+        Renewal needs the new files before the server has accepted them (the TLS handshake
+        presents them), while the current identity must stay until it has: :meth:`promote`
+        makes a staged generation current, :meth:`discard` destroys it.
+        """
         folder: Path | None = None
-        switched = False
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             folder = self._new_generation()
             write_new(folder / KEY_NAME, private_key_pem(key), 0o600)
             write_new(folder / CERT_NAME, certificate_pem(cert), 0o644)
             fsync_directory(folder)
-            self._switch(folder.name)
-            switched = True
-            self._link_stable_names()
-            self._sweep(keep=folder.name)
         except OSError as exc:
-            if folder is not None and not switched:
+            if folder is not None:
                 try:
                     _destroy(folder)
                 except OSError:
                     pass  # a leftover generation is ignored, and swept at the next install
             raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
+        return self._read(folder / KEY_NAME, folder / CERT_NAME)
+
+    def staged(self, generation: str) -> DeviceIdentity | None:
+        """The staged generation ``generation``, if it is still whole (else None)."""
+        if _generation_number(generation) is None or generation == self._current_generation():
+            return None
+        folder = self.state_dir / generation
+        try:
+            return self._read(folder / KEY_NAME, folder / CERT_NAME)
+        except KeyStoreError:
+            return None
+
+    def promote(self, staged: DeviceIdentity) -> DeviceIdentity:
+        """Make a staged generation the device's identity; the older ones are destroyed."""
+        folder = self._generation_of(staged)
+        try:
+            self._switch(folder.name)
+            self._link_stable_names()
+            self._sweep(keep=folder.name)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write the identity in {self.state_dir}: {exc}") from exc
         return self.load()
+
+    def discard(self, staged: DeviceIdentity) -> None:
+        """Destroy a staged generation that will never be used (its key is overwritten)."""
+        folder = self._generation_of(staged)
+        if folder.name == self._current_generation():
+            raise KeyStoreError(f"{folder.name} is the current identity; it cannot be discarded")
+        try:
+            _destroy(folder)
+        except OSError:
+            pass  # ignored when reading, and swept at the next install
+
+    def _generation_of(self, identity: DeviceIdentity) -> Path:
+        folder = identity.key_path.parent
+        if folder.parent != self.state_dir or _generation_number(folder.name) is None:
+            raise KeyStoreError(f"{folder} is not a generation of {self.state_dir}")
+        return folder
+
+    def _current_generation(self) -> str | None:
+        try:
+            return os.readlink(self._current)
+        except OSError:
+            return None
 
     def remove(self) -> None:
         """Delete the identity and every leftover of earlier ones (keys are overwritten first)."""
@@ -195,6 +248,10 @@ class KeyStore:
             raise KeyStoreError(
                 f"no device identity in {self.state_dir}; create one with `device-agent init`"
             )
+        return self._read(key_path, cert_path)
+
+    def _read(self, key_path: Path, cert_path: Path) -> DeviceIdentity:
+        """The identity in these two files, checked: mode 0600, a matching key, an xmppAddr."""
         mode = stat.S_IMODE(key_path.stat().st_mode)
         if mode & 0o077:
             raise KeyStoreError(

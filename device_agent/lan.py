@@ -24,6 +24,7 @@ from pairing.lan.discovery import (
     advertise,
     browse,
 )
+from pairing.lan.listener import Listener
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import (
@@ -439,8 +440,9 @@ async def _wait_for_user(
             writer.close()
 
     connections = ConnectionTasks(on_connection)
-    server = await asyncio.start_server(connections.serve, host, 0)
-    port = server.sockets[0].getsockname()[1]
+    # With --interface, only there (pairing.lan.listener), not on every address.
+    server = await Listener.start(connections.serve, host, interfaces)
+    port = server.port
     addresses = addresses_to_advertise(host, interfaces)
     try:
         async with advertise(
@@ -451,7 +453,11 @@ async def _wait_for_user(
             service_type=DEVICE_SERVICE_TYPE,
             extra={"sh": sh.hex(), "n": setup.name[:32]},
         ):
-            report(f"device {setup.device_id} waiting for a user's client on port {port} ...")
+            where = ", ".join(address for address, _ in server.bound)
+            report(
+                f"device {setup.device_id} listening on {where}, waiting for a user's client "
+                f"on port {port} ..."
+            )
             try:
                 return await asyncio.wait_for(done, limits.deadline)
             except TimeoutError:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
 import logging
+import os
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from device_agent import rotation, state_files
-from device_agent.enrollment import ServerSettings
+from device_agent import renewal, rotation, state_files
+from device_agent.enrollment import ServerSettings, client_for
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from device_agent.state_files import MalformedRecord, StateFile
@@ -26,14 +29,9 @@ from pairing.errors import (
     ServerIdentityMismatch,
     StreamClosed,
 )
-from pairing.protocol.address import ServerAddress
-from pairing.xmpp.connection import (
-    PairingClient,
-    TrustAnchor,
-    login,
-    make_client,
-    on_stream_error,
-)
+from pairing.xmpp.connection import PairingClient, login, on_stream_error
+
+__all__ = ["AgentState", "LoginRefused", "Status", "client_for", "connect", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +60,40 @@ class Status:
     state: AgentState
     reason: str
     at: dt.datetime
+    pid: int | None = None  # the agent's process (earlier versions did not record it)
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state.value, "reason": self.reason, "at": self.at.isoformat()}
+        data: dict[str, Any] = {
+            "state": self.state.value,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+        }
+        if self.pid is not None:
+            data["pid"] = self.pid
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Status:
         state, at = state_files.text(data, "state"), state_files.text(data, "at")
         reason = state_files.text(data, "reason")
+        pid = state_files.integer(data, "pid") if "pid" in data else None
         try:
-            return cls(AgentState(state), reason, dt.datetime.fromisoformat(at))
+            return cls(AgentState(state), reason, dt.datetime.fromisoformat(at), pid)
         except ValueError:
             raise MalformedRecord(f"unknown state {state!r} or time {at!r}") from None
 
 
 STATUS = StateFile(STATUS_FILE, Status)
+AGENT_LOCK = "agent.lock"
+
+
+class AlreadyRunning(DeviceAgentError):
+    """Another ``device-agent run`` (or bot) holds this state directory."""
 
 
 def record_status(state_dir: Path, state: AgentState, reason: str = "") -> None:
-    """Remember why the device stopped (shown by ``device-agent status``)."""
-    STATUS.write(state_dir, Status(state, reason, dt.datetime.now(dt.UTC)))
+    """Remember what the agent is doing or why it stopped (``device-agent status``)."""
+    STATUS.write(state_dir, Status(state, reason, dt.datetime.now(dt.UTC), os.getpid()))
 
 
 def read_status(state_dir: Path) -> Status | None:
@@ -89,19 +101,73 @@ def read_status(state_dir: Path) -> Status | None:
     return STATUS.read_if_present(state_dir)
 
 
-def client_for(state_dir: Path, *, plugins: Sequence[str] = ()) -> PairingClient:
-    """A slixmpp client for this enrolled device (EXTERNAL, pinned server), not yet connected."""
-    store = KeyStore(state_dir)
-    identity = store.load()
-    settings = ServerSettings.load(state_dir)
-    return make_client(
-        settings.jid,
-        server=ServerAddress(settings.host, settings.port),
-        trust=TrustAnchor(fingerprint=settings.fingerprint),
-        certfile=identity.cert_path,
-        keyfile=identity.key_path,
-        plugins=plugins,
+@contextmanager
+def agent_lock(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory's agent lock while the agent runs.
+
+    Two agents on one identity would knock each other off the same resource (RFC 6120
+    §7.7.2.2) and race on rotation. The kernel drops the lock when the process dies, however
+    it dies, so :func:`agent_running` can tell a recorded "online" from a live agent.
+    """
+    path = state_dir / AGENT_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise DeviceAgentError(f"cannot use {path}: {exc.strerror or exc}") from None
+    try:
+        if not _try_lock(fd):
+            status = read_status(state_dir)
+            pid = f" (pid {status.pid})" if status is not None and status.pid else ""
+            raise AlreadyRunning(
+                f"another device-agent is already running with {state_dir}{pid}; stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    # `device-agent status` holds a shared lock for an instant (agent_running): a start
+    # that meets it tries again a few times before it concludes that an agent runs.
+    for _ in range(20):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(0.01)
+        else:
+            return True
+    return False
+
+
+def agent_running(state_dir: Path) -> bool:
+    """Whether an agent holds this state directory's lock right now."""
+    try:
+        fd = os.open(state_dir / AGENT_LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing also drops the shared lock taken just now
+    return False
+
+
+def effective_status(state_dir: Path) -> Status | None:
+    """The recorded status, corrected by what is true now: an agent that is no longer
+    running is not online (it was killed, or the machine restarted), whatever it wrote."""
+    status = read_status(state_dir)
+    if status is None or status.state is AgentState.REVOKED:
+        return status  # revoked stays revoked, running or not
+    if agent_running(state_dir):
+        return status
+    if status.state is AgentState.STOPPED:
+        return status
+    was = f"not running; it was {status.state.value}" + (
+        f" ({status.reason})" if status.reason else ""
     )
+    return Status(AgentState.STOPPED, was, status.at, status.pid)
 
 
 async def connect(
@@ -129,17 +195,73 @@ async def run(
     """Stay online until ``stop`` is set; raises :class:`LoginRefused` when retrying is futile.
 
     A revoked device does not hammer the server: it stops at the revocation (or at the first
-    refused login) and records why, until ``device-agent reset``.
+    refused login) and records why, until ``device-agent reset``. A device whose certificate
+    expired while it was off renews it first (docs/admin.md, "Renewal after expiry"). Online,
+    it sends presence with its name, so its owner's clients show it among the account's
+    resources. One agent per state directory: a second one raises :class:`AlreadyRunning`.
     """
     stop = stop or asyncio.Event()
     if rotate_before is not None:
         rotation.check_margin(state_dir, rotate_before)
-    delay = min_delay
     previous = read_status(state_dir)
     if previous is not None and previous.state is AgentState.REVOKED:
         report(f"refused: this device was revoked ({previous.reason}); run device-agent reset")
         raise LoginRefused(previous.reason or "revoked")
+    with agent_lock(state_dir):
+        await _run(state_dir, report, min_delay, max_delay, stop, rotate_before)
+
+
+async def _renew_expired(
+    state_dir: Path, report: Callable[[str], None], stop: asyncio.Event, max_delay: float
+) -> bool:
+    """Renew the expired certificate before logging in; False when the loop should wait."""
+    report("the certificate has expired; renewing it before logging in ...")
+    try:
+        await renewal.renew_expired(state_dir)
+    except renewal.RenewalError as exc:
+        if exc.revoked:
+            report(f"refused: {exc}")
+            record_status(state_dir, AgentState.REVOKED, str(exc))
+            raise LoginRefused(str(exc)) from None
+        record_status(state_dir, AgentState.REFUSED, str(exc))
+        if exc.final:
+            report(f"refused: {exc}")
+            raise LoginRefused(str(exc)) from None
+        report(f"{exc}; retrying in {max_delay:.0f} s")
+        await _sleep_or_stop(stop, max_delay)
+        return False
+    identity = KeyStore(state_dir).load()
+    report(f"renewed the certificate; the new one expires {identity.not_after:%Y-%m-%d %H:%M}")
+    return True
+
+
+def announce(client: PairingClient, state_dir: Path) -> None:
+    """Initial presence (RFC 6121 §4.2) with the device's name as its status: the owner's
+    own clients list the device among the account's online resources."""
+    client.send_presence(pstatus=ServerSettings.load(state_dir).presence_status)
+
+
+async def _run(
+    state_dir: Path,
+    report: Callable[[str], None],
+    min_delay: float,
+    max_delay: float,
+    stop: asyncio.Event,
+    rotate_before: dt.timedelta | None,
+) -> None:
+    delay = min_delay
     while not stop.is_set():
+        if renewal.expired(state_dir):
+            try:
+                if not await _renew_expired(state_dir, report, stop, max_delay):
+                    continue
+            except ServerIdentityMismatch as exc:
+                report(f"refused: {exc}")
+                record_status(state_dir, AgentState.REFUSED, str(exc))
+                raise LoginRefused(str(exc)) from None
+            except ConnectionFailed as exc:
+                delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
+                continue
         client = client_for(state_dir)
         gone = asyncio.Event()
         revoked: list[str] = []
@@ -176,6 +298,7 @@ async def run(
             delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay
+        announce(client, state_dir)
         record_status(state_dir, AgentState.ONLINE, str(bound))
         report(f"online as {bound}")
         margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
@@ -209,6 +332,7 @@ async def run(
             client, gone = successor, asyncio.Event()
             client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
             on_stream_error(client, on_closed)
+            announce(client, state_dir)
             identity = KeyStore(state_dir).load()
             report(
                 f"rotated the certificate; the new one expires {identity.not_after:%Y-%m-%d %H:%M}"

@@ -50,9 +50,9 @@ class MalformedRecord(ValueError):
     """A field of a state file has the wrong type or value (raised by ``from_json``)."""
 
 
-def text(data: Mapping[str, Any], key: str) -> str:
-    """The string field ``key``."""
-    value = data.get(key)
+def text(data: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    """The string field ``key`` (``default`` when it is absent, if given)."""
+    value = data.get(key, default)
     if not isinstance(value, str):
         raise MalformedRecord(f"the field {key!r} must be a string")
     return value

@@ -42,6 +42,9 @@ class ServerConfig:
     backlog: int = 1024
     # A device may register a successor certificate (rotation) at most this often, seconds.
     rotation_interval: float = 3600.0
+    # An expired certificate of a device that was never revoked may renew itself before SASL
+    # for this long after its expiry, seconds (docs/admin.md, "Renewal after expiry").
+    renewal_grace: float = 30 * 86400.0
     public_host: str | None = None  # the host put into enrollment URIs; see connect_host
     # One-time enrollment tokens (policy/tokens.TokenRules), seconds.
     token_default_ttl: float = 600.0

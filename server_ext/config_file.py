@@ -105,6 +105,13 @@ _SETTINGS: tuple[_Setting, ...] = (
         "seconds",
         "a device may register a successor certificate this often",
     ),
+    _Setting(
+        "rotation",
+        "renewal_grace",
+        "renewal_grace",
+        "seconds",
+        "an expired, never revoked certificate may still be renewed this long",
+    ),
 )
 
 _HEADER = """\

@@ -29,6 +29,7 @@ from pairing.lan.discovery import (
     advertise,
     browse,
 )
+from pairing.lan.listener import Listener
 from pairing.protocol.pair_messages import (
     REASON_TEXT,
     DeviceHello,
@@ -95,14 +96,17 @@ class PairingWindow:
     outcomes: dict[str, DeviceOutcome] = field(default_factory=dict)
     _done: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    bound: list[tuple[str, int]] = field(default_factory=list)  # the listening sockets
 
     def __post_init__(self) -> None:
         self._connections = ConnectionTasks(self._connection)
 
     async def run(self) -> list[DeviceOutcome]:
         """Open, advertise, pair until done or timed out, then withdraw the advertisement."""
-        server = await asyncio.start_server(self._connections.serve, self.host, 0)
-        self.port = server.sockets[0].getsockname()[1]
+        # With --interface, only there (pairing.lan.listener), not on every address.
+        server = await Listener.start(self._connections.serve, self.host, self.interfaces)
+        self.port = server.port
+        self.bound = server.bound
         try:
             addresses = addresses_to_advertise(self.host, self.interfaces)
             async with advertise(

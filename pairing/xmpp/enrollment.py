@@ -101,20 +101,39 @@ class _Failure(StanzaBase):
     interfaces: ClassVar[set[str]] = set()
 
 
+def answers(client: slixmpp.ClientXMPP) -> asyncio.Queue[StanzaBase]:
+    """The server's ``<success/>`` and ``<failure/>`` answers in our namespace, as they come.
+
+    Token redemption and renewal (:mod:`pairing.xmpp.renewal`) share them.
+    """
+    queue: asyncio.Queue[StanzaBase] = asyncio.Queue()
+    client.register_stanza(_Success)
+    client.register_stanza(_Failure)
+    for cls in (_Success, _Failure):
+        client.register_handler(
+            Callback(f"enroll {cls.name}", MatchXPath(cls.tag_name()), queue.put_nowait)
+        )
+    return queue
+
+
+def failure_of(reply: StanzaBase) -> tuple[str, str]:
+    """The condition and text of a ``<failure/>`` answer."""
+    condition = next(
+        (child.tag.rpartition("}")[2] for child in reply.xml if not child.tag.endswith("text")),
+        "undefined",
+    )
+    text_el = reply.xml.find(f"{{{ENROLL_NS}}}text")
+    text = text_el.text or "" if text_el is not None else ""
+    return condition, text
+
+
 def offer_token(client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0) -> TokenOffer:
     """Redeem ``token`` when the server offers enrollment; the offer tells the outcome."""
     loop = asyncio.get_running_loop()
     outcome: asyncio.Future[Enrolled] = loop.create_future()
     offer = TokenOffer(outcome)
-    answer: asyncio.Queue[StanzaBase] = asyncio.Queue()
-
     register_stanza_plugin(StreamFeatures, _Feature)
-    client.register_stanza(_Success)
-    client.register_stanza(_Failure)
-    for cls in (_Success, _Failure):
-        client.register_handler(
-            Callback(f"enroll {cls.name}", MatchXPath(cls.tag_name()), answer.put_nowait)
-        )
+    answer = answers(client)
 
     async def negotiate(features: Any) -> bool:
         if outcome.done():
@@ -134,12 +153,7 @@ def offer_token(client: slixmpp.ClientXMPP, token: str, *, timeout: float = 10.0
         if reply.name == "success":
             outcome.set_result(Enrolled(reply.xml.get("jid", ""), reply.xml.get("name", "")))
             return False  # go on to SASL EXTERNAL on this same stream
-        condition = next(
-            (child.tag.rpartition("}")[2] for child in reply.xml if not child.tag.endswith("text")),
-            "undefined",
-        )
-        text_el = reply.xml.find(f"{{{ENROLL_NS}}}text")
-        text = text_el.text or "" if text_el is not None else ""
+        condition, text = failure_of(reply)
         if condition == EnrollCondition.ALREADY_REGISTERED:
             # A retry after a lost reply: the certificate is ours already, so log in.
             outcome.set_result(Enrolled("", ""))

@@ -49,11 +49,20 @@ def issue_token(
             f"the device {live[0].name!r} (id {live[0].id}) already logs in as {jid}; "
             "revoke it first, or choose another resource"
         )
+    device_name = (name or jid.resource).strip()[:1023]
+    holder = registry.devices.by_name(account.bare, device_name)
+    if holder is not None and holder.state is not DeviceState.REVOKED:
+        # A revoked device gives its name up at the redemption (docs/admin.md, "Names");
+        # a live one keeps it, and the device could do nothing about it: say so now.
+        raise ServerExtError(
+            f"the account already has a device named {device_name!r} (id {holder.id}); "
+            "revoke it first, or give the new device another name"
+        )
     lifetime = rules.ttl(ttl)
     token = generate_token()
     record = registry.tokens.add(
         jid,
-        name=(name or jid.resource).strip()[:1023],
+        name=device_name,
         token_hash=hash_token(token),
         expires_at=now + lifetime,
         created_by=created_by,

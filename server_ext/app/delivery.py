@@ -36,6 +36,9 @@ class Dispatcher:
     def __init__(self, ctx: ServerContext, handlers: Mapping[tuple[str, str], IQHandler]) -> None:
         self._ctx = ctx
         self._handlers = dict(handlers)
+        # The last available presence of each resource, for the account's resources that
+        # come online later (RFC 6121 §4.2.2): a device's status names it for its owner.
+        self._last_presence: dict[JID, tuple[Session, ET.Element]] = {}
 
     def dispatch(self, sender: Sender, stanza: ET.Element) -> None:
         """Handle one stanza; every request gets an answer."""
@@ -149,6 +152,7 @@ class Dispatcher:
                 return  # probes and subscriptions need a roster; this server keeps none.
             available = presence_type is None
             sender.set_presence(available, _priority(presence))
+            self._remember(sender, presence if available else None)
             # RFC 6121 §4.2.2 and §4.5.2: broadcast to the user's other available resources,
             # and on initial presence tell the new resource about the others.
             for peer in sessions.available_resources(sender.jid.bare):
@@ -158,12 +162,7 @@ class Dispatcher:
                 copy.set("to", str(peer.jid))
                 peer.deliver(copy)
                 if available:
-                    sender.deliver(
-                        ET.Element(
-                            ns.clark(ns.CLIENT, "presence"),
-                            {"from": str(peer.jid), "to": str(sender.jid)},
-                        )
-                    )
+                    sender.deliver(self._presence_of(peer, to=sender.jid))
             return
         if to.domain != self._ctx.domain or presence_type not in (None, "unavailable"):
             return
@@ -171,6 +170,34 @@ class Dispatcher:
         for target in targets:
             if target is not None:
                 target.deliver(presence)
+
+    def _remember(self, sender: Sender, presence: ET.Element | None) -> None:
+        jid = sender.jid
+        if presence is None:
+            self._last_presence.pop(jid, None)
+            return
+        self._last_presence[jid] = (sender, _copy(presence))
+        if len(self._last_presence) > 2 * len(self._ctx.sessions) + 64:
+            # Sessions that ended without unavailable presence leave entries behind; drop
+            # those now and then, so the map stays as large as the live sessions.
+            sessions = self._ctx.sessions
+            self._last_presence = {
+                full: entry
+                for full, entry in self._last_presence.items()
+                if sessions.get(full) is entry[0]
+            }
+
+    def _presence_of(self, peer: Session, *, to: JID) -> ET.Element:
+        """``peer``'s last available presence (show, status, priority), addressed to ``to``."""
+        remembered = self._last_presence.get(peer.jid)
+        if remembered is not None and remembered[0] is peer:
+            element = _copy(remembered[1])
+            element.attrib.pop("id", None)  # that id belongs to the original broadcast
+        else:
+            element = ET.Element(ns.clark(ns.CLIENT, "presence"))
+        element.set("from", str(peer.jid))
+        element.set("to", str(to))
+        return element
 
     def _reply_error(
         self, sender: Sender, stanza: ET.Element, error_type: ErrorType, condition: str, text: str

@@ -43,11 +43,16 @@ class EnrollResult:
     certificate: CertificateRecord | None = None
 
 
-def failure(condition: EnrollCondition, text: str) -> EnrollResult:
+def failure_element(condition: str, text: str) -> ET.Element:
+    """``<failure><CONDITION/><text/></failure>``, for redemption and renewal alike."""
     element = ET.Element(clark(ENROLL_NS, "failure"))
-    ET.SubElement(element, clark(ENROLL_NS, condition.value))
+    ET.SubElement(element, clark(ENROLL_NS, condition))
     ET.SubElement(element, clark(ENROLL_NS, "text")).text = text
-    return EnrollResult(element, condition)
+    return element
+
+
+def failure(condition: EnrollCondition, text: str) -> EnrollResult:
+    return EnrollResult(failure_element(condition.value, text), condition)
 
 
 def redeem(
@@ -77,10 +82,11 @@ def redeem(
     except TokenRaceLost:
         return failure(EnrollCondition.TOKEN_USED, "this token has already been used")
     except DuplicateName:
+        # Only a device that is not revoked keeps its name (a revoked one gives it up). The
+        # device cannot change the token's name: the client tells the owner what to do.
         return failure(
             EnrollCondition.NAME_CONFLICT,
-            f"the account already has a device named {record.name!r}; "
-            "ask for a token with another name",
+            f"the account already has a device named {record.name!r} that is not revoked",
         )
     except JIDInUse as exc:
         return failure(EnrollCondition.JID_IN_USE, str(exc))

@@ -47,6 +47,8 @@ class ServerContext:
     connect_port: int = 5222
     token_rules: TokenRules = field(default_factory=TokenRules)
     rotation_interval: dt.timedelta = dt.timedelta(hours=1)
+    # How long after its expiry a never-revoked certificate may still renew itself.
+    renewal_grace: dt.timedelta = dt.timedelta(days=30)
 
     @property
     def clock(self) -> Callable[[], dt.datetime]:

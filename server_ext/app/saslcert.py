@@ -200,7 +200,7 @@ def _append(
         raise StanzaError(
             ErrorType.CANCEL,
             "conflict",
-            f"a certificate named {name!r} already exists (names stay taken after revocation)",
+            f"a certificate named {name!r} already exists (revoke it to free the name)",
         ) from None
     except DuplicateCertificate:
         raise StanzaError(

@@ -92,6 +92,7 @@ class Server:
             connect_port=config.port,
             token_rules=token_rules(config),
             rotation_interval=dt.timedelta(seconds=config.rotation_interval),
+            renewal_grace=dt.timedelta(seconds=config.renewal_grace),
         )
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.session_services = SessionServices(

@@ -21,7 +21,8 @@ from pairing.protocol.conditions import device_revoked
 from pairing.protocol.enrollment import ENROLL_NS, EnrollCondition
 from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
 from pairing.protocol.jid import JID
-from server_ext.app import enroll
+from pairing.protocol.renewal import RenewCondition
+from server_ext.app import enroll, renewal
 from server_ext.app.delivery import Dispatcher, Sender
 from server_ext.app.handlers import ServerContext
 from server_ext.auth.external import ExternalMechanism
@@ -155,9 +156,10 @@ class C2SSession:
             features.append(offer)
         if presented is not None:
             # XEP-0178 §3: offer EXTERNAL when the client presented a certificate; a device
-            # with a certificate may also redeem an enrollment token first.
+            # with a certificate may also redeem an enrollment token first, or renew an
+            # expired certificate with it (docs/protocol.md, sections 3 and 8).
             mechanisms.insert(0, "EXTERNAL")
-            features.append(enroll.feature())
+            features.extend((enroll.feature(), renewal.feature()))
         if self._direct_tls:
             self.stream.set_pre_auth_offer(mechanisms=mechanisms, extra_features=features)
         else:
@@ -228,7 +230,10 @@ class C2SSession:
         elif isinstance(event, BindRequested):
             self._bind(event, actions)
         elif isinstance(event, NonzaReceived):
-            self._enroll(event.element)
+            if event.element.tag == renewal.RENEW_TAG:
+                self._renew(event.element)
+            else:
+                self._enroll(event.element)
         elif isinstance(event, StreamFailed):
             peer_log.log(
                 logging.INFO,
@@ -392,6 +397,40 @@ class C2SSession:
                 address=self.address,
                 condition=result.condition.value,
             )
+        self.stream.send_nonza(result.reply)
+
+    def _renew(self, element: ET.Element) -> None:
+        throttle = self._services.throttle
+        context = self._context
+        wait = throttle.retry_after(None, self.address)
+        if wait > 0:
+            result = renewal.refused(
+                RenewCondition.RATE_LIMITED,
+                f"too many failed attempts from your address; retry in {int(wait) + 1} s",
+            )
+        else:
+            result = renewal.renew(
+                element,
+                presented=self.presented,
+                registry=context.registry,
+                domain=context.domain,
+                address=self.address,
+                grace=context.renewal_grace,
+                interval=context.rotation_interval,
+            )
+        if result.condition is not None:
+            if result.condition in (RenewCondition.BAD_SIGNATURE, RenewCondition.MALFORMED):
+                # Whoever sends a certificate without its key is guessing: count it against
+                # the address, like a failed password.
+                throttle.failed(None, self.address)
+            if result.condition is not RenewCondition.ALREADY_REGISTERED:
+                context.audit(
+                    "cert.renewal_refused",
+                    actor="unknown",
+                    subject=result.replaces or self.address,
+                    address=self.address,
+                    condition=result.condition.value,
+                )
         self.stream.send_nonza(result.reply)
 
     def _bind(self, event: BindRequested, actions: list[Action]) -> None:

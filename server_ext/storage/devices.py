@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Callable
@@ -184,10 +185,18 @@ class DeviceStore:
             "SELECT 1 FROM certificates WHERE fingerprint = ?", (cert.fingerprint,)
         ).fetchone():
             raise DuplicateCertificate("this certificate is already registered")
-        if conn.execute(
-            "SELECT 1 FROM devices WHERE account = ? AND name = ?", (str(account), name)
-        ).fetchone():
-            raise DuplicateName(f"{account} already has a device named {name!r}")
+        holder = conn.execute(
+            "SELECT id, state, state_changed_at FROM devices WHERE account = ? AND name = ?",
+            (str(account), name),
+        ).fetchone()
+        if holder is not None:
+            if holder["state"] != DeviceState.REVOKED.value:
+                raise DuplicateName(f"{account} already has a device named {name!r}")
+            # A revoked device gives its name up (docs/admin.md, "Names"): it keeps its id,
+            # its certificates and its audit history under a name that says what it was.
+            self._retire_name(
+                conn, holder["id"], account, name, parse_time(holder["state_changed_at"])
+            )
         for jid in cert.jids:
             holder = self._live_device_for(jid)
             if holder is not None:
@@ -211,6 +220,39 @@ class DeviceStore:
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def _retire_name(
+        self,
+        conn: sqlite3.Connection,
+        device_id: int,
+        account: JID,
+        name: str,
+        revoked_at: dt.datetime | None,
+    ) -> None:
+        """Within a transaction: rename the revoked device ``device_id`` so ``name`` is free."""
+        when = (revoked_at or self._file.clock()).strftime("%Y-%m-%d")
+        # The device id makes the new name unique; the name is cut so the whole stays within
+        # XEP-0257's 1023 characters.
+        renamed = f"{name[:960]} (revoked {when}, device {device_id})"
+        conn.execute("UPDATE devices SET name = ? WHERE id = ?", (renamed, device_id))
+        conn.execute("UPDATE certificates SET name = ? WHERE device_id = ?", (renamed, device_id))
+        newest = conn.execute(
+            "SELECT fingerprint FROM certificates WHERE device_id = ? ORDER BY id DESC LIMIT 1",
+            (device_id,),
+        ).fetchone()
+        self._audit.write(
+            "device.renamed",
+            actor="server",
+            # Like the device's other events, so `audit --device` shows it in its history.
+            subject=str(newest["fingerprint"]) if newest else f"device:{device_id}",
+            detail={
+                "account": str(account),
+                "device": str(device_id),
+                "from": name,
+                "to": renamed,
+                "reason": "a new device takes the name of this revoked one",
+            },
+        )
 
     def _live_device_for(self, jid: JID) -> DeviceRecord | None:
         """The device that is not revoked and logs in as the full ``jid``, if any."""
@@ -366,13 +408,17 @@ class DeviceStore:
         *,
         actor: str,
         allow: Callable[[RotationFacts], None],
+        via: str = "rotation",
+        address: str | None = None,
     ) -> CertificateRecord:
         """Register ``cert`` as the successor of a device's certificate, if ``allow`` (the
         rotation policy, called with the facts inside the transaction) does not raise.
 
-        The old certificate keeps working (no downtime) until the new one first logs in
-        (:meth:`retire_replaced`). A successor that never logged in is revoked ("superseded
-        before first use"), so a device has at most one waiting.
+        ``via`` is ``rotation`` (over the device's own EXTERNAL session) or ``renewal`` (an
+        expired certificate renewing before SASL); both count as the device's successors for
+        the rotation interval. The old certificate keeps working (no downtime) until the new
+        one first logs in (:meth:`retire_replaced`). A successor that never logged in is
+        revoked ("superseded before first use"), so a device has at most one waiting.
         """
         try:
             with self._file.transaction("rotate the certificate") as conn:
@@ -382,7 +428,7 @@ class DeviceStore:
                 device = old.device
                 (last,) = conn.execute(
                     "SELECT max(added_at) FROM certificates WHERE device_id = ? "
-                    "AND added_via = 'rotation'",
+                    "AND added_via IN ('rotation', 'renewal')",
                     (device.id,),
                 ).fetchone()
                 waiting = self._certificates(
@@ -419,19 +465,23 @@ class DeviceStore:
                     device.name,
                     cert,
                     actor,
-                    "rotation",
+                    via,
                     replaces=old.id,
                 )
+                detail = {
+                    "account": str(device.account),
+                    "name": device.name,
+                    "device": str(device.id),
+                    "replaces": old.fingerprint,
+                }
+                if via == "renewal":
+                    detail["replaced_expired"] = iso(old.not_after)
                 self._audit.write(
-                    "cert.rotated",
+                    "cert.renewed" if via == "renewal" else "cert.rotated",
                     actor=actor,
                     subject=cert.fingerprint,
-                    detail={
-                        "account": str(device.account),
-                        "name": device.name,
-                        "device": str(device.id),
-                        "replaces": old.fingerprint,
-                    },
+                    address=address,
+                    detail=detail,
                 )
         except sqlite3.IntegrityError:
             raise DuplicateCertificate("this certificate is already registered") from None

@@ -97,17 +97,52 @@ def set_state(
     registry.devices.set_state(device.id if device else 0, state, actor=actor, reason=reason)
 
 
-def test_duplicate_name_even_after_revocation(registry: Registry) -> None:
+def test_duplicate_name_while_the_device_is_not_revoked(registry: Registry) -> None:
     registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
     with pytest.raises(DuplicateName):
         registry.devices.add(
             ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
         )
-    set_state(registry, "bot", DeviceState.REVOKED)
+    set_state(registry, "bot", DeviceState.DISABLED)
     with pytest.raises(DuplicateName):
         registry.devices.add(
             ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
         )
+
+
+def test_a_revoked_device_gives_its_name_up_and_keeps_its_id_and_history(
+    registry: Registry,
+) -> None:
+    """Issue 10: enrolling a new device under a revoked one's name failed only on the device.
+    The new device gets the name; the revoked one keeps its id, certificates and audit rows
+    under a name that says when it was revoked (docs/admin.md, "Names")."""
+    first = registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
+    )
+    set_state(registry, "bot", DeviceState.REVOKED, reason="stolen")
+    second = registry.devices.add(
+        ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t"
+    )
+    assert second.device.id != first.device.id
+    assert second.name == "bot" and second.device.state is DeviceState.ACTIVE
+    old = registry.devices.get(first.device.id)
+    assert old is not None and old.state is DeviceState.REVOKED
+    assert old.revoked_reason == "stolen"
+    assert old.name.startswith("bot (revoked ") and f"device {old.id})" in old.name
+    (old_cert,) = registry.devices.chain(old.id)
+    assert old_cert.fingerprint == first.fingerprint and old_cert.name == old.name
+    renamed = [e for e in registry.audit.events() if e.event == "device.renamed"]
+    assert [(e.subject, e.detail["from"], e.detail["to"]) for e in renamed] == [
+        (first.fingerprint, "bot", old.name)
+    ]
+    # The history of the revoked device is still found under its certificate.
+    history = [e.event for e in registry.audit.events(subjects=[first.fingerprint])]
+    assert history == ["cert.added", "device.revoked", "device.renamed"]
+    # Revoked again and replaced again: every revoked device keeps a name of its own.
+    set_state(registry, "bot", DeviceState.REVOKED)
+    registry.devices.add(ALICE, "bot", PeerCertificate.parse(der()), added_by="t", added_via="t")
+    names = sorted(d.name for d in registry.devices.all(ALICE))
+    assert len(set(names)) == 3 and names[0] == "bot"
 
 
 def test_duplicate_certificate(registry: Registry) -> None:
