@@ -206,7 +206,7 @@ class PeerCertificate:
     key_type: KeyType
     key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
     curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
-    signs_certificates: bool = False  # a CA certificate (see signs_certificates())
+    certificate_authority: bool = False  # may sign certificates (see signs_certificates())
 
     @classmethod
     def parse(cls, data: bytes) -> PeerCertificate:
@@ -227,7 +227,7 @@ class PeerCertificate:
             key_type=key_type,
             key_bits=bits,
             curve=curve,
-            signs_certificates=signs_certificates(cert),
+            certificate_authority=signs_certificates(cert),
         )
 
     def __repr__(self) -> str:

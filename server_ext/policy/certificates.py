@@ -32,7 +32,7 @@ class Problem(StrEnum):
     NO_JID = "no-jid"
     FOREIGN_JID = "foreign-jid"
     WRONG_JID = "wrong-jid"
-    CA_CERTIFICATE = "ca-certificate"
+    CERTIFICATE_AUTHORITY = "certificate-authority"
 
     @property
     def about_identity(self) -> bool:
@@ -85,12 +85,12 @@ def require_usable(cert: PeerCertificate, now: dt.datetime) -> None:
             Problem.NO_CLIENT_AUTH,
             "the certificate's extendedKeyUsage does not allow TLS client authentication",
         )
-    if cert.signs_certificates:
+    if cert.certificate_authority:
         # A device certificate is an end entity. With ejabberd every usable device
         # certificate is listed as a trust anchor (docs/server.md, "ejabberd"): one that may
         # sign certificates would let its key mint a login for any account.
         raise CertificateRefused(
-            Problem.CA_CERTIFICATE,
+            Problem.CERTIFICATE_AUTHORITY,
             "the certificate is a CA certificate (basicConstraints cA, keyUsage keyCertSign or "
             "X.509 version 1); a device certificate must not be able to sign certificates",
         )

@@ -122,20 +122,20 @@ def test_ca_certificates_are_refused_with_the_reason(
     case: str, ca: bool | None, cert_sign: bool | None, netscape_ca: bool
 ) -> None:
     cert = device_like(ca=ca, cert_sign=cert_sign, netscape_ca=netscape_ca)
-    assert cert.signs_certificates, case
+    assert cert.certificate_authority, case
     with pytest.raises(CertificateRefused, match="CA certificate") as info:
         require_usable(cert, NOW)
-    assert info.value.problem is Problem.CA_CERTIFICATE
+    assert info.value.problem is Problem.CERTIFICATE_AUTHORITY
     with pytest.raises(CertificateRefused):
         require_registrable(cert, BOT.bare, NOW, exactly=BOT)
 
 
 def test_a_version_1_certificate_counts_as_a_ca() -> None:
     cert = PeerCertificate.parse(V1_PEM)
-    assert cert.signs_certificates
+    assert cert.certificate_authority
     with pytest.raises(CertificateRefused) as info:
         require_usable(cert, NOW)
-    assert info.value.problem is Problem.CA_CERTIFICATE
+    assert info.value.problem is Problem.CERTIFICATE_AUTHORITY
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_a_version_1_certificate_counts_as_a_ca() -> None:
 )
 def test_end_entity_certificates_pass(case: str, ca: bool | None, cert_sign: bool | None) -> None:
     cert = device_like(ca=ca, cert_sign=cert_sign, netscape_ca=case.startswith("Netscape"))
-    assert not cert.signs_certificates, case
+    assert not cert.certificate_authority, case
     require_usable(cert, NOW)
     require_registrable(cert, BOT.bare, NOW, exactly=BOT)
 
@@ -157,7 +157,7 @@ def test_end_entity_certificates_pass(case: str, ca: bool | None, cert_sign: boo
 def test_the_project_device_certificate_is_an_end_entity() -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = PeerCertificate.from_x509(build_device_certificate(key, BOT))
-    assert not cert.signs_certificates
+    assert not cert.certificate_authority
     require_registrable(cert, BOT.bare, NOW, exactly=BOT)
 
 
