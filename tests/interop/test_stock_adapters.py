@@ -10,19 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pairing.errors import AuthenticationFailed
+from pairing.errors import AuthenticationFailed, RequestFailed
 from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
+from pairing.xmpp.component import find_component, register_certificate
 from pairing.xmpp.connection import logout
+from pairing.xmpp.devices import list_devices, revoke_device
+from server_ext.app.handlers import ServerContext
+from server_ext.app.router import SessionTable
 from server_ext.config import ServerConfig, StockKind
 from server_ext.model import DeviceState
+from server_ext.net.component import ComponentFace
 from server_ext.stock.base import StockError, StockServer, context_for, load_kind
+from server_ext.stock.options import ComponentSettings
 from server_ext.storage.registry import Registry
 from tests.interop.conftest import EjabberdFactory, Measured
 from tests.support.certificates import CertificateFiles, self_signed_device
@@ -31,6 +37,7 @@ from tests.support.stock_clients import (
     certificate_login,
     close,
     disconnection,
+    password_login,
     raw_external,
     succeeded,
 )
@@ -255,3 +262,102 @@ async def test_ejabberd_adapter_names_the_node_that_failed(
     await stock.stop()
     # The live node reloaded all the same; the next sync tries the dead one again.
     assert reloads(node, at_least=1) >= 1
+
+
+# -- the component face -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def attach() -> AsyncIterator[Callable[..., Awaitable[ComponentFace]]]:
+    """Attach a component face for a test (detached afterwards, even when it failed)."""
+    faces: list[ComponentFace] = []
+
+    async def start(port: int, registry: Registry, stock: StockServer) -> ComponentFace:
+        settings = ComponentSettings("pairing.localhost", LOOPBACK, port)
+        context = ServerContext("localhost", registry, SessionTable())
+        face = ComponentFace(settings, SECRET, lambda: context, stock)
+        faces.append(face)
+        await face.start(wait=10)
+        return face
+
+    yield start
+    for face in faces:
+        await face.stop()
+
+
+async def test_ejabberd_component_registers_lists_and_revokes(
+    ejabberd: EjabberdFactory,
+    registry: Registry,
+    trust_file: Path,
+    server_cert: CertificateFiles,
+    tmp_path: Path,
+    attach: Callable[..., Awaitable[ComponentFace]],
+    measured: Measured,
+) -> None:
+    """What the pairing CLI does on ejabberd: find the component, register a certificate
+    there (it logs in at once), see it online, revoke it (closed within the bound)."""
+    node = ejabberd(
+        component_secret=SECRET,
+        c2s_listener={"tls_verify": True},
+        top_level={"c2s_cafile": str(trust_file)},
+    )
+    node.register("alice", PASSWORD)
+    node.register("bob", PASSWORD)
+    stock = ejabberd_adapter(tmp_path, registry, trust_file, api_of(node))
+    await stock.start()
+    try:
+        await attach(node.component_port, registry, stock)
+        owner, _ = await password_login(
+            node.c2s_port, server_cert, "alice@localhost/laptop", plugins=("xep_0030",)
+        )
+        service = await find_component(owner, "localhost")
+        assert service == "pairing.localhost"
+
+        sensor = self_signed_device(tmp_path / "devices", "alice@localhost/sensor")
+        der = PeerCertificate.from_x509(sensor.certificate).der
+        row = await register_certificate(owner, service, "sensor", der, allow_management=False)
+        assert row["name"] == "sensor"
+        # Registered means trusted: the device logs in right after the answer.
+        device, jid = await certificate_login(
+            node.c2s_port, server_cert, "alice@localhost/sensor", sensor
+        )
+        assert str(jid) == "alice@localhost/sensor"
+        # A duplicate name is refused (XEP-0257 §3.1), never overwritten.
+        other = self_signed_device(tmp_path / "devices", "alice@localhost/other", name="other")
+        with pytest.raises(RequestFailed) as duplicate:
+            await register_certificate(
+                owner, service, "sensor", PeerCertificate.from_x509(other.certificate).der
+            )
+        assert duplicate.value.condition == "conflict"
+
+        listed = {d.name: d for d in await list_devices(owner, service=service)}
+        assert listed["sensor"].online
+        assert listed["sensor"].state == "active"
+
+        # Another user neither sees nor revokes alice's device.
+        stranger, _ = await password_login(
+            node.c2s_port, server_cert, "bob@localhost/pc", plugins=("xep_0030",)
+        )
+        assert await list_devices(stranger, service=service) == []
+        with pytest.raises(RequestFailed) as refused:
+            await revoke_device(stranger, "sensor", service=service)
+        assert refused.value.condition == "item-not-found"
+        await logout(stranger)
+
+        gone = disconnection(device)
+        began = time.monotonic()
+        note = await revoke_device(owner, "sensor", reason="lost", service=service)
+        await asyncio.wait_for(gone.wait(), 5)
+        seconds = time.monotonic() - began
+        assert seconds < CLOSE_BOUND, seconds
+        assert "closed 1 session" in note, note
+        device.abort()
+        measured("ejabberd component: revoke command to the device seeing the close", seconds)
+        with pytest.raises(AuthenticationFailed):
+            await certificate_login(node.c2s_port, server_cert, "alice@localhost/sensor", sensor)
+        listed = {d.name: d for d in await list_devices(owner, service=service)}
+        assert listed["sensor"].state == "revoked"
+        assert not listed["sensor"].online
+        await logout(owner)
+    finally:
+        await stock.stop()

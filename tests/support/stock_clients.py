@@ -29,13 +29,19 @@ SCRAM_ONLY = [f"SCRAM-SHA-{bits}{plus}" for bits in (1, 256, 512) for plus in ("
 
 
 async def password_login(
-    port: int, server_cert: CertificateFiles, jid: str, *, scram_only: bool = True
+    port: int,
+    server_cert: CertificateFiles,
+    jid: str,
+    *,
+    scram_only: bool = True,
+    plugins: tuple[str, ...] = (),
 ) -> tuple[PairingClient, JID]:
     client = make_client(
         jid,
         server=ServerAddress(LOOPBACK, port),
         trust=TrustAnchor(cafile=server_cert.cert),
         password=PASSWORD,
+        plugins=plugins,
     )
     if scram_only:
         # slixmpp ranks EXTERNAL above every other mechanism and tries it whenever it is
