@@ -6,6 +6,7 @@ from pairing.errors import PairingError
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollMode
 from pairing.protocol.uri import EnrollmentURI
+from pairing.xmpp.component import register_certificate
 from pairing.xmpp.connection import PairingClient
 from pairing.xmpp.saslcert import add_certificate
 from pairing.xmpp.tokens import request_token
@@ -36,6 +37,11 @@ class AccountEnroller:
 
     async def register(self, hello: DeviceHello, der: bytes) -> None:
         # A device may not manage certificates itself: a stolen sensor cannot add keys.
-        await add_certificate(
-            self.client, hello.name or hello.resource, der, allow_management=False
-        )
+        name = hello.name or hello.resource
+        if self.client.service is not None:
+            # A stock server: server-ext's component registers it (no XEP-0257 there).
+            await register_certificate(
+                self.client, self.client.service, name, der, allow_management=False
+            )
+        else:
+            await add_certificate(self.client, name, der, allow_management=False)

@@ -282,9 +282,7 @@ class XMPPServer:
             raise _malformed("xmpp.port must be a port number")
         pin = data.get("pin")
         if pin is not None and (
-            not isinstance(pin, str)
-            or len(pin) != 64
-            or not set(pin) <= set("0123456789abcdef")
+            not isinstance(pin, str) or len(pin) != 64 or not set(pin) <= set("0123456789abcdef")
         ):
             raise _malformed("xmpp.pin must be 64 lower-case hex digits or null")
         host = _field(data, "host")

@@ -35,9 +35,7 @@ async def find_component(
 ) -> str | None:
     """The JID of server-ext's component among ``domain``'s items, or None."""
     try:
-        items = await client.plugin["xep_0030"].get_items(
-            jid=slixmpp.JID(domain), timeout=timeout
-        )
+        items = await client.plugin["xep_0030"].get_items(jid=slixmpp.JID(domain), timeout=timeout)
     except (IqError, IqTimeout):
         return None
     candidates = sorted({str(item[0]) for item in items["disco_items"]["items"]})
