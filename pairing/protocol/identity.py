@@ -163,6 +163,10 @@ class PeerCertificate:
     key_type: KeyType
     key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
     curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
+    # basicConstraints CA:TRUE or keyUsage keyCertSign (RFC 5280 §4.2.1.9, §4.2.1.3): a
+    # certificate that may sign others. Listed as a trust anchor (ejabberd's c2s_cafile) it
+    # would let its key mint certificates for any account.
+    certificate_authority: bool = False
 
     @classmethod
     def parse(cls, data: bytes) -> PeerCertificate:
@@ -183,6 +187,7 @@ class PeerCertificate:
             key_type=key_type,
             key_bits=bits,
             curve=curve,
+            certificate_authority=_signs_certificates(cert),
         )
 
     def __repr__(self) -> str:
@@ -209,6 +214,23 @@ class UnreadableCertificate:
         except CertificateError as exc:
             der = cert if isinstance(cert, bytes) else certificate_der(cert)
             return cls(der, fingerprint(der), str(exc))
+
+
+def _signs_certificates(cert: x509.Certificate) -> bool:
+    """basicConstraints CA:TRUE, or keyUsage with keyCertSign (RFC 5280 §4.2.1.9, §4.2.1.3)."""
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return True
+    except x509.ExtensionNotFound:
+        pass
+    except ValueError as exc:
+        raise CertificateError(f"the basicConstraints extension is malformed: {exc}") from exc
+    try:
+        return cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    except x509.ExtensionNotFound:
+        return False
+    except ValueError as exc:
+        raise CertificateError(f"the keyUsage extension is malformed: {exc}") from exc
 
 
 def _key_facts(cert: x509.Certificate) -> tuple[KeyType, int, str | None]:

@@ -21,7 +21,7 @@ from server_ext.admin.token_issuer import issue_token
 from server_ext.app.handlers import Requester, ServerContext
 from server_ext.app.saslcert import close_device_sessions
 from server_ext.errors import RegistryError, ServerExtError
-from server_ext.model import DeviceState, TokenState
+from server_ext.model import DeviceState, RegistryChange, TokenState
 from server_ext.wire import namespaces as ns
 from server_ext.wire.stanzas import ErrorType, StanzaError
 
@@ -228,6 +228,7 @@ def _revoke_device(
     except RegistryError as exc:
         raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
     closed = close_device_sessions(ctx, updated)
+    ctx.changes(RegistryChange("revoked (ad-hoc)", updated.id))
     already = "" if changed else " (it was already revoked)"
     return (
         f"Revoked device {updated.id} ({updated.name}){already}; closed {closed} session(s).",

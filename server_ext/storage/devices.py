@@ -114,7 +114,9 @@ class DeviceStore:
     def usable(self, account: JID | None = None, *, now: dt.datetime) -> list[CertificateRecord]:
         """Certificates that may log in now: active, of an active device, within their
         validity (of ``account``, or of every account). What a stock server must trust."""
-        where = "c.state = 'active' AND d.state = 'active' AND c.not_before <= ? AND c.not_after > ?"
+        where = (
+            "c.state = 'active' AND d.state = 'active' AND c.not_before <= ? AND c.not_after > ?"
+        )
         args: tuple[Any, ...] = (iso(now), iso(now))
         if account is not None:
             where += " AND d.account = ?"
