@@ -20,6 +20,7 @@ from pairing.protocol.https_api import XMPPServer
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
 from server_ext.admin.admin_channel import AdminListener, serve_admin
+from server_ext.admin.token_issuer import HTTPSEnrollment, stock_xmpp
 from server_ext.app.account_iq import account_handlers
 from server_ext.app.delivery import Dispatcher
 from server_ext.app.handlers import ServerContext
@@ -167,7 +168,9 @@ class Server:
                     host=self.config.https_host,
                     port=self.config.https_port,
                 )
-                await self.https.start()
+                bound = await self.https.start()
+                if not self.config.stock_kind.embedded:
+                    self._replace_context(stock_enrollment=self.stock_enrollment(bound.port))
             await self.stock.start()
         except (OSError, ServerExtError):
             await self.stop()  # a port is taken: leave nothing half-open behind
@@ -188,8 +191,15 @@ class Server:
             return XMPPServer(
                 self.context.connect_host, self.context.connect_port, self.certificate.fingerprint
             )
-        return XMPPServer(
-            config.stock_xmpp_host or config.domain, config.stock_xmpp_port, config.stock_xmpp_pin
+        return stock_xmpp(config)
+
+    def stock_enrollment(self, https_port: int) -> HTTPSEnrollment:
+        """Where v2 URIs send devices: this HTTPS face, pinned, then the stock server."""
+        return HTTPSEnrollment(
+            self.config.https_connect_host,
+            https_port,
+            self.certificate.fingerprint,
+            self.xmpp_target(),
         )
 
     def https_api(self) -> HTTPSAPI:
@@ -260,6 +270,9 @@ class Server:
         changed = certificate.fingerprint != self.certificate.fingerprint
         self.certificate, self.tls_context = certificate, context
         self._replace_context(fingerprint=certificate.fingerprint)
+        enrollment = self.context.stock_enrollment
+        if enrollment is not None:
+            self._replace_context(stock_enrollment=self.stock_enrollment(enrollment.port))
         if self.https is not None:
             self.https.reload_tls(certificate.cert_path, certificate.key_path)
         log.info(
