@@ -1,7 +1,7 @@
 """The enrollment URI carried by the QR code (docs/protocol.md, "The enrollment URI").
 
     XMPP-DP:1/<TOKEN>/<FINGERPRINT>/<HOST>/<PORT>/<JID>
-    XMPP-DP:2/<TOKEN>/<HTTPS FP>/<HTTPS HOST>/<HTTPS PORT>/<XMPP PIN or ->/<XMPP HOST>/<XMPP PORT>/<JID>
+    XMPP-DP:2/<TOKEN>/<HTTPS FP>/<HTTPS HOST>/<HTTPS PORT>/<XMPP PIN>/<XMPP HOST>/<XMPP PORT>/<JID>
 
 Version 1 enrolls before SASL on the embedded server; version 2 (docs/protocol.md, section 9)
 enrolls over HTTPS with ``server-ext`` and then logs in to a stock XMPP server.
