@@ -48,7 +48,7 @@ from pairing.protocol.pair_setup import (
 )
 from pairing.protocol.setup_code import setup_hash
 from pairing.protocol.uri import EnrollmentURI
-from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import login, logout, make_client
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ async def _first_login(store: KeyStore, settings: ServerSettings) -> JID:
     client = make_client(
         settings.jid,
         server=ServerAddress(settings.host, settings.port),
-        trust=TrustAnchor(fingerprint=settings.fingerprint),
+        trust=settings.trust,
         certfile=identity.cert_path,
         keyfile=identity.key_path,
     )

@@ -194,11 +194,15 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def pem_of_der(der: bytes) -> str:
+    """A DER certificate as PEM text (RFC 7468 §5): what the API carries."""
+    body = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
+
+
 def pem(cert: PeerCertificate) -> str:
-    """The certificate as PEM text (what the API carries)."""
-    body = base64.encodebytes(cert.der).decode("ascii").replace("\n", "")
-    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-    return "-----BEGIN CERTIFICATE-----\n" + "\n".join(lines) + "\n-----END CERTIFICATE-----\n"
+    return pem_of_der(cert.der)
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -427,6 +431,7 @@ __all__ = [
     "SuccessorRequest",
     "XMPPServer",
     "enrollment_message",
+    "pem_of_der",
     "possession_message",
     "token_digest",
 ]

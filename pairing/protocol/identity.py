@@ -206,7 +206,9 @@ class PeerCertificate:
     key_type: KeyType
     key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
     curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
-    certificate_authority: bool = False  # may sign certificates (see signs_certificates())
+    # A certificate that may sign others (signs_certificates()). Listed as a trust anchor
+    # (ejabberd's c2s_cafile) it would let its key mint certificates for any account.
+    certificate_authority: bool = False
 
     @classmethod
     def parse(cls, data: bytes) -> PeerCertificate:

@@ -118,10 +118,15 @@ def _create(
             name=values.get("name") or None,
             ttl=ttl,
             created_by=str(requester.jid),
+            external_account=ctx.stock_enrollment is not None,
         )
     except (ServerExtError, InvalidJID) as exc:
         raise StanzaError(ErrorType.MODIFY, "not-acceptable", str(exc)) from None
-    uri = issued.uri(host=ctx.connect_host, port=ctx.connect_port, fingerprint=ctx.fingerprint)
+    uri: object
+    if ctx.stock_enrollment is not None:
+        uri = issued.https_uri(ctx.stock_enrollment)
+    else:
+        uri = issued.uri(host=ctx.connect_host, port=ctx.connect_port, fingerprint=ctx.fingerprint)
     record = issued.record
     return (
         f"Show the URI to the device as a QR code. It works once, until "

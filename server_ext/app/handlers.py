@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pairing.protocol.jid import JID
+from server_ext.admin.token_issuer import HTTPSEnrollment
 from server_ext.app.router import SessionTable
 from server_ext.errors import RegistryError
 from server_ext.model import RegistryChange
@@ -53,6 +54,8 @@ class ServerContext:
     # Told after a handler changed the registry (a revocation, a new certificate): the serve
     # process brings the stock server in step (server_ext.stock). Must not block or raise.
     changes: Callable[[RegistryChange], None] = field(default=lambda change: None)
+    # Set when accounts live on a stock server: tokens carry v2 URIs to the HTTPS face.
+    stock_enrollment: HTTPSEnrollment | None = None
 
     @property
     def clock(self) -> Callable[[], dt.datetime]:

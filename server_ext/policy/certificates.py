@@ -29,10 +29,10 @@ class Problem(StrEnum):
     NOT_YET_VALID = "not-yet-valid"
     NO_CLIENT_AUTH = "no-client-auth"
     WEAK_KEY = "weak-key"
+    CERTIFICATE_AUTHORITY = "certificate-authority"
     NO_JID = "no-jid"
     FOREIGN_JID = "foreign-jid"
     WRONG_JID = "wrong-jid"
-    CERTIFICATE_AUTHORITY = "certificate-authority"
 
     @property
     def about_identity(self) -> bool:
@@ -80,19 +80,20 @@ def require_usable(cert: PeerCertificate, now: dt.datetime) -> None:
         raise CertificateRefused(Problem.EXPIRED, "the certificate has expired")
     if cert.not_before > now:
         raise CertificateRefused(Problem.NOT_YET_VALID, "the certificate is not valid yet")
+    if cert.certificate_authority:
+        # A device certificate is a leaf. On ejabberd every usable device certificate is a
+        # trust anchor (c2s_cafile): a CA certificate there would let its key sign a
+        # certificate for any account of the domain (docs/stock-servers.md), so no server
+        # accepts one, at registration or at login.
+        raise CertificateRefused(
+            Problem.CERTIFICATE_AUTHORITY,
+            "the certificate is a CA certificate (basicConstraints CA, keyCertSign or X.509 "
+            "version 1); a device certificate must be a leaf",
+        )
     if not cert.client_auth:
         raise CertificateRefused(
             Problem.NO_CLIENT_AUTH,
             "the certificate's extendedKeyUsage does not allow TLS client authentication",
-        )
-    if cert.certificate_authority:
-        # A device certificate is an end entity. With ejabberd every usable device
-        # certificate is listed as a trust anchor (docs/server.md, "ejabberd"): one that may
-        # sign certificates would let its key mint a login for any account.
-        raise CertificateRefused(
-            Problem.CERTIFICATE_AUTHORITY,
-            "the certificate is a CA certificate (basicConstraints cA, keyUsage keyCertSign or "
-            "X.509 version 1); a device certificate must not be able to sign certificates",
         )
     require_strong_key(cert)
 
