@@ -31,6 +31,7 @@ from server_ext.config import ServerConfig
 from server_ext.errors import ConfigError, RegistryError, ServerExtError
 from server_ext.log_limits import CappedLog
 from server_ext.model import DeviceState, RegistryChange
+from server_ext.net.component import ComponentFace
 from server_ext.net.data_directory import certificate_for, stock_secret
 from server_ext.net.https import HTTPSAddress, HTTPSFace, make_tls_context
 from server_ext.net.server_certificate import (
@@ -52,6 +53,7 @@ from server_ext.session.c2s import (
 )
 from server_ext.stock.base import StockServer, context_for, load_kind
 from server_ext.stock.embedded import EmbeddedStock
+from server_ext.stock.options import component_settings
 from server_ext.storage.registry import Registry
 from server_ext.wire.tls import TLSEngine, TLSError, make_server_context
 from server_ext.wire.xmlwriter import STREAM_CLOSE, stream_error, stream_header
@@ -122,6 +124,8 @@ class Server:
             window=config.failed_login_window,
         )
         self.https: HTTPSFace | None = None
+        # On a stock server, users reach the ad-hoc commands through this component.
+        self.component: ComponentFace | None = None
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.session_services = SessionServices(
             self.context,
@@ -172,6 +176,14 @@ class Server:
                 if not self.config.stock_kind.embedded:
                     self._replace_context(stock_enrollment=self.stock_enrollment(bound.port))
             await self.stock.start()
+            settings = component_settings(self.config)
+            if settings is not None:
+                # Attached in the background, and again whenever the stock server restarts:
+                # serving devices (HTTPS, trust) must not wait for it.
+                self.component = ComponentFace(
+                    settings, self._stock_secret, lambda: self.context, self.stock
+                )
+                await self.component.start()
         except (OSError, ServerExtError):
             await self.stop()  # a port is taken: leave nothing half-open behind
             raise
@@ -367,6 +379,9 @@ class Server:
         if self.https is not None:
             await self.https.stop()
             self.https = None
+        if self.component is not None:
+            await self.component.stop()
+            self.component = None
         for task in list(self._tasks):
             await asyncio.wait({task}, timeout=2)
         await self.stock.stop()
@@ -690,6 +705,13 @@ def run(config: ServerConfig) -> None:
             print(f"HTTPS enrollment API on {https.host}:{https.port}", flush=True)
         if not server.config.stock_kind.embedded:
             print(f"stock server: {server.config.stock_kind.value}", flush=True)
+        if server.component is not None:
+            settings = server.component.settings
+            print(
+                f"component {settings.domain} attaching to {settings.host}:{settings.port} "
+                "(XEP-0114)",
+                flush=True,
+            )
         print(f"domain: {server.config.domain}", flush=True)
         print(f"server certificate SHA-256: {fp}", flush=True)
         print(f"data: {server.config.data_dir}  (Ctrl-C to stop)", flush=True)

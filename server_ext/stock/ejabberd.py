@@ -108,8 +108,18 @@ class EjabberdServer(StockServer):
             trust_env=False,
         )
         # The first sync makes the file and every node agree with the registry, whatever
-        # happened while server-ext was down.
-        await self.sync_trust()
+        # happened while server-ext was down. A node that does not answer now reads the file
+        # when it starts; the next sync reloads it again.
+        try:
+            await self.sync_trust()
+        except StockError as exc:
+            if not self.settings.trust_file.exists():
+                raise
+            log.error(
+                "ejabberd was not reloaded at start (it reads the trust file when it "
+                "starts; the next change reloads it): %s",
+                exc,
+            )
 
     async def stop(self) -> None:
         await self._sync.drain()
