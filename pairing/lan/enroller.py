@@ -5,7 +5,7 @@ from __future__ import annotations
 from pairing.errors import PairingError
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollMode
-from pairing.protocol.uri import EnrollmentURI
+from pairing.protocol.uri import HTTPSEnrollmentURI, parse_enrollment_uri
 from pairing.xmpp.component import register_certificate
 from pairing.xmpp.connection import PairingClient
 from pairing.xmpp.saslcert import add_certificate
@@ -29,9 +29,12 @@ class AccountEnroller:
         host, port, fingerprint = self._server()
         if self.mode is EnrollMode.TOKEN:
             grant = await request_token(self.client, hello.resource, name=hello.name or None)
-            token = EnrollmentURI.parse(grant.uri).token
+            uri = parse_enrollment_uri(grant.uri)
+            if isinstance(uri, HTTPSEnrollmentURI):
+                # A stock server: the device enrolls over server-ext's HTTPS API.
+                return EnrollmentOffer.for_https(uri)
             jid = JID.parse(grant.jid)
-            return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.TOKEN, token)
+            return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.TOKEN, uri.token)
         jid = JID.parse(str(self.client.boundjid.bare)).with_resource(hello.resource)
         return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.XEP0257)
 
