@@ -30,6 +30,7 @@ from pairing.protocol.identity import (
 )
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import sign
+from pairing.protocol.uri import HTTPSEnrollmentURI
 from pairing.xmpp.connection import ServerAddress, login, logout, make_client
 from server_ext.admin import admin_channel
 from server_ext.admin.token_issuer import HTTPSEnrollment, issue_token
@@ -412,3 +413,73 @@ async def test_a_revoked_device_cannot_log_in_after_https_enrollment(
     with pytest.raises(AuthenticationFailed) as refused:
         await login(client)
     assert refused.value.revoked
+
+
+def set_stock(data_dir: Path, text: str) -> None:
+    """What an operator adds to server.toml to attach to a stock server."""
+    config = data_dir / "server.toml"
+    config.write_text(config.read_text() + text)
+
+
+def test_token_create_for_a_stock_server_gives_a_v2_uri(tmp_path: Path) -> None:
+    data = tmp_path / "server"
+    run_cli("server-ext", "--data-dir", str(data), "init", "--domain", "localhost")
+    toml = (data / "server.toml").read_text()
+    toml = toml.replace(
+        'kind                                  = "embedded"',
+        'kind                                  = "prosody"',
+    )
+    toml = toml.replace(
+        "port                                  = 0  # 0 turns it off",
+        "port                                  = 5443  # 0 turns it off",
+    )
+    (data / "server.toml").write_text(toml)
+    done = run_cli(
+        "server-ext", "--data-dir", str(data), "token", "create",
+        "--jid", "alice", "--resource", "bot", "--json",
+    )  # fmt: skip
+    uri = HTTPSEnrollmentURI.parse(json.loads(done.stdout)["uri"])
+    assert (uri.jid, uri.https_port, uri.xmpp_host, uri.xmpp_port) == (
+        BOT,
+        5443,
+        "localhost",
+        5222,
+    )
+    assert uri.xmpp_pin is None  # no [stock] xmpp_pin: the system's CAs
+    # The account lives on the stock server: the registry records it without a password.
+    audit = run_cli("server-ext", "--data-dir", str(data), "audit", "--json")
+    assert "account.created" in audit.stdout
+
+
+def test_a_stock_kind_without_the_https_face_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = tmp_path / "server"
+    run_cli("server-ext", "--data-dir", str(data), "init", "--domain", "localhost")
+    toml = (
+        (data / "server.toml")
+        .read_text()
+        .replace(
+            'kind                                  = "embedded"',
+            'kind                                  = "ejabberd"',
+        )
+    )
+    (data / "server.toml").write_text(toml)
+    done = run_cli("server-ext", "--data-dir", str(data), "serve", ok=False)
+    assert done.returncode != 0
+    assert "needs the HTTPS face" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_a_ca_certificate_cannot_enroll(make_server: ServerFactory) -> None:
+    from tests.unit.test_stock_face import ca_like
+
+    server = await https_server(make_server)
+    issued, _ = v2_uri(server)
+    key = generate_key()
+    cert = ca_like(ca=True, key_cert_sign=True, key=key)
+    with pytest.raises(APIRefused) as refused:
+        await post(
+            server, https_api.ENROLL_PATH, await enroll_request(server, issued.token, key, cert)
+        )
+    assert refused.value.condition == "bad-certificate" and "CA certificate" in refused.value.text
+    record = server.registry.tokens.get(issued.record.id)
+    assert record is not None and record.state is TokenState.PENDING  # the token stays usable

@@ -154,9 +154,9 @@ def test_the_nonce_book_has_a_cap() -> None:
 # --- the CA rule -------------------------------------------------------------------------------
 
 
-def ca_like(*, ca: bool, key_cert_sign: bool) -> PeerCertificate:
+def ca_like(*, ca: bool, key_cert_sign: bool, key: object = None) -> PeerCertificate:
     """A self-signed certificate for BOT that may sign others (basicConstraints or keyUsage)."""
-    key = generate_key()
+    key = key or generate_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, str(BOT))])
     usage = x509.KeyUsage(
         digital_signature=True,
@@ -174,14 +174,14 @@ def ca_like(*, ca: bool, key_cert_sign: bool) -> PeerCertificate:
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
-        .public_key(key.public_key())
+        .public_key(key.public_key())  # type: ignore[attr-defined]
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(minutes=1))
         .not_valid_after(NOW + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(usage, critical=True)
         .add_extension(san, critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(key, hashes.SHA256())  # type: ignore[arg-type]
     )
     return PeerCertificate.parse(certificate_der(cert))
 
