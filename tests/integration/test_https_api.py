@@ -483,3 +483,37 @@ async def test_a_ca_certificate_cannot_enroll(make_server: ServerFactory) -> Non
     assert refused.value.condition == "bad-certificate" and "CA certificate" in refused.value.text
     record = server.registry.tokens.get(issued.record.id)
     assert record is not None and record.state is TokenState.PENDING  # the token stays usable
+
+
+async def test_a_rotation_retried_after_a_lost_answer_is_taken_as_done(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    from pairing.protocol.https_api import SuccessorRequest, possession_message
+    from pairing.protocol.renewal import sign_renewal
+
+    server = await https_server(make_server, rotation_interval=0.0)
+    _, uri = v2_uri(server)
+    store = KeyStore(tmp_path / "bot")
+    await enroll_https(store, uri)
+    current = store.load()
+    key, new = device_certificate()
+
+    async def attempt() -> dict[str, Any]:
+        nonce = (await endpoint(server).post(https_api.CHALLENGE_PATH, None, timeout=5))["nonce"]
+        request = SuccessorRequest(
+            current.certificate_der,
+            new,
+            nonce,
+            sign_renewal(store.private_key(), "localhost", new.der),
+            sign(key, possession_message(nonce, new.fingerprint)),
+        )
+        return await post(server, https_api.ROTATE_PATH, request.to_json())
+
+    first = await attempt()
+    assert first["fingerprint"] == new.fingerprint
+    # Its answer was lost: the device asks again with the same staged certificate, although
+    # the server retired the old one meanwhile. It must hear "already registered", not
+    # "disabled", or it would throw its new key away and be locked out.
+    with pytest.raises(APIRefused) as again:
+        await attempt()
+    assert (again.value.condition, again.value.status) == ("already-registered", 409)
