@@ -322,12 +322,16 @@ def login_command(
 ) -> None:
     """Log in once with the device certificate (SASL EXTERNAL) and report the bound JID."""
     identity = store.load()
+    trust: TrustAnchor | None = None
     if server_text is None:
         settings = enrollment.ServerSettings.load(store.state_dir)
         server_text = f"{settings.host}:{settings.port}"
-        pin = pin or (None if cafile else settings.fingerprint)
-    if (pin is None) == (cafile is None):
-        raise click.UsageError("give exactly one of --pin or --cafile")
+        if pin is None and cafile is None:
+            trust = settings.trust  # the pin, or the system's CAs (a v2 enrollment's choice)
+    if trust is None:
+        if (pin is None) == (cafile is None):
+            raise click.UsageError("give exactly one of --pin or --cafile")
+        trust = TrustAnchor(fingerprint=pin, cafile=cafile)
     address = ServerAddress.parse(server_text)
     server = ServerAddress(address.host, address.port, direct_tls=direct_tls)
 
@@ -335,7 +339,7 @@ def login_command(
         client = make_client(
             str(identity.jid),
             server=server,
-            trust=TrustAnchor(fingerprint=pin, cafile=cafile),
+            trust=trust,
             certfile=identity.cert_path,
             keyfile=identity.key_path,
         )

@@ -171,8 +171,11 @@ class HTTPSAPI:
             request = SuccessorRequest.from_json(self._json(body, address))
             self._burn(request.nonce, address)
             try:
-                verify_by_certificate(request.certificate.der, request.proof, request.possession())
                 renewal = RenewalRequest.parse(request.current, request.signature)
+            except RenewalRefused as exc:
+                raise APIRefused(exc.condition.value, exc.text) from None
+            try:
+                verify_by_certificate(request.certificate.der, request.proof, request.possession())
             except InvalidProof:
                 self.throttle.failed(None, address)
                 raise APIRefused(
@@ -201,14 +204,18 @@ class HTTPSAPI:
             # login with the new one is seen that could retire it later.
             context.registry.devices.retire_replaced(registered.fingerprint)
         except APIRefused as refused:
-            if refused.condition != RenewCondition.ALREADY_REGISTERED:
-                context.audit(
-                    "cert.renewal_refused" if via == "renewal" else "cert.rotation_refused",
-                    actor="unknown",
-                    subject=replaces or address,
-                    address=address,
-                    condition=refused.condition,
-                )
+            if refused.condition == RenewCondition.ALREADY_REGISTERED:
+                # A retry whose first answer was lost: the device takes it as success, so the
+                # stock server must be in step now too.
+                reply = refusal(refused)
+                return Reply(reply.status, reply.body, change=RegistryChange(f"{via} retried"))
+            context.audit(
+                "cert.renewal_refused" if via == "renewal" else "cert.rotation_refused",
+                actor="unknown",
+                subject=replaces or address,
+                address=address,
+                condition=refused.condition,
+            )
             return refusal(refused)
         except RegistryError as exc:
             log.error("the previous certificate was not retired: %s", exc)

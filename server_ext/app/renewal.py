@@ -19,7 +19,7 @@ from pairing.protocol.jid import JID
 from pairing.protocol.renewal import RENEW_NS, RenewalRefused, RenewalRequest, RenewCondition
 from server_ext.app.enroll import failure_element
 from server_ext.errors import DuplicateCertificate, RegistryError
-from server_ext.model import CertificateRecord, RotationFacts
+from server_ext.model import CertificateRecord, DeviceState, RotationFacts
 from server_ext.policy.certificates import CertificateRefused, require_registrable
 from server_ext.policy.renewal import check_renewal
 from server_ext.policy.rotation import RotationRefused, check_successor
@@ -117,6 +117,20 @@ def register_successor(
     # The signature first: whoever lacks the old key learns nothing about the device.
     request.verify(domain, presented.der)
     old = registry.devices.by_fingerprint(old_fingerprint)
+    existing = registry.devices.by_fingerprint(presented.fingerprint)
+    if (
+        old is not None
+        and existing is not None
+        and existing.replaces == old.id
+        and existing.device.state is not DeviceState.REVOKED
+    ):
+        # A retry after a lost answer, signed by the old key for this very successor. Over
+        # HTTPS the old certificate was retired already, so this is said before the old
+        # certificate's own state is judged: the device then makes the successor current.
+        raise RenewalRefused(
+            RenewCondition.ALREADY_REGISTERED,
+            "this certificate is already registered; log in with it",
+        )
     jid = check_renewal(old, now=now, grace=grace)
     assert old is not None
     if via == "rotation" and old.not_after <= now:
