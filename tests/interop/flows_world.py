@@ -28,6 +28,7 @@ from typing import Any
 
 from pairing.protocol.identity import PeerCertificate
 from server_ext.model import AuditEvent
+from server_ext.storage.database import Clock, utcnow
 from server_ext.storage.registry import Registry
 from tests.support.certificates import CertificateFiles, server_certificate
 from tests.support.stock_clients import PASSWORD
@@ -174,8 +175,9 @@ class World:
         """``server-ext --data-dir DATA ARGS`` (the operator)."""
         return cli("server-ext", "--data-dir", self.data, *args, ok=ok)
 
-    def registry(self) -> Registry:
-        return Registry.open(self.data / "registry.sqlite3")
+    def registry(self, clock: Clock = utcnow) -> Registry:
+        """The registry serve uses (SQLite: a second connection, as the admin CLI opens)."""
+        return Registry.open(self.data / "registry.sqlite3", clock=clock)
 
     def audit(self, event: str) -> list[AuditEvent]:
         with self.registry() as registry:

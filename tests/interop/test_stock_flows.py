@@ -16,8 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import shutil
-import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,13 @@ from device_agent.keystore import KeyStore
 from pairing.protocol.identity import PeerCertificate, build_device_certificate, generate_key
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import PairingClient, logout
+from server_ext.app.adhoc import COMMANDS, NODE_REVOKE
 from server_ext.model import CertState
+from tests.interop.conftest import MEASUREMENTS
 from tests.interop.flows_world import (
     COMPONENT,
-    Agent,
     LOOPBACK,
+    Agent,
     Owner,
     World,
     cli,
@@ -41,7 +42,13 @@ from tests.interop.flows_world import (
 )
 from tests.support.certificates import CertificateFiles
 from tests.support.netns import NamespaceUnavailable, private_network
-from tests.support.stock_clients import close, disconnection, raw_external, succeeded
+from tests.support.stock_clients import (
+    close,
+    disconnection,
+    password_login,
+    raw_external,
+    succeeded,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
@@ -51,7 +58,9 @@ INTERFACE = ["--interface", LOOPBACK]
 
 
 @pytest.fixture(scope="module", params=["ejabberd", "prosody"])
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     """One stock server and one ``server-ext serve`` per kind, in a network of their own."""
     folder = tmp_path_factory.mktemp(f"flows-{request.param}")
     try:
@@ -82,27 +91,44 @@ async def refused(world: World, device: CertificateFiles, resource: str) -> bool
 
 
 async def revoked_within_bound(
-    world: World, client: PairingClient, jid: str, revoke: object, what: str
+    world: World,
+    client: PairingClient,
+    account: str,
+    name: str,
+    revoke: Callable[[], Awaitable[object]],
+    what: str,
 ) -> float:
-    """Run ``revoke`` (a callable, in a thread); the live session must close within the
-    bound of the revocation's moment (its audit time). Returns that delay."""
+    """Run ``revoke``; the device's live session must close within the bound of the
+    revocation's moment (its audit time, written as the registry revokes it)."""
     gone = disconnection(client)
     seen_at: list[dt.datetime] = []
     client.add_event_handler("disconnected", lambda _: seen_at.append(dt.datetime.now(dt.UTC)))
-    assert callable(revoke)
-    await asyncio.to_thread(revoke)
+    await revoke()
     await asyncio.wait_for(gone.wait(), 10)
     client.abort()
-    account, _, name = jid.partition("/")
     (event,) = [
         e
         for e in world.audit("device.revoked")
         if (e.detail.get("account"), e.detail.get("name")) == (account, name)
     ]
     delay = (seen_at[0] - event.at).total_seconds()
-    print(f"{world.kind}: {what}: session closed {delay:.3f} s after the revocation")
+    MEASUREMENTS.append((f"{world.kind}: {what}: revocation to the close", delay))
     assert 0 <= delay < CLOSE_BOUND, (what, delay)
     return delay
+
+
+async def revoke_with_adhoc(client: PairingClient, device: str) -> None:
+    """XEP-0050 as any client does it: execute the command, submit its form."""
+    adhoc = client.plugin["xep_0050"]
+    first = await adhoc.send_command(COMPONENT, NODE_REVOKE)
+    command = first["command"]
+    form = client.plugin["xep_0004"].make_form(ftype="submit")
+    form.add_field(var="device", value=device)
+    form.add_field(var="reason", value="stolen")
+    done = await adhoc.send_command(
+        COMPONENT, NODE_REVOKE, action="complete", payload=form, sessionid=command["sessionid"]
+    )
+    assert done["command"]["status"] == "completed", done
 
 
 def enroll_by_qr(world: World, owner: Owner, resource: str, state: Path) -> str:
@@ -148,14 +174,184 @@ async def test_a_bot_paired_by_qr_logs_in_rotates_and_is_revoked_by_the_operator
     await revoked_within_bound(
         world,
         bot,
-        jid,
-        lambda: world.admin("devices", "revoke", "bot", "--jid", owner.jid, "--reason", "lost"),
+        owner.jid,
+        "bot",
+        lambda: asyncio.to_thread(
+            world.admin, "devices", "revoke", "bot", "--jid", owner.jid, "--reason", "lost"
+        ),
         "server-ext devices revoke",
     )
     assert await refused(world, second, "bot")
     assert await refused(world, first, "bot")
     with world.registry() as registry:
-        found = registry.devices.by_fingerprint(PeerCertificate.from_x509(second.certificate).fingerprint)
+        found = registry.devices.by_fingerprint(
+            PeerCertificate.from_x509(second.certificate).fingerprint
+        )
         assert found is not None and found.state is CertState.REVOKED
     assert world.devices(owner)["bot"]["state"] == "revoked"
     assert world.devices(owner)["bot"]["online"] is False
+
+
+# -- LAN pairing with the label's code --------------------------------------------------------
+
+
+def make_label(state: Path, resource: str, name: str) -> str:
+    """``device-agent label``: the setup code printed on the device."""
+    done = cli(
+        "device-agent", "--state-dir", state, "label", "--resource", resource, "--name", name,
+        "--json",
+    )  # fmt: skip
+    code = json.loads(done.stdout)["code"]
+    assert isinstance(code, str)
+    return code
+
+
+def lan_pair(world: World, owner: Owner, state: Path, code: str, *, advertise: bool) -> str:
+    """Both ends of LAN pairing as processes; returns the report of the owner's side."""
+    device_args = ["device-agent", "--state-dir", state, "pair", "--timeout", "60", *INTERFACE]
+    owner_args = ["--code", code, "--timeout", "60", *INTERFACE, "--json"]
+    if advertise:  # the device advertises itself, `pairing add` finds it
+        device = Agent(*device_args, "--advertise")
+        user = Agent("pairing", "add", *owner_args, env=owner.env)
+    else:  # the owner opens a window, the device finds it
+        user = Agent("pairing", "listen", *owner_args, env=owner.env)
+        device = Agent(*device_args)
+    try:
+        status, _, err = device.finish(90)
+        assert status == 0, err
+        ustatus, uout, uerr = user.finish(90)
+        assert ustatus == 0, uerr
+    finally:
+        device.stop()
+        user.stop()
+    for step in ("code verified", "logged in with EXTERNAL"):
+        assert step in err, err
+    return uout
+
+
+@pytest.mark.parametrize(
+    "advertise", [False, True], ids=["device-finds-window", "device-advertises"]
+)
+async def test_a_sensor_paired_by_its_label_logs_in_and_is_revoked_by_its_owner(
+    world: World, tmp_path: Path, advertise: bool
+) -> None:
+    owner = world.account("lan")
+    world.login(owner)
+    state = tmp_path / "sensor"
+    code = make_label(state, "sensor", "Kitchen sensor")
+    (row,) = json.loads(lan_pair(world, owner, state, code, advertise=advertise))
+    jid = f"{owner.jid}/sensor"
+    assert row["ok"] is True and row["jid"] == jid and row["name"] == "Kitchen sensor"
+    assert code.replace("-", "") not in (state / "setup.json").read_text()
+
+    sensor = await device_agent.connect(state)
+    assert str(sensor.boundjid) == jid
+    listed = world.devices(owner)
+    assert listed["Kitchen sensor"]["online"] is True
+    device = certificate_files(state)
+    await revoked_within_bound(
+        world,
+        sensor,
+        owner.jid,
+        "Kitchen sensor",
+        lambda: asyncio.to_thread(world.pairing, owner, "devices", "revoke", "Kitchen sensor"),
+        "pairing devices revoke (the owner)",
+    )
+    assert await refused(world, device, "sensor")
+    assert world.devices(owner)["Kitchen sensor"]["state"] == "revoked"
+
+
+# -- manual registration through the component ------------------------------------------------
+
+
+async def test_a_device_registered_by_hand_logs_in_and_is_revoked_by_an_adhoc_command(
+    world: World, tmp_path: Path
+) -> None:
+    """``device-agent init`` + ``pairing certs add`` (the component), then any XEP-0050
+    client revokes it with the component's command."""
+    owner = world.account("manual")
+    world.login(owner)
+    state = tmp_path / "thermo"
+    jid = f"{owner.jid}/thermo"
+    cli(
+        "device-agent", "--state-dir", state, "init", "--jid", jid,
+        "--server", f"{LOOPBACK}:{world.c2s_port}", "--pin", world.stock_pin,
+    )  # fmt: skip
+    world.pairing(owner, "certs", "add", "thermo", state / "device.crt", "--no-cert-management")
+    done = cli("device-agent", "--state-dir", state, "login")
+    assert f"logged in as {jid}" in done.stdout, done.stdout
+
+    thermo = await device_agent.connect(state)
+    device = certificate_files(state)
+    # Another account sees none of it and cannot revoke it.
+    stranger = world.account("stranger")
+    world.login(stranger)
+    assert "thermo" not in world.devices(stranger)
+    denied = world.pairing(stranger, "devices", "revoke", "thermo", ok=False)
+    assert denied.returncode != 0 and "Traceback" not in denied.stderr
+    assert thermo.is_connected()
+
+    # The owner with a plain XMPP client (password, XEP-0050) runs the component's command.
+    user, _ = await password_login(
+        world.c2s_port, world.server_cert, f"{owner.jid}/phone", plugins=("xep_0030", "xep_0050")
+    )
+    try:
+        commands = await user.plugin["xep_0030"].get_items(jid=COMPONENT, node=COMMANDS)
+        nodes = {item[1] for item in commands["disco_items"]["items"]}
+        assert NODE_REVOKE in nodes, nodes
+        await revoked_within_bound(
+            world,
+            thermo,
+            owner.jid,
+            "thermo",
+            lambda: revoke_with_adhoc(user, "thermo"),
+            "the component's ad-hoc command",
+        )
+    finally:
+        await logout(user)
+    assert await refused(world, device, "thermo")
+    failed = cli("device-agent", "--state-dir", state, "login", ok=False)
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+
+
+# -- renewal of an expired certificate over HTTPS ---------------------------------------------
+
+
+async def test_an_expired_device_renews_over_https_and_logs_in(
+    world: World, tmp_path: Path
+) -> None:
+    owner = world.account("renew")
+    jid = JID.parse(f"{owner.jid}/meter")
+    # Enrolled a year ago over HTTPS, off since its certificate expired ten days ago.
+    made_at = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
+    key = generate_key()
+    cert = build_device_certificate(key, jid, valid_for=dt.timedelta(days=30), now=made_at)
+    with world.registry(clock=lambda: made_at + dt.timedelta(hours=1)) as registry:
+        registry.accounts.ensure(jid.bare, actor="test")
+        registry.devices.add(
+            jid.bare, "meter", PeerCertificate.from_x509(cert), no_cert_management=True,
+            added_by="test", added_via="token",
+        )  # fmt: skip
+    state = tmp_path / "meter"
+    KeyStore(state).install(key, cert)
+    ServerSettings(
+        LOOPBACK, world.c2s_port, world.stock_pin, str(jid), "meter",
+        https_host=LOOPBACK, https_port=world.https_port, https_pin=world.server_ext_pin,
+    ).save(state)  # fmt: skip
+    expired = certificate_files(state)
+    assert await refused(world, expired, "meter")
+
+    agent = Agent("device-agent", "--state-dir", state, "run")
+    try:
+        agent.wait_for("renewed the certificate")
+        agent.wait_for(f"online as {jid}")
+    finally:
+        agent.stop()
+    renewed = certificate_files(state)
+    with world.registry() as registry:
+        found = registry.devices.by_fingerprint(
+            PeerCertificate.from_x509(renewed.certificate).fingerprint
+        )
+        assert found is not None and found.added_via == "renewal"
+    bot = await device_agent.connect(state)
+    await logout(bot)
