@@ -43,6 +43,7 @@ from tests.interop.flows_world import (
 from tests.support.certificates import CertificateFiles
 from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.stock_clients import (
+    certificate_login,
     close,
     disconnection,
     password_login,
@@ -355,3 +356,49 @@ async def test_an_expired_device_renews_over_https_and_logs_in(
         assert found is not None and found.added_via == "renewal"
     bot = await device_agent.connect(state)
     await logout(bot)
+
+
+# -- two ejabberd nodes clustered -------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[World]:
+    """Two clustered ejabberd nodes, server-ext serving both ([stock.ejabberd] api lists
+    each node's mod_http_api: the configuration, and so the trust file, is per node)."""
+    try:
+        with private_network(), stock_world("ejabberd", tmp_path / "cluster", nodes=2) as made:
+            yield made
+    except NamespaceUnavailable as exc:
+        pytest.fail(f"the stock flows need a private network namespace: {exc}")
+
+
+async def test_a_device_enrolled_once_logs_in_on_either_node_and_is_revoked_on_both(
+    cluster: World, tmp_path: Path
+) -> None:
+    world = cluster
+    first, second = world.nodes
+    assert first.node in second.ctl("list_cluster")
+    owner = world.account("fleet")
+    world.login(owner)
+    state = tmp_path / "bot"
+    jid = enroll_by_qr(world, owner, "bot", state)  # logs in on the first node
+    device = certificate_files(state)
+    for port in world.c2s_ports:
+        client, bound = await certificate_login(port, world.server_cert, jid, device)
+        assert str(bound) == jid
+        await logout(client)
+    # A session held on the second node; the operator revokes the device.
+    held, _ = await certificate_login(world.c2s_ports[1], world.server_cert, jid, device)
+    await revoked_within_bound(
+        world,
+        held,
+        owner.jid,
+        "bot",
+        lambda: asyncio.to_thread(world.admin, "devices", "revoke", "bot", "--jid", owner.jid),
+        "cluster: server-ext devices revoke, session on the other node",
+    )
+    for port in world.c2s_ports:  # refused at SASL on each node: gone from its trust file
+        attempt = await raw_external(port, world.server_cert, device, resource="bot")
+        assert b"<not-authorized/>" in attempt.sasl, attempt.sasl
+        assert b"self signed certificate" in attempt.sasl, attempt.sasl
+        await close(attempt)
