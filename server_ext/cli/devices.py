@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import click
 
 from pairing.cli_output import (
@@ -10,13 +12,31 @@ from pairing.cli_output import (
 )
 from server_ext.admin import inventory
 from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
+from server_ext.errors import ServerExtError
 from server_ext.model import (
     DeviceRecord,
     DeviceState,
 )
+from server_ext.net.data_directory import stock_secret
+from server_ext.stock.base import StockError
+from server_ext.stock.changes import apply_without_serve
 from server_ext.storage.registry import Registry
 
 # --- devices -------------------------------------------------------------------------------
+
+
+def _apply_without_serve(settings: Settings, registry: Registry, device: DeviceRecord) -> int:
+    """Bring the stock server in step with ``device``'s new state from this process."""
+    config = settings.config
+    secret = stock_secret(config.stock_secret_path) if config.https_port is not None else ""
+    try:
+        return asyncio.run(apply_without_serve(config, registry, secret, device.id))
+    except StockError as exc:
+        raise ServerExtError(
+            f"device {device.id} is {device.state.value} in the registry, but "
+            f"{config.stock_kind.value} was not told ({exc}); start server-ext serve to "
+            "bring it in step"
+        ) from None
 
 
 @click.group()
@@ -96,11 +116,17 @@ def _change(
     reason: str,
     as_json: bool,
 ) -> None:
+    kind = settings.config.stock_kind
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
         updated, changed, closed = inventory.change_state(
             registry, settings.data_dir, device, state, actor="cli", reason=reason
         )
+        running = closed is not None
+        if not running and not kind.embedded:
+            # serve is down: tell the stock server from here, or a revoked device would
+            # keep logging in (ejabberd's trust file) until serve starts again.
+            closed = _apply_without_serve(settings, registry, updated)
     verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
     if changed:
         lines = [f"{verb} device {updated.id} ({updated.name}, {updated.account})"]
@@ -110,15 +136,18 @@ def _change(
         lines = [f"{who} was already {verb}{note}"]
     if closed is None:
         lines.append("the server is not running; the change applies when it starts")
-    elif state is DeviceState.REVOKED:
-        lines.append(f"closed {closed} live session(s)")
+    else:
+        if not running:
+            lines.append(f"server-ext serve is not running; told {kind.value} directly")
+        if state is DeviceState.REVOKED:
+            lines.append(f"closed {closed} live session(s)")
     record = {
         "id": updated.id,
         "account": str(updated.account),
         "name": updated.name,
         "state": updated.state.value,
         "changed": changed,
-        "server_running": closed is not None,
+        "server_running": running,
         "sessions_closed": closed,
     }
     report(record, "\n".join(lines), as_json=as_json)

@@ -30,7 +30,7 @@ from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
 from server_ext.errors import ConfigError, RegistryError, ServerExtError
 from server_ext.log_limits import CappedLog
-from server_ext.model import DeviceState, RegistryChange
+from server_ext.model import RegistryChange
 from server_ext.net.component import ComponentFace
 from server_ext.net.data_directory import certificate_for, stock_secret
 from server_ext.net.https import HTTPSAddress, HTTPSFace, make_tls_context
@@ -52,6 +52,7 @@ from server_ext.session.c2s import (
     StartTLS,
 )
 from server_ext.stock.base import StockServer, context_for, load_kind
+from server_ext.stock.changes import apply_device_change
 from server_ext.stock.embedded import EmbeddedStock
 from server_ext.stock.options import component_settings
 from server_ext.storage.registry import Registry
@@ -242,20 +243,12 @@ class Server:
 
     async def apply_change(self, change: RegistryChange, *, from_handler: bool = False) -> int:
         """Bring the stock server in step with ``change``; how many sessions were closed."""
-        closed = 0
-        device = self.registry.devices.get(change.device) if change.device is not None else None
         # The embedded server's handlers close a revoked device's sessions themselves, at
         # once; a stock server's sessions are closed here.
         handled = from_handler and self.stock.kind.embedded
-        if device is not None and device.state is DeviceState.REVOKED and not handled:
-            reason = f"the device {device.name!r} was revoked: " + (
-                device.revoked_reason or "no reason given"
-            )
-            closed = await self.stock.close_device(
-                device, self.registry.devices.chain(device.id), reason
-            )
-        await self.stock.sync_trust()
-        return closed
+        return await apply_device_change(
+            self.stock, self.registry, change.device, close=not handled
+        )
 
     def _replace_context(self, **changes: Any) -> None:
         """New sessions get a context with ``changes``; live ones keep the one they have."""

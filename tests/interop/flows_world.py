@@ -80,15 +80,16 @@ class Agent:
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
         )
-        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.lines: queue.Queue[tuple[dt.datetime, str] | None] = queue.Queue()
         self.seen: list[str] = []
+        self.arrived: dict[str, dt.datetime] = {}  # when each line was read (the first time)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stderr is not None
         for line in self.process.stderr:
-            self.lines.put(line)
+            self.lines.put((dt.datetime.now(dt.UTC), line))
         self.lines.put(None)
 
     def wait_for(self, wanted: str, timeout: float = 60) -> str:
@@ -96,12 +97,14 @@ class Agent:
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
             try:
-                line = self.lines.get(timeout=left)
+                item = self.lines.get(timeout=left)
             except queue.Empty:
                 break
-            if line is None:
+            if item is None:
                 break
+            at, line = item
             self.seen.append(line)
+            self.arrived.setdefault(line, at)
             if wanted in line:
                 return line
         raise AssertionError(f"no {wanted!r} within {timeout} s: {''.join(self.seen)[-3000:]}")
@@ -111,8 +114,10 @@ class Agent:
         assert self.process.stdout is not None
         out = self.process.stdout.read() if self.process.wait(timeout) is not None else ""
         self._reader.join(10)
-        while (line := self.lines.get_nowait() if not self.lines.empty() else None) is not None:
-            self.seen.append(line)
+        while not self.lines.empty():
+            item = self.lines.get_nowait()
+            if item is not None:
+                self.seen.append(item[1])
         return self.process.returncode, out, "".join(self.seen)
 
     def stop(self) -> None:
@@ -170,6 +175,15 @@ class World:
     @property
     def server_ext_pin(self) -> str:
         return str(json.loads(self.admin("fingerprint", "--json").stdout)["sha256"])
+
+    @contextlib.contextmanager
+    def serve_stopped(self) -> Iterator[None]:
+        """``server-ext serve`` stopped for the block (SIGTERM), started again after it."""
+        _stop_serve(self)
+        try:
+            yield
+        finally:
+            _start_serve(self)
 
     def admin(self, *args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
         """``server-ext --data-dir DATA ARGS`` (the operator)."""
@@ -315,6 +329,7 @@ def _prosody_config(world: World, ports: dict[str, Any]) -> ProsodyConfig:
 
 def _start_serve(world: World) -> None:
     log = world.folder / "serve.log"
+    offset = log.stat().st_size if log.exists() else 0
     with log.open("ab") as sink:
         world.serve = subprocess.Popen(
             [str(BIN / "server-ext"), "--data-dir", str(world.data), "serve", "-v"],
@@ -324,7 +339,7 @@ def _start_serve(world: World) -> None:
         )
     deadline = time.monotonic() + 60
     while True:
-        text = log.read_text(errors="replace")
+        text = log.read_bytes()[offset:].decode(errors="replace")
         # The component attaches in the background: owners find it in disco#items once it is.
         if "data: " in text and f"as the component {COMPONENT}" in text:
             return

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pairing.protocol.identity import PeerCertificate
-from tests.interop.flows_world import LOOPBACK, World, stock_world
+from tests.interop.flows_world import World, stock_world
 from tests.support.certificates import CertificateFiles, self_signed_device
 from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.stock_clients import (
@@ -31,6 +31,7 @@ from tests.support.stock_clients import (
     raw_external,
     succeeded,
 )
+from tests.support.stock_servers import LOOPBACK
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 

@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import shutil
+import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +34,6 @@ from server_ext.model import CertState
 from tests.interop.conftest import MEASUREMENTS
 from tests.interop.flows_world import (
     COMPONENT,
-    LOOPBACK,
     Agent,
     Owner,
     World,
@@ -50,6 +50,7 @@ from tests.support.stock_clients import (
     raw_external,
     succeeded,
 )
+from tests.support.stock_servers import LOOPBACK
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(240)]
 
@@ -107,12 +108,18 @@ async def revoked_within_bound(
     await revoke()
     await asyncio.wait_for(gone.wait(), 10)
     client.abort()
+    return within_bound(world, account, name, seen_at[0], what)
+
+
+def within_bound(world: World, account: str, name: str, closed_at: dt.datetime, what: str) -> float:
+    """Seconds from the device's revocation (its audit time) to ``closed_at``; asserts the
+    issue's bound."""
     (event,) = [
         e
         for e in world.audit("device.revoked")
         if (e.detail.get("account"), e.detail.get("name")) == (account, name)
     ]
-    delay = (seen_at[0] - event.at).total_seconds()
+    delay = (closed_at - event.at).total_seconds()
     MEASUREMENTS.append((f"{world.kind}: {what}: revocation to the close", delay))
     assert 0 <= delay < CLOSE_BOUND, (what, delay)
     return delay
@@ -207,10 +214,12 @@ def make_label(state: Path, resource: str, name: str) -> str:
     return code
 
 
-def lan_pair(world: World, owner: Owner, state: Path, code: str, *, advertise: bool) -> str:
+def lan_pair(
+    world: World, owner: Owner, state: Path, code: str, *, advertise: bool, mode: str
+) -> str:
     """Both ends of LAN pairing as processes; returns the report of the owner's side."""
     device_args = ["device-agent", "--state-dir", state, "pair", "--timeout", "60", *INTERFACE]
-    owner_args = ["--code", code, "--timeout", "60", *INTERFACE, "--json"]
+    owner_args = ["--code", code, "--mode", mode, "--timeout", "60", *INTERFACE, "--json"]
     if advertise:  # the device advertises itself, `pairing add` finds it
         device = Agent(*device_args, "--advertise")
         user = Agent("pairing", "add", *owner_args, env=owner.env)
@@ -231,33 +240,51 @@ def lan_pair(world: World, owner: Owner, state: Path, code: str, *, advertise: b
 
 
 @pytest.mark.parametrize(
-    "advertise", [False, True], ids=["device-finds-window", "device-advertises"]
+    ("advertise", "mode"),
+    [(False, "token"), (True, "token"), (False, "xep0257")],
+    # token: the window hands the device a v2 URI (HTTPS enrollment); xep0257: the owner's
+    # CLI registers the device's certificate through the component.
+    ids=["device-finds-window", "device-advertises", "window-registers-the-certificate"],
 )
 async def test_a_sensor_paired_by_its_label_logs_in_and_is_revoked_by_its_owner(
-    world: World, tmp_path: Path, advertise: bool
+    world: World, tmp_path: Path, advertise: bool, mode: str
 ) -> None:
     owner = world.account("lan")
     world.login(owner)
     state = tmp_path / "sensor"
     code = make_label(state, "sensor", "Kitchen sensor")
-    (row,) = json.loads(lan_pair(world, owner, state, code, advertise=advertise))
+    (row,) = json.loads(lan_pair(world, owner, state, code, advertise=advertise, mode=mode))
     jid = f"{owner.jid}/sensor"
     assert row["ok"] is True and row["jid"] == jid and row["name"] == "Kitchen sensor"
     assert code.replace("-", "") not in (state / "setup.json").read_text()
 
-    sensor = await device_agent.connect(state)
-    assert str(sensor.boundjid) == jid
-    listed = world.devices(owner)
-    assert listed["Kitchen sensor"]["online"] is True
     device = certificate_files(state)
-    await revoked_within_bound(
-        world,
-        sensor,
-        owner.jid,
-        "Kitchen sensor",
-        lambda: asyncio.to_thread(world.pairing, owner, "devices", "revoke", "Kitchen sensor"),
-        "pairing devices revoke (the owner)",
-    )
+    # The sensor runs `device-agent run`; its owner sees it online and revokes it.
+    agent = Agent("device-agent", "--state-dir", state, "run")
+    try:
+        agent.wait_for(f"online as {jid}")
+        assert world.devices(owner)["Kitchen sensor"]["online"] is True
+        await asyncio.to_thread(world.pairing, owner, "devices", "revoke", "Kitchen sensor")
+        if world.kind == "prosody":
+            # Our module closes the stream with <reset/> and the project's <revoked/>: the
+            # agent stops for good.
+            line = agent.wait_for("refused:", timeout=10)
+        else:
+            # ejabberd's kick_session says <conflict/> (no typed condition can be added): the
+            # agent reconnects and is refused at SASL from then on.
+            line = agent.wait_for("connection lost", timeout=10)
+        within_bound(
+            world, owner.jid, "Kitchen sensor", agent.arrived[line],
+            "pairing devices revoke (the owner), seen by device-agent run",
+        )  # fmt: skip
+        if world.kind == "prosody":
+            status, _, report = agent.finish(30)
+            assert status != 0 and "online as" not in report.split(line)[-1], report
+        else:
+            agent.wait_for("refused:", timeout=20)
+        assert "online as" not in "".join(agent.seen).split(line)[-1]
+    finally:
+        agent.stop()
     assert await refused(world, device, "sensor")
     assert world.devices(owner)["Kitchen sensor"]["state"] == "revoked"
 
@@ -356,6 +383,49 @@ async def test_an_expired_device_renews_over_https_and_logs_in(
         assert found is not None and found.added_via == "renewal"
     bot = await device_agent.connect(state)
     await logout(bot)
+
+
+# -- while server-ext serve is down --------------------------------------------------------------
+
+
+async def test_a_revocation_while_serve_is_down_closes_the_session_and_refuses_the_device(
+    world: World, tmp_path: Path
+) -> None:
+    """``server-ext devices revoke`` with serve stopped (an upgrade, a crash): the registry
+    says revoked, so the stock server must close the device's session and refuse it now,
+    not when serve starts again (ejabberd would otherwise keep it in its trust file)."""
+    owner = world.account("down")
+    world.login(owner)
+    state = tmp_path / "bot"
+    enroll_by_qr(world, owner, "bot", state)
+    device = certificate_files(state)
+    other_state = tmp_path / "other"
+    enroll_by_qr(world, owner, "other", other_state)
+    bot = await device_agent.connect(state)
+    answers: list[subprocess.CompletedProcess[str]] = []
+
+    async def revoke() -> None:
+        answers.append(
+            await asyncio.to_thread(
+                world.admin, "devices", "revoke", "bot", "--jid", owner.jid, "--json"
+            )
+        )
+
+    with world.serve_stopped():
+        await revoked_within_bound(
+            world, bot, owner.jid, "bot", revoke, "server-ext devices revoke while serve is down"
+        )
+        record = json.loads(answers[0].stdout)
+        assert (record["server_running"], record["sessions_closed"]) == (False, 1), record
+        assert await refused(world, device, "bot")
+        if world.kind == "ejabberd":  # the other devices keep logging in
+            other = await device_agent.connect(other_state)
+            await logout(other)
+        # (Prosody refuses every EXTERNAL while serve is down: its module asks serve.)
+    assert await refused(world, device, "bot")
+    other = await device_agent.connect(other_state)
+    assert str(other.boundjid) == f"{owner.jid}/other"
+    await logout(other)
 
 
 # -- two ejabberd nodes clustered -------------------------------------------------------------
