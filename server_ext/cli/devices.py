@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import click
 
 from pairing.cli_output import (
@@ -12,31 +10,14 @@ from pairing.cli_output import (
 )
 from server_ext.admin import inventory
 from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
-from server_ext.errors import ServerExtError
+from server_ext.cli.stock_changes import tell_stock_server
 from server_ext.model import (
     DeviceRecord,
     DeviceState,
 )
-from server_ext.net.data_directory import stock_secret
-from server_ext.stock.base import StockError
-from server_ext.stock.changes import apply_without_serve
 from server_ext.storage.registry import Registry
 
 # --- devices -------------------------------------------------------------------------------
-
-
-def _apply_without_serve(settings: Settings, registry: Registry, device: DeviceRecord) -> int:
-    """Bring the stock server in step with ``device``'s new state from this process."""
-    config = settings.config
-    secret = stock_secret(config.stock_secret_path) if config.https_port is not None else ""
-    try:
-        return asyncio.run(apply_without_serve(config, registry, secret, device.id))
-    except StockError as exc:
-        raise ServerExtError(
-            f"device {device.id} is {device.state.value} in the registry, but "
-            f"{config.stock_kind.value} was not told ({exc}); start server-ext serve to "
-            "bring it in step"
-        ) from None
 
 
 @click.group()
@@ -126,7 +107,9 @@ def _change(
         if not running and not kind.embedded:
             # serve is down: tell the stock server from here, or a revoked device would
             # keep logging in (ejabberd's trust file) until serve starts again.
-            closed = _apply_without_serve(settings, registry, updated)
+            closed = tell_stock_server(
+                settings, registry, [updated.id], what=f"device {updated.id} is {updated.state}"
+            )
     verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
     if changed:
         lines = [f"{verb} device {updated.id} ({updated.name}, {updated.account})"]

@@ -8,6 +8,8 @@ session open, until serve started again, while the registry already says revoked
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from server_ext.config import ServerConfig
 from server_ext.model import DeviceState
 from server_ext.stock.base import StockServer, context_for, load_kind
@@ -37,13 +39,19 @@ async def apply_device_change(
 
 
 async def apply_without_serve(
-    config: ServerConfig, registry: Registry, secret: str, device_id: int | None
+    config: ServerConfig, registry: Registry, secret: str, device_ids: Sequence[int]
 ) -> int:
-    """:func:`apply_device_change` from a process of its own (serve is not running): the
-    kind is started for this change only. Raises StockError when the server did not answer."""
+    """:func:`apply_device_change` for each of ``device_ids`` (none: a certificate was
+    added, only the trust set changes) from a process of its own, serve not running: the
+    kind is started for these changes only. Raises StockError when the server did not
+    answer."""
     stock = load_kind(config.stock_kind, context_for(config, registry, secret))
     await stock.start()
     try:
-        return await apply_device_change(stock, registry, device_id)
+        closed = 0
+        for device_id in device_ids:
+            closed += await apply_device_change(stock, registry, device_id)
+        await stock.sync_trust()
+        return closed
     finally:
         await stock.stop()

@@ -40,7 +40,7 @@ from tests.interop.flows_world import (
     cli,
     stock_world,
 )
-from tests.support.certificates import CertificateFiles
+from tests.support.certificates import CertificateFiles, self_signed_device
 from tests.support.netns import NamespaceUnavailable, private_network
 from tests.support.stock_clients import (
     certificate_login,
@@ -391,9 +391,10 @@ async def test_an_expired_device_renews_over_https_and_logs_in(
 async def test_a_revocation_while_serve_is_down_closes_the_session_and_refuses_the_device(
     world: World, tmp_path: Path
 ) -> None:
-    """``server-ext devices revoke`` with serve stopped (an upgrade, a crash): the registry
-    says revoked, so the stock server must close the device's session and refuse it now,
-    not when serve starts again (ejabberd would otherwise keep it in its trust file)."""
+    """``server-ext devices revoke`` and ``user delete`` with serve stopped (an upgrade, a
+    crash): the registry says revoked, so the stock server must close the device's session
+    and refuse it now, not when serve starts again (ejabberd would otherwise keep it in its
+    trust file)."""
     owner = world.account("down")
     world.login(owner)
     state = tmp_path / "bot"
@@ -402,6 +403,7 @@ async def test_a_revocation_while_serve_is_down_closes_the_session_and_refuses_t
     other_state = tmp_path / "other"
     enroll_by_qr(world, owner, "other", other_state)
     bot = await device_agent.connect(state)
+    other = await device_agent.connect(other_state)
     answers: list[subprocess.CompletedProcess[str]] = []
 
     async def revoke() -> None:
@@ -418,14 +420,29 @@ async def test_a_revocation_while_serve_is_down_closes_the_session_and_refuses_t
         record = json.loads(answers[0].stdout)
         assert (record["server_running"], record["sessions_closed"]) == (False, 1), record
         assert await refused(world, device, "bot")
-        if world.kind == "ejabberd":  # the other devices keep logging in
-            other = await device_agent.connect(other_state)
-            await logout(other)
+        assert other.is_connected()  # only the revoked device was cut off
+        if world.kind == "ejabberd":  # and the others keep logging in
+            again = await device_agent.connect(other_state)  # (replaces `other`'s session)
+            other = again
         # (Prosody refuses every EXTERNAL while serve is down: its module asks serve.)
-    assert await refused(world, device, "bot")
-    other = await device_agent.connect(other_state)
-    assert str(other.boundjid) == f"{owner.jid}/other"
-    await logout(other)
+
+        # A certificate registered by hand meanwhile is trusted at once on ejabberd.
+        thermo = self_signed_device(tmp_path / "thermo", f"{owner.jid}/thermo", name="thermo")
+        world.admin("certs", "add", "thermo", thermo.cert, "--user", owner.user)
+        if world.kind == "ejabberd":
+            client, _ = await certificate_login(
+                world.c2s_port, world.server_cert, f"{owner.jid}/thermo", thermo
+            )
+            await logout(client)
+
+        # The operator deletes the account meanwhile: its other device is cut off too.
+        gone = disconnection(other)
+        deleted = json.loads(world.admin("user", "delete", owner.jid, "--yes", "--json").stdout)
+        assert deleted["certificates_revoked"] >= 1
+        await asyncio.wait_for(gone.wait(), 5)
+        other.abort()
+    for name, folder in (("bot", state), ("other", other_state)):
+        assert await refused(world, certificate_files(folder), name)
 
 
 # -- two ejabberd nodes clustered -------------------------------------------------------------
