@@ -674,8 +674,10 @@ class ProsodyInstance:
         ]
         if cfg.plugin_paths:
             lines.append("plugin_paths = { " + ", ".join(_lua(p) for p in cfg.plugin_paths) + " }")
-        # A global option set twice stops Prosody 0.12.3 at start (configmanager's duplicate
-        # warning fails to format): an option in global_lines (a snippet) replaces ours.
+        # A global option set twice stops Prosody 0.12.3 at start when the config file's path
+        # is longer than Lua's chunk names (about 60 characters, as a test's tmp dir is): the
+        # duplicate warning finds no line number and fails to format. An option in
+        # global_lines (a snippet) replaces ours instead.
         given = {line.split("=")[0].strip() for line in cfg.global_lines if "=" in line}
         lines = [line for line in lines if line.split("=")[0].strip() not in given]
         lines += cfg.global_lines
