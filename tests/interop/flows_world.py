@@ -30,6 +30,7 @@ from pairing.protocol.identity import PeerCertificate
 from server_ext.model import AuditEvent
 from server_ext.storage.database import Clock, utcnow
 from server_ext.storage.registry import Registry
+from tests.interop.conftest import STARTUP_TIMES
 from tests.support.certificates import CertificateFiles, server_certificate
 from tests.support.stock_clients import PASSWORD
 from tests.support.stock_servers import (
@@ -352,6 +353,7 @@ def _start_serve(world: World) -> None:
 def stock_world(kind: str, folder: Path, *, nodes: int = 1) -> Iterator[World]:
     """A world for ``kind`` ("ejabberd" or "prosody"), all stopped at the end."""
     count = nodes if kind == "ejabberd" else 1
+    began = time.monotonic()
     picked = _free_ports(3 * count + 1)
     ports = {
         "c2s": picked[0:count],
@@ -393,6 +395,8 @@ def stock_world(kind: str, folder: Path, *, nodes: int = 1) -> Iterator[World]:
             world.prosody.start()
         stack.callback(_stop_serve, world)
         _start_serve(world)
+        what = f"{kind} ({count} node{'s' if count > 1 else ''}) with server-ext serve, CLIs"
+        STARTUP_TIMES.append((what, time.monotonic() - began))
         yield world
 
 
