@@ -27,7 +27,13 @@ from server_ext.app.router import SessionTable
 from server_ext.config import ServerConfig, StockKind
 from server_ext.model import DeviceState
 from server_ext.net.component import ComponentFace
-from server_ext.stock.base import StockError, StockServer, context_for, load_kind
+from server_ext.stock.base import (
+    StockError,
+    StockServer,
+    close_stale_sessions,
+    context_for,
+    load_kind,
+)
 from server_ext.stock.options import ComponentSettings
 from server_ext.storage.registry import Registry
 from tests.interop.conftest import EjabberdFactory, Measured
@@ -205,6 +211,41 @@ async def test_ejabberd_adapter_trusts_enrolled_devices_and_revokes_them(
         await logout(bot)
         assert trust_file.read_bytes().count(b"BEGIN CERTIFICATE") == 20
     finally:
+        await stock.stop()
+
+
+async def test_ejabberd_a_device_revoked_while_server_ext_was_down_is_closed_at_start(
+    ejabberd: EjabberdFactory,
+    registry: Registry,
+    trust_file: Path,
+    server_cert: CertificateFiles,
+    tmp_path: Path,
+) -> None:
+    node = ejabberd_node(ejabberd, trust_file)
+    node.register("alice", PASSWORD)
+    sensor = enroll(registry, tmp_path / "devices", "alice@localhost/sensor", "sensor")
+    stock = ejabberd_adapter(tmp_path, registry, trust_file, api_of(node))
+    await stock.start()
+    client, _ = await certificate_login(
+        node.c2s_port, server_cert, "alice@localhost/sensor", sensor
+    )
+    owner, _ = await password_login(node.c2s_port, server_cert, "alice@localhost/phone")
+    await stock.stop()  # server-ext is down ...
+    revoke(registry, "sensor")  # ... while `server-ext devices revoke` records the revocation
+    gone = disconnection(client)
+    stock = ejabberd_adapter(tmp_path, registry, trust_file, api_of(node))
+    await stock.start()  # serve starts again: the trust file first, then the stale sessions
+    try:
+        assert await close_stale_sessions(stock, registry) == [JID.parse("alice@localhost/sensor")]
+        await asyncio.wait_for(gone.wait(), 5)
+        client.abort()
+        assert owner.is_connected()  # the owner's own client is no device's session
+        refused = await raw_external(node.c2s_port, server_cert, sensor, resource="sensor")
+        assert b"<not-authorized/>" in refused.sasl, refused.sasl
+        await close(refused)
+        assert await close_stale_sessions(stock, registry) == []  # nothing left to close
+    finally:
+        await logout(owner)
         await stock.stop()
 
 
