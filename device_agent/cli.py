@@ -18,7 +18,7 @@ from pairing.errors import InvalidJID, PairingError
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
-from pairing.protocol.uri import EnrollmentURI
+from pairing.protocol.uri import HTTPSEnrollmentURI, parse_enrollment_uri
 from pairing.redaction import protect
 from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
 
@@ -148,7 +148,9 @@ def show(store: KeyStore, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--uri", help="The enrollment URI (XMPP-DP:1/...) from the account owner.")
+@click.option(
+    "--uri", help="The enrollment URI (XMPP-DP:1/... or XMPP-DP:2/...) from the account owner."
+)
 @click.option(
     "--qr-image",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -166,10 +168,20 @@ def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: 
         click.echo(f"reading {qr_image} ...", err=True)
         uri = read_image(qr_image)
     assert uri is not None
-    parsed = EnrollmentURI.parse(uri)
+    parsed = parse_enrollment_uri(uri)
     protect(parsed.token)
-    click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
-    bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=dt.timedelta(days=valid_days)))
+    valid_for = dt.timedelta(days=valid_days)
+    if isinstance(parsed, HTTPSEnrollmentURI):
+        # v2: enroll over server-ext's HTTPS API, then log in to the (stock) XMPP server.
+        click.echo(
+            f"enrolling as {parsed.jid} at https://{parsed.https_host}:{parsed.https_port} "
+            f"for {parsed.xmpp_host}:{parsed.xmpp_port} ...",
+            err=True,
+        )
+        bound = asyncio.run(enrollment.enroll_https(store, parsed, valid_for=valid_for))
+    else:
+        click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
+        bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=valid_for))
     click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
 
 
@@ -310,12 +322,16 @@ def login_command(
 ) -> None:
     """Log in once with the device certificate (SASL EXTERNAL) and report the bound JID."""
     identity = store.load()
+    trust: TrustAnchor | None = None
     if server_text is None:
         settings = enrollment.ServerSettings.load(store.state_dir)
         server_text = f"{settings.host}:{settings.port}"
-        pin = pin or (None if cafile else settings.fingerprint)
-    if (pin is None) == (cafile is None):
-        raise click.UsageError("give exactly one of --pin or --cafile")
+        if pin is None and cafile is None:
+            trust = settings.trust  # the pin, or the system's CAs (a v2 enrollment's choice)
+    if trust is None:
+        if (pin is None) == (cafile is None):
+            raise click.UsageError("give exactly one of --pin or --cafile")
+        trust = TrustAnchor(fingerprint=pin, cafile=cafile)
     address = ServerAddress.parse(server_text)
     server = ServerAddress(address.host, address.port, direct_tls=direct_tls)
 
@@ -323,7 +339,7 @@ def login_command(
         client = make_client(
             str(identity.jid),
             server=server,
-            trust=TrustAnchor(fingerprint=pin, cafile=cafile),
+            trust=trust,
             certfile=identity.cert_path,
             keyfile=identity.key_path,
         )

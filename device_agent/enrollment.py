@@ -10,12 +10,16 @@ from typing import Any
 
 from device_agent import state_files
 from device_agent.errors import DeviceAgentError
-from device_agent.keystore import KeyStore
+from device_agent.keystore import DeviceIdentity, KeyStore
 from device_agent.state_files import StateFile, StateFileError, StateFileMissing
 from pairing.errors import ConnectionFailed, PairingError
+from pairing.protocol import https_api
 from pairing.protocol.address import ServerAddress
+from pairing.protocol.https_api import APIRefused, Challenge, Enrolled, EnrollRequest
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
-from pairing.protocol.uri import EnrollmentURI
+from pairing.protocol.proofs import sign
+from pairing.protocol.uri import EnrollmentURI, HTTPSEnrollmentURI
 from pairing.xmpp.connection import PairingClient, TrustAnchor, login, logout, make_client
 from pairing.xmpp.enrollment import EnrollmentRefused, TokenOffer, offer_token
 
@@ -31,18 +35,29 @@ class EnrollmentError(DeviceAgentError):
 
 @dataclass(frozen=True, slots=True)
 class ServerSettings:
-    """Where the device logs in, and the server certificate it pins."""
+    """Where the device logs in, and the server certificate it pins.
+
+    A device enrolled with a v2 URI (a stock XMPP server) also records server-ext's HTTPS
+    API (``https_*``), where it renews and rotates; ``fingerprint`` is then the stock
+    server's pin, or empty to check its certificate with the system's CAs.
+    """
 
     host: str
     port: int
     fingerprint: str
     jid: str
     name: str = ""  # the device's name on the account, when the server said it
+    https_host: str = ""
+    https_port: int = 0
+    https_pin: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         if not self.name:
             del data["name"]  # as earlier versions wrote it
+        if not self.https_host:
+            for key in ("https_host", "https_port", "https_pin"):
+                del data[key]
         return data
 
     @classmethod
@@ -53,7 +68,22 @@ class ServerSettings:
             state_files.text(data, "fingerprint"),
             state_files.text(data, "jid"),
             state_files.text(data, "name", default=""),
+            state_files.text(data, "https_host", default=""),
+            state_files.integer(data, "https_port", default=0),
+            state_files.text(data, "https_pin", default=""),
         )
+
+    @property
+    def over_https(self) -> bool:
+        """Enrolled through server-ext's HTTPS API (a v2 URI): it renews there too."""
+        return bool(self.https_host)
+
+    @property
+    def trust(self) -> TrustAnchor:
+        """How the XMPP server is recognised: the pin, or the system's CAs."""
+        if self.fingerprint:
+            return TrustAnchor(fingerprint=self.fingerprint)
+        return TrustAnchor(system=True)
 
     @property
     def presence_status(self) -> str:
@@ -93,7 +123,7 @@ def client_for(state_dir: Path, *, plugins: Sequence[str] = ()) -> PairingClient
     return make_client(
         settings.jid,
         server=ServerAddress(settings.host, settings.port),
-        trust=TrustAnchor(fingerprint=settings.fingerprint),
+        trust=settings.trust,
         certfile=identity.cert_path,
         keyfile=identity.key_path,
         plugins=plugins,
@@ -124,17 +154,7 @@ async def enroll(
     completes the enrollment: the server answers a repeated redemption by the certificate that
     redeemed the token with ``already-registered`` (docs/protocol.md, section 3).
     """
-    created = False
-    if store.exists():
-        identity = store.load()
-        if identity.jid != uri.jid:
-            raise EnrollmentError(
-                f"this device already has the identity {identity.jid}, but the token is for "
-                f"{uri.jid}; use another --state-dir, or `device-agent init --force` to replace it"
-            )
-    else:
-        identity = store.create(uri.jid, valid_for=valid_for)
-        created = True
+    identity, created = _identity_for(store, uri.jid, valid_for)
     settings = ServerSettings(uri.host, uri.port, uri.fingerprint, str(uri.jid))
     client = make_client(
         str(uri.jid),
@@ -171,6 +191,119 @@ async def enroll(
     return bound
 
 
+async def enroll_https(
+    store: KeyStore,
+    uri: HTTPSEnrollmentURI,
+    *,
+    valid_for: dt.timedelta = dt.timedelta(days=365),
+    timeout: float = 15.0,
+) -> JID:
+    """Enroll over server-ext's HTTPS API (a v2 URI), then log in to the XMPP server with
+    EXTERNAL; returns the bound JID (docs/protocol.md, section 9).
+
+    The key is kept on the same terms as :func:`enroll`: a key made for this attempt goes only
+    when the enrollment request never left or the server refused it (before registering
+    anything); when its answer is lost, or the server registered it but could not update the
+    XMPP server yet (5xx), ``enrollment-pending.json`` keeps it and the same command finishes
+    (the server answers a retry by the same certificate as the first time).
+    """
+    from device_agent.https_client import AnswerLost, HTTPSEndpoint
+
+    identity, created = _identity_for(store, uri.jid, valid_for)
+    endpoint = HTTPSEndpoint(uri.https_host, uri.https_port, uri.https_fingerprint)
+    settings = ServerSettings(
+        uri.xmpp_host,
+        uri.xmpp_port,
+        uri.xmpp_pin or "",
+        str(uri.jid),
+        https_host=uri.https_host,
+        https_port=uri.https_port,
+        https_pin=uri.https_fingerprint,
+    )
+    sent = False
+    try:
+        challenge = Challenge.from_json(
+            await endpoint.post(https_api.CHALLENGE_PATH, None, timeout=timeout)
+        )
+        message = https_api.enrollment_message(challenge.nonce, uri.token, identity.fingerprint)
+        request = EnrollRequest(
+            uri.token,
+            PeerCertificate.parse(identity.certificate_der),
+            challenge.nonce,
+            sign(store.private_key(), message),  # signed here; the key never leaves
+        )
+        sent = True
+        enrolled = Enrolled.from_json(
+            await endpoint.post(https_api.ENROLL_PATH, request.to_json(), timeout=timeout)
+        )
+    except APIRefused as refused:
+        if sent and refused.status >= 500:
+            # Registered, or maybe: the server could not finish. Keep the key for the retry.
+            PENDING.write(store.state_dir, settings)
+            raise EnrollmentError(
+                f"{refused.text}: run the same `device-agent enroll` again to finish "
+                "(the key is kept)"
+            ) from None
+        if created:
+            store.remove()  # refused before anything was registered
+        raise EnrollmentError(_advice_for(refused.condition, str(refused))) from None
+    except AnswerLost as exc:
+        if not sent:  # the challenge's answer was lost: nothing was registered
+            if created:
+                store.remove()
+            raise EnrollmentError(f"{exc}; check that server-ext is reachable") from None
+        PENDING.write(store.state_dir, settings)
+        raise EnrollmentError(
+            f"{exc}; the server may have enrolled this device: run the same "
+            "`device-agent enroll` again to finish (the key is kept)"
+        ) from None
+    except PairingError as exc:
+        if created:
+            store.remove()  # the request never left (unreachable, or the pin did not match)
+        if isinstance(exc, ConnectionFailed):
+            raise EnrollmentError(f"{exc}; check that server-ext is reachable") from None
+        raise EnrollmentError(str(exc)) from None
+    settings = replace(
+        settings,
+        host=enrolled.xmpp.host,
+        port=enrolled.xmpp.port,
+        fingerprint=enrolled.xmpp.pin or "",
+        name=enrolled.name,
+    )
+    _record_enrolled(store.state_dir, settings)
+    client = make_client(
+        str(uri.jid),
+        server=ServerAddress(settings.host, settings.port),
+        trust=settings.trust,
+        certfile=identity.cert_path,
+        keyfile=identity.key_path,
+    )
+    try:
+        bound = await login(client, timeout=timeout)
+    except PairingError as exc:
+        raise EnrollmentError(
+            f"enrolled as {uri.jid}, but the first login at {settings.host}:{settings.port} "
+            f"failed: {exc}; `device-agent run` logs in from now on"
+        ) from None
+    await logout(client)
+    return bound
+
+
+def _identity_for(
+    store: KeyStore, jid: JID, valid_for: dt.timedelta
+) -> tuple[DeviceIdentity, bool]:
+    """The device's identity for ``jid`` (made now if there is none) and whether it is new."""
+    if store.exists():
+        identity = store.load()
+        if identity.jid != jid:
+            raise EnrollmentError(
+                f"this device already has the identity {identity.jid}, but the token is for "
+                f"{jid}; use another --state-dir, or `device-agent init --force` to replace it"
+            )
+        return identity, False
+    return store.create(jid, valid_for=valid_for), True
+
+
 def _named(settings: ServerSettings, offer: TokenOffer) -> ServerSettings:
     """``settings`` with the device name the server gave in ``<success/>``, if it did."""
     if not offer.registered:
@@ -200,6 +333,10 @@ def _settle_failure(
 
 
 def _advice(refused: EnrollmentRefused) -> str:
+    return _advice_for(refused.condition, str(refused))
+
+
+def _advice_for(condition: str, text: str) -> str:
     hints = {
         "token-expired": "ask the account owner for a new QR code",
         "token-used": "each QR code works once; ask for a new one",
@@ -210,5 +347,5 @@ def _advice(refused: EnrollmentRefused) -> str:
         "with another name (`pairing token --name …`)",
         "jid-in-use": "the owner must revoke the old device first",
     }
-    hint = hints.get(refused.condition)
-    return f"{refused}" + (f"; {hint}" if hint else "")
+    hint = hints.get(condition)
+    return text + (f"; {hint}" if hint else "")

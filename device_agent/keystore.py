@@ -236,6 +236,13 @@ class KeyStore:
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key
 
+    def staged_private_key(self, staged: DeviceIdentity) -> ec.EllipticCurvePrivateKey:
+        """A staged generation's key, to prove possession of it (never sent anywhere)."""
+        identity = self._read(staged.key_path, staged.cert_path)  # mode and match checked
+        key = serialization.load_pem_private_key(identity.key_path.read_bytes(), password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
     def load(self) -> DeviceIdentity:
         """Read and check the identity; refuses a key that others can read."""
         key_path, cert_path = self._files()

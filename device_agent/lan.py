@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 from pathlib import Path
 
-from device_agent.enrollment import EnrollmentError, ServerSettings, enroll
+from device_agent.enrollment import EnrollmentError, ServerSettings, enroll, enroll_https
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from device_agent.setup_state import AttemptCounter, SetupState, pairing_lock
@@ -48,7 +48,7 @@ from pairing.protocol.pair_setup import (
 )
 from pairing.protocol.setup_code import setup_hash
 from pairing.protocol.uri import EnrollmentURI
-from pairing.xmpp.connection import TrustAnchor, login, logout, make_client
+from pairing.xmpp.connection import login, logout, make_client
 
 log = logging.getLogger(__name__)
 
@@ -284,9 +284,15 @@ async def _enroll(
     if offer.mode is EnrollMode.TOKEN:
         report(f"enrolling as {jid} with a one-time token ...")
         try:
-            bound = await enroll(
-                store, EnrollmentURI(jid, offer.token, offer.host, offer.port, offer.fingerprint)
-            )
+            if offer.https_uri is not None:
+                # An account on a stock server: enroll over server-ext's HTTPS API, then log
+                # in to the stock server (the v2 URI says where both are and pins them).
+                bound = await enroll_https(store, offer.https_uri)
+            else:
+                bound = await enroll(
+                    store,
+                    EnrollmentURI(jid, offer.token, offer.host, offer.port, offer.fingerprint),
+                )
         except (EnrollmentError, PairingError) as exc:
             return EnrollmentResult(False, jid, str(exc))
         report(f"enrolled; logged in with EXTERNAL as {bound}")
@@ -359,7 +365,7 @@ async def _first_login(store: KeyStore, settings: ServerSettings) -> JID:
     client = make_client(
         settings.jid,
         server=ServerAddress(settings.host, settings.port),
-        trust=TrustAnchor(fingerprint=settings.fingerprint),
+        trust=settings.trust,
         certfile=identity.cert_path,
         keyfile=identity.key_path,
     )

@@ -31,8 +31,18 @@ from device_agent.keystore import DeviceIdentity, KeyStore
 from device_agent.rotation import rotate
 from device_agent.state_files import StateFile
 from pairing.errors import AuthenticationFailed, PairingError
+from pairing.protocol import https_api
 from pairing.protocol.address import ServerAddress
+from pairing.protocol.https_api import (
+    APIRefused,
+    Challenge,
+    Renewed,
+    SuccessorRequest,
+    possession_message,
+)
+from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
+from pairing.protocol.proofs import sign
 from pairing.protocol.renewal import RenewCondition, sign_renewal
 from pairing.xmpp.connection import PairingClient, TrustAnchor, login, logout, make_client
 from pairing.xmpp.renewal import RenewalDenied, offer_renewal
@@ -83,10 +93,24 @@ def expired(state_dir: Path, now: dt.datetime | None = None) -> bool:
 
 
 async def renew_expired(state_dir: Path, *, timeout: float = 15.0) -> JID:
-    """Renew an expired certificate before SASL, log in with the new one once; the bound JID."""
+    """Renew an expired certificate before SASL, log in with the new one once; the bound JID.
+
+    A device enrolled over HTTPS (a stock XMPP server) renews there instead.
+    """
     store = KeyStore(state_dir)
     current = store.load()
     settings = ServerSettings.load(state_dir)
+    if settings.over_https:
+        await successor_over_https(state_dir, expired=True, timeout=timeout)
+        client = client_for(state_dir)
+        try:
+            bound = await login(client, timeout=timeout)
+        except PairingError as exc:
+            raise RenewalError(
+                f"renewed, but the first login with the new certificate failed: {exc}"
+            ) from None
+        await logout(client)
+        return bound
     staged = _pending(store)
     if staged is None:
         key, cert = store.next_identity()
@@ -144,6 +168,8 @@ async def renew(state_dir: Path, *, timeout: float = 15.0) -> DeviceIdentity:
     if expired(state_dir):
         await renew_expired(state_dir, timeout=timeout)
         return KeyStore(state_dir).load()
+    if ServerSettings.load(state_dir).over_https:
+        return await successor_over_https(state_dir, expired=False, timeout=timeout)
     client = client_for(state_dir)
     await login(client, timeout=timeout)
     successor: PairingClient | None = None
@@ -154,6 +180,69 @@ async def renew(state_dir: Path, *, timeout: float = 15.0) -> DeviceIdentity:
         if successor is not None:
             await logout(successor)
     return KeyStore(state_dir).load()
+
+
+async def successor_over_https(
+    state_dir: Path, *, expired: bool, timeout: float = 15.0
+) -> DeviceIdentity:
+    """Register a new certificate over server-ext's HTTPS API (docs/protocol.md, section 9):
+    ``/api/v1/rotate`` while the current one is valid, ``/api/v1/renew`` once it expired.
+
+    As before SASL, the new generation is staged first and becomes current only when the
+    server has registered it (200, or ``already-registered`` for a retry whose first answer
+    was lost); the server retires the previous certificate at once, so the staged key must be
+    on disk before the request leaves.
+    """
+    from device_agent.https_client import AnswerLost, HTTPSEndpoint
+
+    store = KeyStore(state_dir)
+    current = store.load()
+    settings = ServerSettings.load(state_dir)
+    staged = _pending(store)
+    if staged is None:
+        key, cert = store.next_identity()
+        staged = store.stage(key, cert)
+    domain = JID.parse(settings.jid).domain
+    endpoint = HTTPSEndpoint(settings.https_host, settings.https_port, settings.https_pin)
+    sent = False
+    try:
+        challenge = Challenge.from_json(
+            await endpoint.post(https_api.CHALLENGE_PATH, None, timeout=timeout)
+        )
+        new_key = store.staged_private_key(staged)
+        request = SuccessorRequest(
+            current.certificate_der,
+            PeerCertificate.parse(staged.certificate_der),
+            challenge.nonce,
+            sign_renewal(store.private_key(), domain, staged.certificate_der),
+            sign(new_key, possession_message(challenge.nonce, staged.fingerprint)),
+        )
+        path = https_api.RENEW_PATH if expired else https_api.ROTATE_PATH
+        sent = True
+        Renewed.from_json(await endpoint.post(path, request.to_json(), timeout=timeout))
+    except APIRefused as refused:
+        if refused.condition == RenewCondition.ALREADY_REGISTERED:
+            _settle(store, staged, promote=True)  # an earlier attempt got through
+            return store.load()
+        if sent and refused.status >= 500:
+            PENDING_RENEWAL.write(state_dir, PendingRenewal(staged.key_path.parent.name))
+            raise RenewalError(f"{refused.text} (the new key is kept)") from None
+        _settle(store, staged, promote=False)
+        raise _refused_condition(refused.condition, str(refused)) from None
+    except AnswerLost as exc:
+        if sent:
+            PENDING_RENEWAL.write(state_dir, PendingRenewal(staged.key_path.parent.name))
+            raise RenewalError(
+                f"{exc}; the server may have registered the new certificate: the next attempt "
+                "finishes it (the new key is kept)"
+            ) from None
+        _settle(store, staged, promote=False)
+        raise
+    except PairingError:
+        _settle(store, staged, promote=False)  # the request never left
+        raise
+    _settle(store, staged, promote=True)
+    return store.load()
 
 
 def run_hook(command: str, identity: DeviceIdentity, state_dir: Path) -> None:
@@ -212,6 +301,10 @@ def _settle(store: KeyStore, staged: DeviceIdentity, *, promote: bool) -> None:
 
 
 def _refused(refusal: RenewalDenied) -> RenewalError:
+    return _refused_condition(refusal.condition, str(refusal))
+
+
+def _refused_condition(condition: str, text: str) -> RenewalError:
     hints: dict[str, str] = {
         RenewCondition.REVOKED: "this device was revoked; it stops for good",
         RenewCondition.GRACE_EXPIRED: "the account owner must enroll this device again",
@@ -219,9 +312,9 @@ def _refused(refusal: RenewalDenied) -> RenewalError:
         RenewCondition.DISABLED: "the account owner must enable the device again",
         RenewCondition.RATE_LIMITED: "retrying later",
     }
-    hint = hints.get(refusal.condition, "")
+    hint = hints.get(condition, "")
     return RenewalError(
-        f"{refusal}" + (f"; {hint}" if hint else ""),
-        condition=refusal.condition,
-        final=refusal.condition in FINAL,
+        text + (f"; {hint}" if hint else ""),
+        condition=condition,
+        final=condition in FINAL,
     )

@@ -317,14 +317,15 @@ async def _run(
                 break
             # The certificate is due: renew it without going offline.
             try:
-                successor = await rotation.rotate(state_dir, client, lambda: client_for(state_dir))
+                successor = await _rotate(state_dir, client)
             except (DeviceAgentError, PairingError) as exc:
                 # The server limits how often a device may register a successor
-                # (<resource-constraint/>): wait longer then, instead of being refused again
-                # and again. Meanwhile the loop above still notices a stop or a lost link.
-                throttled = isinstance(exc, RequestFailed) and exc.condition == (
-                    "resource-constraint"
-                )
+                # (<resource-constraint/>, or rate-limited over HTTPS): wait longer then,
+                # instead of being refused again and again. Meanwhile the loop above still
+                # notices a stop or a lost link.
+                throttled = (
+                    isinstance(exc, RequestFailed) and exc.condition == "resource-constraint"
+                ) or (isinstance(exc, renewal.RenewalError) and exc.condition == "rate-limited")
                 retry = ROTATION_RETRY_THROTTLED if throttled else ROTATION_RETRY
                 report(f"rotation failed, will retry in {retry:.0f} s: {exc}")
                 not_before = time.monotonic() + max(min_delay, retry)
@@ -348,6 +349,21 @@ async def _run(
             raise LoginRefused(revoked[0])
         report("connection lost; reconnecting")
         await _sleep_or_stop(stop, random.uniform(0, min_delay))
+
+
+async def _rotate(state_dir: Path, client: PairingClient) -> PairingClient:
+    """Register a successor certificate and log in with it; returns the new client.
+
+    Over the device's own session with XEP-0257 on the embedded server; over server-ext's
+    HTTPS API for a device enrolled with a v2 URI (stock servers have no XEP-0257). Either
+    way the new login takes the resource over (RFC 6120 §7.7.2.2) without going offline.
+    """
+    if not ServerSettings.load(state_dir).over_https:
+        return await rotation.rotate(state_dir, client, lambda: client_for(state_dir))
+    await renewal.successor_over_https(state_dir, expired=False)
+    successor = client_for(state_dir)
+    await login(successor)
+    return successor
 
 
 async def _back_off(

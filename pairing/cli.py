@@ -48,6 +48,7 @@ from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import PeerCertificate, format_fingerprint
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.redaction import protect
+from pairing.xmpp.component import find_component, register_certificate
 from pairing.xmpp.connection import (
     PairingClient,
     TrustAnchor,
@@ -57,7 +58,7 @@ from pairing.xmpp.connection import (
     make_client,
     resolve_server,
 )
-from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices
+from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices, revoke_device
 from pairing.xmpp.saslcert import (
     PLUGINS,
     add_certificate,
@@ -155,6 +156,12 @@ ACCOUNT_OPTIONS = [
         "--cafile, the system's CAs.",
     ),
     _option(
+        "--service",
+        envvar="PAIRING_SERVICE",
+        help="On ejabberd or Prosody: server-ext's component that takes the commands, e.g. "
+        "pairing.example.org (default: the profile's, else found in the domain's disco#items).",
+    ),
+    _option(
         "--password-file",
         envvar="PAIRING_PASSWORD_FILE",
         type=click.Path(dir_okay=False, path_type=Path),
@@ -181,20 +188,34 @@ class Connection:
     trust: TrustAnchor
     profile: Profile | None  # logs in with its certificate (EXTERNAL)
     password_file: Path | None = None
+    # Where the device-management commands go: server-ext's component on a stock server,
+    # None for the account's own server. Looked up after login when ``discover`` is set.
+    service: str | None = None
+    discover: bool = False
 
-    def run(self, action: Callable[[slixmpp.ClientXMPP], Awaitable[T]]) -> T:
+    def run(self, action: Callable[[PairingClient], Awaitable[T]]) -> T:
         """Log in, run ``action``, log out."""
         password = None if self.profile else _password(self.password_file, for_login=False)
         return asyncio.run(self._session(action, password))
 
     async def _session(
-        self, action: Callable[[slixmpp.ClientXMPP], Awaitable[T]], password: str | None
+        self, action: Callable[[PairingClient], Awaitable[T]], password: str | None
     ) -> T:
         client = await self.connect(password)
         try:
+            client.service = await self._service(client)
             return await action(client)
         finally:
             await logout(client)
+
+    async def _service(self, client: PairingClient) -> str | None:
+        """The component to send commands to; None when the server offers them itself."""
+        if self.service or not self.discover:
+            return self.service
+        domain = self.jid.domain
+        if await supports_saslcert(client, domain):
+            return None  # the embedded server (or another XEP-0257 server) itself
+        return await find_component(client, domain)
 
     async def connect(self, password: str | None) -> PairingClient:
         profile = self.profile
@@ -292,6 +313,7 @@ def resolve_connection(choices: Choices, store: ProfileStore | None = None) -> C
     server = _parse_server(choices.get("server"))
     trust = _trust(choices.get("pin"), choices.get("cafile"))
     named: str | None = choices.get("profile")
+    service = _parse_service(choices.get("service"))
     if named is None and jid_text is not None:
         return Connection(
             jid=_parse_account(jid_text),
@@ -299,6 +321,8 @@ def resolve_connection(choices: Choices, store: ProfileStore | None = None) -> C
             trust=trust or TrustAnchor(system=True),
             profile=None,
             password_file=choices.get("password_file"),
+            service=service,
+            discover=service is None,
         )
     name = _profile_name(choices)
     if not store.exists(name):
@@ -323,7 +347,20 @@ def resolve_connection(choices: Choices, store: ProfileStore | None = None) -> C
         server=server or profile.server,
         trust=trust,
         profile=profile,
+        service=service or profile.component,
     )
+
+
+def _parse_service(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        jid = JID.parse(text)
+    except InvalidJID as exc:
+        raise BadInput(f"--service: {exc}") from None
+    if jid.local or jid.resource:
+        raise BadInput(f"--service: {text} is not a component's address (e.g. pairing.example.org)")
+    return str(jid)
 
 
 def _require_current(profile: Profile) -> None:
@@ -396,7 +433,18 @@ def login_command(choices: Choices, as_json: bool) -> None:
             cafile_pem=cafile.read_bytes() if cafile else None,
             identity=identity,
         )
-        asyncio.run(_enroll_cli(account, server, trust, password, identity, pending.directory))
+        component = asyncio.run(
+            _enroll_cli(
+                account,
+                server,
+                trust,
+                password,
+                identity,
+                pending.directory,
+                _parse_service(choices.get("service")),
+            )
+        )
+        pending.set_component(component)
         profile = pending.install()
     except BaseException:
         pending.discard()
@@ -419,8 +467,14 @@ async def _enroll_cli(
     password: str,
     identity: CLIIdentity,
     directory: Path,
-) -> None:
-    """Register ``identity`` with the password, then prove it logs in on its own."""
+    service: str | None,
+) -> str | None:
+    """Register ``identity`` with the password, then prove it logs in on its own.
+
+    On the embedded server (or another XEP-0257 server) the certificate is appended with
+    XEP-0257; on ejabberd or Prosody, where there is none, through server-ext's component.
+    Returns the component, for the profile (None: the server itself).
+    """
     from pairing.profiles import CERT_FILE, KEY_FILE
 
     def with_password(address: ServerAddress) -> PairingClient:
@@ -432,13 +486,20 @@ async def _enroll_cli(
     client = await login_first(with_password, addresses)
     used = client.server_address
     try:
-        if not await supports_saslcert(client, account.domain):
-            raise PairingError(
-                f"the server of {account.domain} does not offer XEP-0257 (certificate "
-                "management), which `pairing login` needs; give --jid with --password-file "
-                f"or ${PASSWORD_ENV} to each command instead"
-            )
-        await add_certificate(client, identity.name, identity.certificate.der)
+        if service is None and not await supports_saslcert(client, account.domain):
+            service = await find_component(client, account.domain)
+            if service is None:
+                raise PairingError(
+                    f"the server of {account.domain} offers neither XEP-0257 (certificate "
+                    "management) nor server-ext's component, which `pairing login` needs: "
+                    "give the component with --service (e.g. pairing."
+                    f"{account.domain}), or give --jid with --password-file or "
+                    f"${PASSWORD_ENV} to each command instead"
+                )
+        if service is not None:
+            await register_certificate(client, service, identity.name, identity.certificate.der)
+        else:
+            await add_certificate(client, identity.name, identity.certificate.der)
     finally:
         await logout(client)
     check = make_client(
@@ -455,7 +516,10 @@ async def _enroll_cli(
         undo = with_password(used)
         await login(undo)
         try:
-            await revoke_certificate(undo, identity.name)
+            if service is not None:
+                await revoke_device(undo, identity.name, service=service)
+            else:
+                await revoke_certificate(undo, identity.name)
         finally:
             await logout(undo)
         raise PairingError(
@@ -463,6 +527,7 @@ async def _enroll_cli(
             f"({exc}); it was revoked again and no profile was saved"
         ) from None
     await logout(check)
+    return service
 
 
 @main.command("logout")
@@ -511,9 +576,9 @@ def _revoke_own(profile: Profile, *, forget: bool) -> tuple[bool, str]:
     choices.offer("profile", profile.name, 2)
     connection = resolve_connection(choices)
 
-    async def action(client: slixmpp.ClientXMPP) -> None:
+    async def action(client: PairingClient) -> None:
         # XEP-0257 §3.4: the server may close this very session right after its answer.
-        await revoke_certificate(client, profile.certificate_name)
+        await _revoke_named(client, profile.certificate_name)
 
     try:
         connection.run(action)
@@ -574,16 +639,31 @@ def certs() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def certs_list(as_json: bool) -> None:
     """List your registered certificates and who is online with each."""
-    items = _connection().run(list_certificates)
-    rows: list[dict[str, Any]] = [
-        {
-            "name": item.name,
-            "fingerprint": item.certificate.fingerprint if item.certificate else None,
-            "jids": [str(j) for j in item.certificate.jids] if item.certificate else [],
-            "online": list(item.users),
-        }
-        for item in items
-    ]
+
+    async def action(client: PairingClient) -> list[dict[str, Any]]:
+        if client.service is not None:
+            # A stock server: the component's device list says the same things.
+            return [
+                {
+                    "name": device.name,
+                    "fingerprint": device.fingerprint or None,
+                    "jids": [j for j in device.jid.split(", ") if j],
+                    "online": [device.jid] if device.online else [],
+                }
+                for device in await list_devices(client)
+                if device.state != "revoked"
+            ]
+        return [
+            {
+                "name": item.name,
+                "fingerprint": item.certificate.fingerprint if item.certificate else None,
+                "jids": [str(j) for j in item.certificate.jids] if item.certificate else [],
+                "online": list(item.users),
+            }
+            for item in await list_certificates(client)
+        ]
+
+    rows = _connection().run(action)
     emit(
         rows,
         [("name", "NAME"), ("jids", "JIDS"), ("online", "ONLINE AS"), ("fingerprint", "SHA-256")],
@@ -608,8 +688,13 @@ def certs_add(name: str, certfile: Path, no_cert_management: bool, as_json: bool
     # password is asked for, and what is registered and printed is this one value.
     cert = PeerCertificate.parse(certfile.read_bytes())
 
-    async def action(client: slixmpp.ClientXMPP) -> None:
-        await add_certificate(client, name, cert.der, allow_management=not no_cert_management)
+    async def action(client: PairingClient) -> None:
+        if client.service is not None:
+            await register_certificate(
+                client, client.service, name, cert.der, allow_management=not no_cert_management
+            )
+        else:
+            await add_certificate(client, name, cert.der, allow_management=not no_cert_management)
 
     _connection().run(action)
     _say(
@@ -631,7 +716,12 @@ def certs_add(name: str, certfile: Path, no_cert_management: bool, as_json: bool
 def certs_disable(name: str, as_json: bool) -> None:
     """Stop NAME from logging in again (sessions already open stay)."""
 
-    async def action(client: slixmpp.ClientXMPP) -> None:
+    async def action(client: PairingClient) -> None:
+        if client.service is not None:
+            raise PairingError(
+                "a stock server's component does not disable certificates; revoke it instead "
+                f"(`pairing devices revoke {name}`)"
+            )
         await disable_certificate(client, name)
 
     _connection().run(action)
@@ -941,11 +1031,20 @@ def devices_revoke(name: str, as_json: bool) -> None:
 
 
 def _revoke(name: str, as_json: bool) -> None:
-    async def action(client: slixmpp.ClientXMPP) -> None:
-        await revoke_certificate(client, name)
+    async def action(client: PairingClient) -> None:
+        await _revoke_named(client, name)
 
     _connection().run(action)
     _say({"name": name, "state": "revoked"}, as_json, f"revoked {name!r}")
+
+
+async def _revoke_named(client: PairingClient, name: str) -> None:
+    """Revoke the certificate (device) ``name``: XEP-0257 on the account's own server, the
+    component's command on a stock server."""
+    if client.service is not None:
+        await revoke_device(client, name)
+    else:
+        await revoke_certificate(client, name)
 
 
 @main.command("kick")

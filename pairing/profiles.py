@@ -3,7 +3,8 @@
 A profile is a directory under the user's XDG configuration directory::
 
     $XDG_CONFIG_HOME/xmpp-device-pairing/profiles/NAME/   (else ~/.config/...; mode 0700)
-        profile.json   the account, the server (if given) and how to recognise it
+        profile.json   the account, the server (if given) and how to recognise it, and
+                       server-ext's component when the account lives on a stock server
         client.key     the pairing CLI's own private key (0600), made here, never sent
         client.crt     its certificate, registered for the account over XEP-0257
         ca.pem         a copy of the CA file, when the server is checked with one
@@ -38,7 +39,7 @@ from pairing.protocol.identity import (
     private_key_pem,
 )
 from pairing.protocol.jid import JID, prepare_resourcepart
-from pairing.secure_files import TEMP_PREFIX, fsync_directory, write_new
+from pairing.secure_files import TEMP_PREFIX, fsync_directory, write_atomic, write_new
 
 __all__ = [
     "APP_DIR",
@@ -144,6 +145,9 @@ class Profile:
     fingerprint: str  # SHA-256 of client.crt
     resource: str
     created: str
+    # Where the device-management commands go on a stock server (server-ext's XEP-0114
+    # component, e.g. pairing.example.org); None: the account's own server offers them.
+    component: str | None = None
 
     @property
     def keyfile(self) -> Path:
@@ -180,6 +184,7 @@ class Profile:
             "cafile": str(self.cafile) if self.cafile else None,
             "certificate_name": self.certificate_name,
             "fingerprint": self.fingerprint,
+            "component": self.component,
             "directory": str(self.directory),
             "created": self.created,
         }
@@ -201,6 +206,7 @@ class PendingProfile:
         pin: str | None,
         cafile_pem: bytes | None,
         identity: CLIIdentity,
+        component: str | None = None,
     ) -> None:
         # Every file 0600 from its first byte (secure_files.write_new), the key above all.
         write_new(self.directory / KEY_FILE, identity.key_pem, 0o600)
@@ -216,10 +222,18 @@ class PendingProfile:
             "certificate_name": identity.name,
             "fingerprint": identity.certificate.fingerprint,
             "resource": identity.resource,
+            "component": component,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
         write_new(self.directory / PROFILE_FILE, json.dumps(record, indent=2).encode(), 0o600)
         fsync_directory(self.directory)
+
+    def set_component(self, component: str | None) -> None:
+        """Record where the commands go, once login found out (before :meth:`install`)."""
+        path = self.directory / PROFILE_FILE
+        record = json.loads(path.read_text(encoding="utf-8"))
+        record["component"] = component
+        write_atomic(path, json.dumps(record, indent=2).encode(), 0o600)
 
     def install(self) -> Profile:
         """Rename the finished directory into place; refused if the name was taken meanwhile."""
@@ -280,6 +294,7 @@ class ProfileStore:
                 fingerprint=str(record["fingerprint"]),
                 resource=str(record.get("resource") or "pairing"),
                 created=str(record.get("created", "")),
+                component=str(record["component"]) if record.get("component") else None,
             )
         except (OSError, ValueError, KeyError, TypeError, PairingError) as exc:
             raise ProfileError(f"profile {name!r} is damaged ({path}: {exc})") from None

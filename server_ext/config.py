@@ -7,8 +7,11 @@ every later command reads them from there.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pairing.protocol.jid import prepare_domainpart
 
@@ -16,6 +19,19 @@ from pairing.protocol.jid import prepare_domainpart
 DEFAULT_DATA_DIR = Path(
     os.environ.get("SERVER_EXT_DATA_DIR") or os.environ.get("SERVER_EXT_DATA") or "./server-data"
 )
+
+
+class StockKind(StrEnum):
+    """``[stock] kind``: the XMPP server devices log in to (``server_ext.stock``)."""
+
+    EMBEDDED = "embedded"  # the project's own XMPP server
+    EJABBERD = "ejabberd"  # registry-backed trust-anchor file + mod_http_api
+    PROSODY = "prosody"  # our Lua module asks the HTTPS face at SASL EXTERNAL
+    MONGOOSEIM = "mongooseim"  # its http auth method pulls get_certs from the HTTPS face
+
+    @property
+    def embedded(self) -> bool:
+        return self is StockKind.EMBEDDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +67,19 @@ class ServerConfig:
     token_min_ttl: float = 30.0
     token_max_ttl: float = 3600.0
     max_tokens_per_account: int = 10
+    # The stock-server face (docs/server.md, "Stock servers"): which XMPP server devices log
+    # in to, and where. For the embedded kind the xmpp_* settings are this server's own.
+    stock_kind: StockKind = StockKind.EMBEDDED
+    stock_xmpp_host: str | None = None  # where devices connect; None: the domain
+    stock_xmpp_port: int = 5222
+    stock_xmpp_pin: str | None = None  # SHA-256 of the stock server's certificate; None: CAs
+    stock_secret_file: Path | None = None  # None: <data_dir>/stock.secret (0600, made by serve)
+    # [stock.<kind>] tables as tomllib read them, by kind name; each kind checks its own.
+    stock_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The HTTPS face (server_ext/net/https.py): enrollment, renewal, the stock servers' hooks.
+    https_host: str = "127.0.0.1"
+    https_port: int | None = None  # None: off (a stock kind needs it); 0: any free port
+    https_public_host: str | None = None  # the host put into v2 URIs; see https_connect_host
 
     def __post_init__(self) -> None:
         # RFC 7622 §3.2: the served domain is compared with prepared domainparts everywhere,
@@ -64,6 +93,18 @@ class ServerConfig:
             return self.public_host
         wildcard = self.host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison, not a bind
         return self.domain if wildcard else self.host
+
+    @property
+    def https_connect_host(self) -> str:
+        """Where devices reach the HTTPS face: https_public_host, else as connect_host."""
+        if self.https_public_host:
+            return self.https_public_host
+        wildcard = self.https_host in ("0.0.0.0", "::", "")  # noqa: S104 - a comparison
+        return (self.public_host or self.domain) if wildcard else self.https_host
+
+    @property
+    def stock_secret_path(self) -> Path:
+        return self.stock_secret_file or self.data_dir / "stock.secret"
 
     @property
     def database_path(self) -> Path:

@@ -21,7 +21,7 @@ from typing import Any
 from pairing.durations import InvalidDuration, format_duration, parse_duration
 from pairing.errors import InvalidJID
 from pairing.secure_files import write_public
-from server_ext.config import ServerConfig
+from server_ext.config import ServerConfig, StockKind
 from server_ext.errors import ConfigError, NoServerData
 
 CONFIG_NAME = "server.toml"
@@ -34,7 +34,7 @@ class _Setting:
     section: str
     key: str
     field: str  # the ServerConfig field
-    kind: str  # "str", "int", "port", "seconds", "path", "host"
+    kind: str  # "str", "int", "port", "seconds", "path", "host", "kind", "pin"
     comment: str
 
 
@@ -112,6 +112,40 @@ _SETTINGS: tuple[_Setting, ...] = (
         "seconds",
         "an expired, never revoked certificate may still be renewed this long",
     ),
+    _Setting(
+        "stock",
+        "kind",
+        "stock_kind",
+        "kind",
+        "the XMPP server devices log in to: embedded, ejabberd, prosody, mongooseim",
+    ),
+    _Setting(
+        "stock", "xmpp_host", "stock_xmpp_host", "host", 'a stock server\'s host; "" = the domain'
+    ),
+    _Setting("stock", "xmpp_port", "stock_xmpp_port", "port", "a stock server's c2s port"),
+    _Setting(
+        "stock",
+        "xmpp_pin",
+        "stock_xmpp_pin",
+        "pin",
+        'SHA-256 of its certificate, put into QR codes; "" = check with the system CAs',
+    ),
+    _Setting(
+        "stock",
+        "secret_file",
+        "stock_secret_file",
+        "optional-path",
+        'the stock server\'s secret for the HTTPS API (0600); "" = stock.secret here',
+    ),
+    _Setting("https", "host", "https_host", "str", "the HTTPS API's address (enrollment)"),
+    _Setting("https", "port", "https_port", "port", "0 turns it off; a stock kind needs it"),
+    _Setting(
+        "https",
+        "public_host",
+        "https_public_host",
+        "host",
+        'put into v2 QR codes; "" = as [listen] public_host',
+    ),
 )
 
 _HEADER = """\
@@ -153,8 +187,12 @@ def _render_value(setting: _Setting, value: Any, data_dir: Path) -> str:
         except ValueError:
             shown = str(path.absolute())
         return _toml_string(shown)
-    if setting.kind == "host":
+    if setting.kind in ("host", "pin"):
         return _toml_string(value or "")
+    if setting.kind == "optional-path":
+        if value is None:
+            return _toml_string("")
+        setting = dataclasses.replace(setting, kind="path")
     if setting.kind == "port":
         return str(int(value or 0))
     if setting.kind == "int":
@@ -177,7 +215,23 @@ def render_config(config: ServerConfig) -> str:
             lines.append(f"\n[{section}]")
         value = _render_value(setting, getattr(config, setting.field), config.data_dir)
         lines.append(f"{setting.key.ljust(width)} = {value}  # {setting.comment}")
+    for kind, table in sorted(config.stock_options.items()):
+        lines.append(f"\n[stock.{kind}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    """A value of a ``[stock.<kind>]`` table: a string, number, boolean or list of them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return _toml_string(value)
+    raise ConfigError(f"cannot write {value!r} into server.toml")
 
 
 def write_config(config: ServerConfig) -> Path:
@@ -199,6 +253,10 @@ def _normalised(config: ServerConfig) -> ServerConfig:
         key_file=config.key_file or config.data_dir / KEY_NAME,
         direct_tls_port=config.direct_tls_port or None,
         public_host=config.public_host or None,
+        https_port=config.https_port or None,
+        https_public_host=config.https_public_host or None,
+        stock_xmpp_host=config.stock_xmpp_host or None,
+        stock_xmpp_pin=config.stock_xmpp_pin or None,
     )
 
 
@@ -262,6 +320,12 @@ def _read_section(
 ) -> None:
     by_key = {s.key: s for s in _SETTINGS if s.section == section}
     for key, value in table.items():
+        if section == "stock" and isinstance(value, dict):
+            if key not in {kind.value for kind in StockKind} or key == "embedded":
+                raise ConfigError(f"{source}: unknown table [stock.{key}]")
+            # Each kind checks its own table (server_ext.stock.<kind>.create).
+            out.setdefault("stock_options", {})[key] = dict(value)
+            continue
         setting = by_key.get(key)
         if setting is None:
             raise ConfigError(f"{source}: unknown setting {section}.{key}")
@@ -281,11 +345,26 @@ def _convert(source: str, setting: _Setting, value: Any, data_dir: Path) -> Any:
         if seconds < 0:
             raise ConfigError(f"{source}: {name} must not be negative")
         return seconds
-    if setting.kind == "path":
-        path = Path(_expect(source, name, value, str))
+    if setting.kind in ("path", "optional-path"):
+        text = _expect(source, name, value, str)
+        if not text and setting.kind == "optional-path":
+            return None
+        path = Path(text)
         return path if path.is_absolute() else data_dir / path
     if setting.kind == "host":
         return _expect(source, name, value, str) or None
+    if setting.kind == "kind":
+        text = _expect(source, name, value, str)
+        try:
+            return StockKind(text)
+        except ValueError:
+            choices = ", ".join(kind.value for kind in StockKind)
+            raise ConfigError(f"{source}: {name} = {text!r}: choose one of {choices}") from None
+    if setting.kind == "pin":
+        text = _expect(source, name, value, str).replace(":", "").lower()
+        if text and (len(text) != 64 or not set(text) <= set("0123456789abcdef")):
+            raise ConfigError(f"{source}: {name} must be a SHA-256 fingerprint (64 hex digits)")
+        return text or None
     number_checks: dict[str, Callable[[int], bool]] = {
         "port": lambda n: 0 <= n <= 65535,
         "int": lambda n: n > 0,
@@ -294,7 +373,7 @@ def _convert(source: str, setting: _Setting, value: Any, data_dir: Path) -> Any:
         number = _expect(source, name, value, int)
         if not number_checks[setting.kind](number):
             raise ConfigError(f"{source}: {name} = {number} is out of range")
-        if setting.kind == "port" and setting.field == "direct_tls_port":
+        if setting.kind == "port" and setting.field in ("direct_tls_port", "https_port"):
             return number or None
         return number
     return _expect(source, name, value, str)

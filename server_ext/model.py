@@ -143,3 +143,16 @@ class RotationFacts:
     current: CertificateRecord  # the certificate of the session that asks
     last_rotation_at: dt.datetime | None  # when the device last registered a successor
     waiting: tuple[CertificateRecord, ...]  # successors that never logged in
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryChange:
+    """What a handler reports after it changed the registry (``ServerContext.changes``), so
+    the serve process brings the stock server in step (``server_ext.stock.base``).
+
+    ``device`` is set when a device's state changed (revoked, disabled, enabled): a revoked
+    device's live sessions are closed. Every change syncs the trust set.
+    """
+
+    reason: str
+    device: int | None = None

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pairing.errors import PairingError
 from pairing.protocol.jid import JID
 from pairing.protocol.pair_messages import DeviceHello, EnrollmentOffer, EnrollMode
-from pairing.protocol.uri import EnrollmentURI
+from pairing.protocol.uri import HTTPSEnrollmentURI, parse_enrollment_uri
+from pairing.xmpp.component import register_certificate
 from pairing.xmpp.connection import PairingClient
 from pairing.xmpp.saslcert import add_certificate
 from pairing.xmpp.tokens import request_token
@@ -28,14 +29,22 @@ class AccountEnroller:
         host, port, fingerprint = self._server()
         if self.mode is EnrollMode.TOKEN:
             grant = await request_token(self.client, hello.resource, name=hello.name or None)
-            token = EnrollmentURI.parse(grant.uri).token
+            uri = parse_enrollment_uri(grant.uri)
+            if isinstance(uri, HTTPSEnrollmentURI):
+                # A stock server: the device enrolls over server-ext's HTTPS API.
+                return EnrollmentOffer.for_https(uri)
             jid = JID.parse(grant.jid)
-            return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.TOKEN, token)
+            return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.TOKEN, uri.token)
         jid = JID.parse(str(self.client.boundjid.bare)).with_resource(hello.resource)
         return EnrollmentOffer(jid, host, port, fingerprint, EnrollMode.XEP0257)
 
     async def register(self, hello: DeviceHello, der: bytes) -> None:
         # A device may not manage certificates itself: a stolen sensor cannot add keys.
-        await add_certificate(
-            self.client, hello.name or hello.resource, der, allow_management=False
-        )
+        name = hello.name or hello.resource
+        if self.client.service is not None:
+            # A stock server: server-ext's component registers it (no XEP-0257 there).
+            await register_certificate(
+                self.client, self.client.service, name, der, allow_management=False
+            )
+        else:
+            await add_certificate(self.client, name, der, allow_management=False)

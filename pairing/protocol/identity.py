@@ -134,6 +134,49 @@ def allows_client_auth(cert: x509.Certificate) -> bool:
     return any(oid in eku for oid in _CLIENT_AUTH_COMPATIBLE)
 
 
+#: Netscape's certificate-type extension; its CA bits still make OpenSSL treat a certificate
+#: without basicConstraints as a CA (``check_ca`` in crypto/x509/v3_purp.c).
+_NETSCAPE_CERT_TYPE_OID = ObjectIdentifier("2.16.840.1.113730.1.1")
+_NETSCAPE_ANY_CA = 0x07  # sslCA, emailCA, objCA: bits 5 to 7 of the first octet
+
+
+def signs_certificates(cert: x509.Certificate) -> bool:
+    """True when TLS libraries would accept ``cert`` as the issuer of other certificates.
+
+    basicConstraints ``cA`` or keyUsage ``keyCertSign`` (RFC 5280 §4.2.1.9, §4.2.1.3) say so
+    outright. OpenSSL also takes a version 1 certificate, and one without basicConstraints
+    whose Netscape certificate type names a CA, as a CA. Such a certificate listed as a trust
+    anchor (ejabberd's ``c2s_cafile``) would vouch for any certificate its key signs.
+    """
+    if cert.version is x509.Version.v1:
+        return True
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    except ValueError as exc:
+        raise CertificateError(f"the basicConstraints extension is malformed: {exc}") from exc
+    if constraints is not None and constraints.ca:
+        return True
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    except ValueError as exc:
+        raise CertificateError(f"the keyUsage extension is malformed: {exc}") from exc
+    if usage is not None and usage.key_cert_sign:
+        return True
+    if constraints is None:
+        try:
+            netscape = cert.extensions.get_extension_for_oid(_NETSCAPE_CERT_TYPE_OID).value
+        except x509.ExtensionNotFound:
+            return False
+        raw = getattr(netscape, "value", b"")
+        # DER BIT STRING: tag 0x03, length, unused-bit count, then the bits.
+        return len(raw) >= 4 and raw[0] == 0x03 and bool(raw[3] & _NETSCAPE_ANY_CA)
+    return False
+
+
 class KeyType(StrEnum):
     """The kind of public key a certificate carries."""
 
@@ -163,6 +206,9 @@ class PeerCertificate:
     key_type: KeyType
     key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
     curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
+    # A certificate that may sign others (signs_certificates()). Listed as a trust anchor
+    # (ejabberd's c2s_cafile) it would let its key mint certificates for any account.
+    certificate_authority: bool = False
 
     @classmethod
     def parse(cls, data: bytes) -> PeerCertificate:
@@ -183,6 +229,7 @@ class PeerCertificate:
             key_type=key_type,
             key_bits=bits,
             curve=curve,
+            certificate_authority=signs_certificates(cert),
         )
 
     def __repr__(self) -> str:

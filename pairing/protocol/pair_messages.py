@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from pairing.errors import InvalidJID, RemoteProtocolError
+from pairing.errors import InvalidJID, PairingError, RemoteProtocolError
 from pairing.protocol.frames import Frame
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.protocol.srp import HASH_BYTES, N_BYTES, SALT_BYTES
+from pairing.protocol.uri import HTTPSEnrollmentURI
 
 PROTOCOL_VERSION = 1
 
@@ -239,14 +240,44 @@ class EnrollmentOffer:
     fingerprint: str
     mode: EnrollMode
     token: str = field(default="", repr=False)
+    # For an account on a stock server (ejabberd, Prosody): the v2 URI the device enrolls with
+    # over server-ext's HTTPS API (docs/protocol.md §9). host, port and fingerprint are then
+    # its XMPP server's, and fingerprint is empty when the system's CAs check it.
+    https_uri: HTTPSEnrollmentURI | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.jid.local or not self.jid.resource:
             raise ValueError("the JID must be a full JID: user@domain/resource")
         if self.mode is EnrollMode.TOKEN and not self.token:
             raise ValueError("token mode needs a token")
+        uri = self.https_uri
+        if uri is not None:
+            if self.mode is not EnrollMode.TOKEN:
+                raise ValueError("a v2 URI comes only with token mode")
+            if uri.jid != self.jid or uri.token != self.token:
+                raise ValueError("the v2 URI is for another JID or token")
+            if (uri.xmpp_host, uri.xmpp_port, uri.xmpp_pin or "") != (
+                self.host,
+                self.port,
+                self.fingerprint,
+            ):
+                raise ValueError("the v2 URI names another XMPP server")
+            return
         if not 0 < self.port < 65536 or len(self.fingerprint) != 64:
             raise ValueError("bad port or fingerprint")
+
+    @classmethod
+    def for_https(cls, uri: HTTPSEnrollmentURI) -> EnrollmentOffer:
+        """The offer that hands a v2 URI to the device (an account on a stock server)."""
+        return cls(
+            uri.jid,
+            uri.xmpp_host,
+            uri.xmpp_port,
+            uri.xmpp_pin or "",
+            EnrollMode.TOKEN,
+            uri.token,
+            uri,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -257,6 +288,7 @@ class EnrollmentOffer:
             "fingerprint": self.fingerprint,
             "mode": self.mode.value,
             "token": self.token,
+            **({"uri": str(self.https_uri)} if self.https_uri is not None else {}),
         }
 
     @classmethod
@@ -264,16 +296,20 @@ class EnrollmentOffer:
         port = obj.get("port")
         jid = _device_jid(obj, "jid")
         assert jid is not None  # not optional
+        uri_text = _str(obj, "uri", optional=True)
         try:
+            # Parsed here, once: the device acts on the value, never on the text.
+            https_uri = HTTPSEnrollmentURI.parse(uri_text) if uri_text else None
             return cls(
                 jid,
                 _str(obj, "host"),
                 port if isinstance(port, int) else -1,
-                _str(obj, "fingerprint"),
+                _str(obj, "fingerprint", optional=https_uri is not None),
                 EnrollMode(_str(obj, "mode")),
                 _str(obj, "token", optional=True),
+                https_uri,
             )
-        except ValueError as exc:
+        except (ValueError, PairingError) as exc:
             raise RemoteProtocolError(f"malformed enrollment offer: {exc}") from None
 
 

@@ -27,24 +27,16 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from pairing.errors import CertificateError, PairingError
 from pairing.protocol.enrollment import ENROLL_NS
 from pairing.protocol.identity import PeerCertificate, load_certificate
+from pairing.protocol.proofs import InvalidProof, SigningKey, sign, verify
 
 RENEW_NS = ENROLL_NS  # the same pre-authentication namespace as <enroll/>
 #: The signed message starts with this, so a signature made for renewal means nothing else.
 RENEWAL_LABEL = b"urn:xmpp-device-pairing:renew:0 signature"
-
-SigningKey = (
-    ec.EllipticCurvePrivateKey
-    | ed25519.Ed25519PrivateKey
-    | ed448.Ed448PrivateKey
-    | rsa.RSAPrivateKey
-)
 
 
 class RenewCondition(StrEnum):
@@ -89,15 +81,7 @@ def renewal_message(domain: str, new_certificate_der: bytes) -> bytes:
 
 def sign_renewal(key: SigningKey, domain: str, new_certificate_der: bytes) -> bytes:
     """The device's signature over :func:`renewal_message` with its expiring key."""
-    message = renewal_message(domain, new_certificate_der)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key.sign(message, ec.ECDSA(hashes.SHA256()))
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(message, _PSS, hashes.SHA256())
-    return key.sign(message)
-
-
-_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+    return sign(key, renewal_message(domain, new_certificate_der))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,21 +107,9 @@ class RenewalRequest:
 
     def verify(self, domain: str, new_certificate_der: bytes) -> None:
         """Raise :class:`RenewalRefused` unless the expired key signed this very renewal."""
-        message = renewal_message(domain, new_certificate_der)
-        key = self._public_key
         try:
-            if isinstance(key, ec.EllipticCurvePublicKey):
-                key.verify(self.signature, message, ec.ECDSA(hashes.SHA256()))
-            elif isinstance(key, rsa.RSAPublicKey):
-                key.verify(self.signature, message, _PSS, hashes.SHA256())
-            elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-                key.verify(self.signature, message)
-            else:
-                raise RenewalRefused(
-                    RenewCondition.BAD_SIGNATURE,
-                    "the expired certificate's key type cannot sign a renewal",
-                )
-        except InvalidSignature:
+            verify(self._public_key, self.signature, renewal_message(domain, new_certificate_der))
+        except InvalidProof:
             raise RenewalRefused(
                 RenewCondition.BAD_SIGNATURE,
                 "the signature is not by the expired certificate's key over this renewal "

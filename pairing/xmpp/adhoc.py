@@ -14,10 +14,22 @@ DATA = "jabber:x:data"
 
 
 async def execute(
-    client: slixmpp.ClientXMPP, node: str, values: dict[str, str], *, timeout: float
+    client: slixmpp.ClientXMPP,
+    node: str,
+    values: dict[str, str],
+    *,
+    timeout: float,
+    service: str | None = None,
 ) -> ET.Element:
-    """Run a single-stage command with a submitted form; returns the <command/> reply."""
-    iq = client.make_iq_set(ito=client.boundjid.domain)
+    """Run a single-stage command with a submitted form; returns the <command/> reply.
+
+    ``service`` is who offers the commands: the account's own server, or, on a stock server,
+    server-ext's component (e.g. ``pairing.example.org``); by default the client's
+    ``service`` (:class:`~pairing.xmpp.connection.PairingClient`), else its own server.
+    """
+    if service is None:
+        service = getattr(client, "service", None)  # a PairingClient's, when set
+    iq = client.make_iq_set(ito=service or client.boundjid.domain)
     command = ET.Element(f"{{{COMMANDS}}}command", {"node": node, "action": "execute"})
     x = ET.SubElement(command, f"{{{DATA}}}x", {"type": "submit"})
     for var, value in values.items():

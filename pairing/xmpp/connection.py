@@ -119,6 +119,9 @@ class PairingClient(slixmpp.ClientXMPP):
         self.server_address = server
         self.pin = pin
         self.server_fingerprint = ""  # SHA-256 of the certificate seen in the TLS handshake
+        # Where the device-management commands go: None for the account's own server (the
+        # embedded one offers them), else server-ext's component on a stock server.
+        self.service: str | None = None
 
 
 #: What a password login may use, strongest first (RFC 5802 §6: -PLUS binds to the channel).

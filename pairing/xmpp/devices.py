@@ -29,13 +29,19 @@ class DeviceInfo:
 
 
 async def list_devices(
-    client: slixmpp.ClientXMPP, *, account: str | None = None, timeout: float = 10
+    client: slixmpp.ClientXMPP,
+    *,
+    account: str | None = None,
+    timeout: float = 10,
+    service: str | None = None,
 ) -> list[DeviceInfo]:
     """The server's inventory for an account; plain XEP-0257 items on other servers."""
     try:
-        reply = await execute(client, NODE_DEVICES, {"jid": account or ""}, timeout=timeout)
+        reply = await execute(
+            client, NODE_DEVICES, {"jid": account or ""}, timeout=timeout, service=service
+        )
     except RequestFailed as exc:
-        if account or exc.condition not in ("item-not-found", "service-unavailable"):
+        if service or account or exc.condition not in ("item-not-found", "service-unavailable"):
             raise
         # Another XEP-0257 server: names and who is online are all we can learn.
         return [
@@ -59,20 +65,38 @@ async def list_devices(
 
 
 async def revoke_device(
-    client: slixmpp.ClientXMPP, device: str, *, reason: str = "", timeout: float = 10
+    client: slixmpp.ClientXMPP,
+    device: str,
+    *,
+    reason: str = "",
+    timeout: float = 10,
+    service: str | None = None,
 ) -> str:
     reply = await execute(
-        client, NODE_REVOKE, {"device": device, "reason": reason}, timeout=timeout
+        client,
+        NODE_REVOKE,
+        {"device": device, "reason": reason},
+        timeout=timeout,
+        service=service,
     )
     note = reply.find("{http://jabber.org/protocol/commands}note")
     return note.text or "" if note is not None else ""
 
 
 async def end_sessions(
-    client: slixmpp.ClientXMPP, account: str, *, reason: str = "", timeout: float = 10
+    client: slixmpp.ClientXMPP,
+    account: str,
+    *,
+    reason: str = "",
+    timeout: float = 10,
+    service: str | None = None,
 ) -> str:
     reply = await execute(
-        client, NODE_END_SESSIONS, {"jid": account, "reason": reason}, timeout=timeout
+        client,
+        NODE_END_SESSIONS,
+        {"jid": account, "reason": reason},
+        timeout=timeout,
+        service=service,
     )
     note = reply.find("{http://jabber.org/protocol/commands}note")
     return note.text or "" if note is not None else ""

@@ -44,6 +44,7 @@ async def request_token(
     ttl_seconds: int | None = None,
     account: str | None = None,
     timeout: float = 10,
+    service: str | None = None,
 ) -> TokenGrant:
     """Ask for a one-time token for ``<account>/<resource>`` (the own account by default)."""
     values = {"resource": resource}
@@ -53,7 +54,7 @@ async def request_token(
         values["ttl"] = str(ttl_seconds)
     if account:
         values["jid"] = account
-    reply = await execute(client, NODE_CREATE, values, timeout=timeout)
+    reply = await execute(client, NODE_CREATE, values, timeout=timeout, service=service)
     x = reply.find(f"{{{DATA}}}x")
     fields = fields_of(x) if x is not None else {}
     try:
@@ -64,8 +65,10 @@ async def request_token(
         raise RequestFailed("create-token", "unexpected-reply", "the reply lacks fields") from None
 
 
-async def list_tokens(client: slixmpp.ClientXMPP, *, timeout: float = 10) -> list[TokenInfo]:
-    reply = await execute(client, NODE_LIST, {}, timeout=timeout)
+async def list_tokens(
+    client: slixmpp.ClientXMPP, *, timeout: float = 10, service: str | None = None
+) -> list[TokenInfo]:
+    reply = await execute(client, NODE_LIST, {}, timeout=timeout, service=service)
     x = reply.find(f"{{{DATA}}}x")
     if x is None:
         return []
@@ -76,5 +79,13 @@ async def list_tokens(client: slixmpp.ClientXMPP, *, timeout: float = 10) -> lis
     return tokens
 
 
-async def cancel_token(client: slixmpp.ClientXMPP, token_id: int, *, timeout: float = 10) -> None:
-    await execute(client, NODE_CANCEL, {"token-id": str(token_id)}, timeout=timeout)
+async def cancel_token(
+    client: slixmpp.ClientXMPP,
+    token_id: int,
+    *,
+    timeout: float = 10,
+    service: str | None = None,
+) -> None:
+    await execute(
+        client, NODE_CANCEL, {"token-id": str(token_id)}, timeout=timeout, service=service
+    )

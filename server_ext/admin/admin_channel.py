@@ -18,7 +18,8 @@ No socket in a genuine directory means no server is running. Anything else that 
 from reaching a genuine server is :class:`AdminChannelError`, never "not running".
 
 One JSON object per line each way. Requests: ``{"op": "device-changed", "device": <id>}``,
-``{"op": "sessions"}``, ``{"op": "kick", "jid": …}``.
+``{"op": "trust-changed", "reason": …}`` (a certificate was registered by hand),
+``{"op": "sessions"}``, ``{"op": "kick", "jid": …}``, ``{"op": "reload-tls"}``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def _trusted(uid: int) -> bool:
     return uid in (os.geteuid(), 0)
 
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 class AdminListener:
@@ -184,7 +185,7 @@ async def serve_admin(data_dir: Path, handle: Handler) -> AdminListener:
                 }
             else:
                 line = await asyncio.wait_for(reader.readline(), 5)
-                reply = _answer(line, handle)
+                reply = await _answer(line, handle)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
         except (TimeoutError, ConnectionError):
@@ -223,14 +224,14 @@ async def serve_admin(data_dir: Path, handle: Handler) -> AdminListener:
     return AdminListener(server, dir_fd)
 
 
-def _answer(line: bytes, handle: Handler) -> dict[str, Any]:
+async def _answer(line: bytes, handle: Handler) -> dict[str, Any]:
     if len(line) > _MAX_REQUEST:
         return {"ok": False, "error": "request too large"}
     try:
         request = json.loads(line)
         if not isinstance(request, dict):
             raise ValueError("not an object")
-        return handle(request)
+        return await handle(request)
     except ValueError as exc:
         return {"ok": False, "error": f"bad request: {exc}"}
     except Exception:  # the admin channel must never take the server down

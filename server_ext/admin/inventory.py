@@ -71,6 +71,19 @@ def live_sessions(data_dir: Path) -> dict[str, list[str]] | None:
     return online
 
 
+def tell_trust_changed(data_dir: Path, reason: str) -> bool:
+    """Tell the running server that certificates were added (it syncs the stock server);
+    False when no server is running (it syncs at its next start)."""
+    reply = admin_channel.request(data_dir, {"op": "trust-changed", "reason": reason})
+    if reply is None:
+        return False
+    if not reply.get("ok"):
+        raise ServerExtError(
+            f"saved in the registry, but the running server said: {reply.get('error')}"
+        )
+    return True
+
+
 def resolve(
     registry: Registry, target: str, domain: str, *, account: JID | None = None
 ) -> DeviceRecord:

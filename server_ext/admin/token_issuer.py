@@ -5,12 +5,32 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from pairing.protocol.https_api import XMPPServer
 from pairing.protocol.jid import JID
-from pairing.protocol.uri import EnrollmentURI
+from pairing.protocol.uri import EnrollmentURI, HTTPSEnrollmentURI
+from server_ext.config import ServerConfig
 from server_ext.errors import ServerExtError
 from server_ext.model import DeviceState, TokenRecord
 from server_ext.policy.tokens import TokenRules, generate_token, hash_token
 from server_ext.storage.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPSEnrollment:
+    """Where v2 URIs send a device (accounts on a stock server): server-ext's HTTPS face,
+    pinned by ``fingerprint``, and the XMPP server it then logs in to."""
+
+    host: str
+    port: int
+    fingerprint: str
+    xmpp: XMPPServer
+
+
+def stock_xmpp(config: ServerConfig) -> XMPPServer:
+    """Where devices log in to the stock server (server.toml ``[stock]``)."""
+    return XMPPServer(
+        config.stock_xmpp_host or config.domain, config.stock_xmpp_port, config.stock_xmpp_pin
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +41,21 @@ class IssuedToken:
     record: TokenRecord
 
     def uri(self, *, host: str, port: int, fingerprint: str) -> EnrollmentURI:
+        """Version 1: enroll before SASL on the embedded server at ``host:port``."""
         return EnrollmentURI(self.record.jid, self.token, host, port, fingerprint)
+
+    def https_uri(self, target: HTTPSEnrollment) -> HTTPSEnrollmentURI:
+        """Version 2: enroll over HTTPS, then log in to the stock server."""
+        return HTTPSEnrollmentURI(
+            self.record.jid,
+            self.token,
+            target.host,
+            target.port,
+            target.fingerprint,
+            target.xmpp.host,
+            target.xmpp.port,
+            target.xmpp.pin,
+        )
 
     def __repr__(self) -> str:
         return f"IssuedToken(id={self.record.id}, jid={self.record.jid})"
@@ -36,8 +70,13 @@ def issue_token(
     name: str | None,
     ttl: dt.timedelta | None,
     created_by: str,
+    external_account: bool = False,
 ) -> IssuedToken:
-    """Issue a token for ``account/resource``; the device's certificate must name exactly that."""
+    """Issue a token for ``account/resource``; the device's certificate must name exactly that.
+
+    ``external_account``: the account lives on a stock server, which authenticated it (or an
+    admin named it), so the registry records it without credentials if it is new.
+    """
     now = registry.clock()
     if not resource.strip():
         raise ServerExtError("a device needs a resource, e.g. --resource weatherbot")
@@ -59,6 +98,8 @@ def issue_token(
             "revoke it first, or give the new device another name"
         )
     lifetime = rules.ttl(ttl)
+    if external_account:
+        registry.accounts.ensure(account, actor=created_by)
     token = generate_token()
     record = registry.tokens.add(
         jid,

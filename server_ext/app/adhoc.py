@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import secrets
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pairing.errors import InvalidJID
@@ -21,7 +21,7 @@ from server_ext.admin.token_issuer import issue_token
 from server_ext.app.handlers import Requester, ServerContext
 from server_ext.app.saslcert import close_device_sessions
 from server_ext.errors import RegistryError, ServerExtError
-from server_ext.model import DeviceState, TokenState
+from server_ext.model import DeviceState, RegistryChange, TokenState
 from server_ext.wire import namespaces as ns
 from server_ext.wire.stanzas import ErrorType, StanzaError
 
@@ -118,10 +118,15 @@ def _create(
             name=values.get("name") or None,
             ttl=ttl,
             created_by=str(requester.jid),
+            external_account=ctx.stock_enrollment is not None,
         )
     except (ServerExtError, InvalidJID) as exc:
         raise StanzaError(ErrorType.MODIFY, "not-acceptable", str(exc)) from None
-    uri = issued.uri(host=ctx.connect_host, port=ctx.connect_port, fingerprint=ctx.fingerprint)
+    uri: object
+    if ctx.stock_enrollment is not None:
+        uri = issued.https_uri(ctx.stock_enrollment)
+    else:
+        uri = issued.uri(host=ctx.connect_host, port=ctx.connect_port, fingerprint=ctx.fingerprint)
     record = issued.record
     return (
         f"Show the URI to the device as a QR code. It works once, until "
@@ -228,6 +233,7 @@ def _revoke_device(
     except RegistryError as exc:
         raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
     closed = close_device_sessions(ctx, updated)
+    ctx.changes(RegistryChange("revoked (ad-hoc)", updated.id))
     already = "" if changed else " (it was already revoked)"
     return (
         f"Revoked device {updated.id} ({updated.name}){already}; closed {closed} session(s).",
@@ -293,13 +299,19 @@ COMMAND_LIST = (
 BY_NODE = {c.node: c for c in COMMAND_LIST}
 
 
-def handle(ctx: ServerContext, requester: Requester, iq: ET.Element) -> ET.Element | None:
-    """Answer one XEP-0050 ``<command/>`` IQ."""
+def handle(
+    ctx: ServerContext,
+    requester: Requester,
+    iq: ET.Element,
+    *,
+    commands: Mapping[str, Command] = BY_NODE,
+) -> ET.Element | None:
+    """Answer one XEP-0050 ``<command/>`` IQ from ``commands`` (by node)."""
     command_el = iq[0]
     if iq.get("type") != "set":
         raise StanzaError(ErrorType.CANCEL, "bad-request", "commands are executed with set")
     node = command_el.get("node", "")
-    command = BY_NODE.get(node)
+    command = commands.get(node)
     if command is None:
         raise StanzaError(ErrorType.CANCEL, "item-not-found", f"no command {node!r}")
     action = command_el.get("action", "execute")

@@ -19,7 +19,7 @@ from server_ext.errors import (
     RegistryError,
     TokenRaceLost,
 )
-from server_ext.model import CertificateRecord
+from server_ext.model import CertificateRecord, TokenRecord
 from server_ext.policy.tokens import TokenRefused, check_redemption, hash_token, well_formed
 from server_ext.storage.registry import Registry
 from server_ext.wire.namespaces import clark
@@ -65,9 +65,32 @@ def redeem(
     """Check the token against the certificate and register it, atomically with the burn."""
     if element.tag != ENROLL_TAG:
         return failure(EnrollCondition.MALFORMED, "expected <enroll token='…'/>")
-    token = element.get("token", "")
+    try:
+        record, registered = redeem_token(
+            element.get("token", ""), presented, registry=registry, address=address
+        )
+    except TokenRefused as refused:
+        return failure(refused.condition, refused.text)
+    success = ET.Element(
+        clark(ENROLL_NS, "success"), {"jid": str(record.jid), "name": registered.name}
+    )
+    return EnrollResult(success, None, registered)
+
+
+def redeem_token(
+    token: str,
+    presented: PeerCertificate | UnreadableCertificate | None,
+    *,
+    registry: Registry,
+    address: str,
+) -> tuple[TokenRecord, CertificateRecord]:
+    """Burn ``token`` and register ``presented`` for its full JID in one transaction, or raise
+    :class:`TokenRefused`. The caller has seen ``presented``'s key proved (TLS or signature).
+    Shared by the pre-SASL ``<enroll/>`` and the HTTPS enrollment."""
     if not well_formed(token):
-        return failure(EnrollCondition.TOKEN_UNKNOWN, "this is not a token issued by this server")
+        raise TokenRefused(
+            EnrollCondition.TOKEN_UNKNOWN, "this is not a token issued by this server"
+        )
     token_hash = hash_token(token)
     record = registry.tokens.by_hash(token_hash)
     try:
@@ -75,30 +98,29 @@ def redeem(
     except TokenRefused as refused:
         if refused.condition is EnrollCondition.TOKEN_EXPIRED:
             registry.tokens.expire()
-        return failure(refused.condition, refused.text)
+        raise
     assert isinstance(presented, PeerCertificate) and record is not None
     try:
         registered = registry.tokens.redeem(token_hash, presented, address=address)
     except TokenRaceLost:
-        return failure(EnrollCondition.TOKEN_USED, "this token has already been used")
+        raise TokenRefused(EnrollCondition.TOKEN_USED, "this token has already been used") from None
     except DuplicateName:
         # Only a device that is not revoked keeps its name (a revoked one gives it up). The
         # device cannot change the token's name: the client tells the owner what to do.
-        return failure(
+        raise TokenRefused(
             EnrollCondition.NAME_CONFLICT,
             f"the account already has a device named {record.name!r} that is not revoked",
-        )
+        ) from None
     except JIDInUse as exc:
-        return failure(EnrollCondition.JID_IN_USE, str(exc))
+        raise TokenRefused(EnrollCondition.JID_IN_USE, str(exc)) from None
     except DuplicateCertificate:
-        return failure(
+        raise TokenRefused(
             EnrollCondition.ALREADY_REGISTERED,
             "this certificate is already registered; log in with it",
-        )
+        ) from None
     except RegistryError as exc:
         log.error("enrollment not stored: %s", exc)
-        return failure(EnrollCondition.INTERNAL_ERROR, "the server cannot store it now; retry")
-    success = ET.Element(
-        clark(ENROLL_NS, "success"), {"jid": str(record.jid), "name": registered.name}
-    )
-    return EnrollResult(success, None, registered)
+        raise TokenRefused(
+            EnrollCondition.INTERNAL_ERROR, "the server cannot store it now; retry"
+        ) from None
+    return record, registered

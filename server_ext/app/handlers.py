@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pairing.protocol.jid import JID
+from server_ext.admin.token_issuer import HTTPSEnrollment
 from server_ext.app.router import SessionTable
 from server_ext.errors import RegistryError
+from server_ext.model import RegistryChange
 from server_ext.policy.tokens import TokenRules
 from server_ext.storage.registry import Registry
 
@@ -49,6 +51,11 @@ class ServerContext:
     rotation_interval: dt.timedelta = dt.timedelta(hours=1)
     # How long after its expiry a never-revoked certificate may still renew itself.
     renewal_grace: dt.timedelta = dt.timedelta(days=30)
+    # Told after a handler changed the registry (a revocation, a new certificate): the serve
+    # process brings the stock server in step (server_ext.stock). Must not block or raise.
+    changes: Callable[[RegistryChange], None] = field(default=lambda change: None)
+    # Set when accounts live on a stock server: tokens carry v2 URIs to the HTTPS face.
+    stock_enrollment: HTTPSEnrollment | None = None
 
     @property
     def clock(self) -> Callable[[], dt.datetime]:

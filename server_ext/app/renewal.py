@@ -15,10 +15,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
+from pairing.protocol.jid import JID
 from pairing.protocol.renewal import RENEW_NS, RenewalRefused, RenewalRequest, RenewCondition
 from server_ext.app.enroll import failure_element
 from server_ext.errors import DuplicateCertificate, RegistryError
-from server_ext.model import CertificateRecord, RotationFacts
+from server_ext.model import CertificateRecord, DeviceState, RotationFacts
 from server_ext.policy.certificates import CertificateRefused, require_registrable
 from server_ext.policy.renewal import check_renewal
 from server_ext.policy.rotation import RotationRefused, check_successor
@@ -75,28 +76,79 @@ def renew(
             "present the new certificate in the TLS handshake",
             old_fingerprint,
         )
-    now = registry.clock()
     try:
-        # The signature first: whoever lacks the expired key learns nothing about the device.
-        request.verify(domain, presented.der)
-        old = registry.devices.by_fingerprint(old_fingerprint)
-        jid = check_renewal(old, now=now, grace=grace)
+        jid, registered = register_successor(
+            request,
+            presented,
+            registry=registry,
+            domain=domain,
+            address=address,
+            grace=grace,
+            interval=interval,
+            where="in TLS",
+        )
     except RenewalRefused as exc:
         return refused(exc.condition, exc.text, old_fingerprint)
+    success = ET.Element(clark(RENEW_NS, "success"), {"jid": str(jid), "name": registered.name})
+    return RenewalResult(success, None, registered, old_fingerprint)
+
+
+def register_successor(
+    request: RenewalRequest,
+    presented: PeerCertificate,
+    *,
+    registry: Registry,
+    domain: str,
+    address: str,
+    grace: dt.timedelta,
+    interval: dt.timedelta,
+    via: str = "renewal",
+    where: str = "",
+) -> tuple[JID, CertificateRecord]:
+    """Register ``presented`` as the successor of ``request.expired`` (the certificate whose
+    key signed the request), or raise :class:`RenewalRefused`. ``presented`` is a certificate
+    whose key the caller has seen proved (in TLS, or by a signature over HTTPS).
+
+    ``via`` is ``renewal`` (a valid or expired certificate within the grace period) or
+    ``rotation`` (the HTTPS rotation: the current certificate must still be valid).
+    """
+    old_fingerprint = request.expired.fingerprint
+    now = registry.clock()
+    # The signature first: whoever lacks the old key learns nothing about the device.
+    request.verify(domain, presented.der)
+    old = registry.devices.by_fingerprint(old_fingerprint)
+    existing = registry.devices.by_fingerprint(presented.fingerprint)
+    if (
+        old is not None
+        and existing is not None
+        and existing.replaces == old.id
+        and existing.device.state is not DeviceState.REVOKED
+    ):
+        # A retry after a lost answer, signed by the old key for this very successor. Over
+        # HTTPS the old certificate was retired already, so this is said before the old
+        # certificate's own state is judged: the device then makes the successor current.
+        raise RenewalRefused(
+            RenewCondition.ALREADY_REGISTERED,
+            "this certificate is already registered; log in with it",
+        )
+    jid = check_renewal(old, now=now, grace=grace)
     assert old is not None
-    if presented.fingerprint == old_fingerprint:
-        return refused(
+    if via == "rotation" and old.not_after <= now:
+        raise RenewalRefused(
             RenewCondition.BAD_CERTIFICATE,
-            "present the new certificate in TLS, not the expired one",
-            old_fingerprint,
+            "the current certificate has expired: renew it instead of rotating",
+        )
+    if presented.fingerprint == old_fingerprint:
+        raise RenewalRefused(
+            RenewCondition.BAD_CERTIFICATE,
+            f"present the new certificate{' ' + where if where else ''}, not the current one",
         )
     if registry.devices.by_fingerprint(presented.fingerprint) is not None:
         # A retry after a lost answer: the device logs in with it (the EXTERNAL decision then
         # says whether it may).
-        return refused(
+        raise RenewalRefused(
             RenewCondition.ALREADY_REGISTERED,
             "this certificate is already registered; log in with it",
-            old_fingerprint,
         )
     try:
         require_registrable(presented, jid.bare, now, exactly=jid)
@@ -106,7 +158,7 @@ def renew(
             if exc.problem.about_identity
             else RenewCondition.BAD_CERTIFICATE
         )
-        return refused(condition, f"the new certificate is refused: {exc}", old_fingerprint)
+        raise RenewalRefused(condition, f"the new certificate is refused: {exc}") from None
 
     def allow(facts: RotationFacts) -> None:
         check_successor(facts, now=registry.clock(), interval=interval)
@@ -117,24 +169,22 @@ def renew(
             presented,
             actor=str(jid),
             allow=allow,
-            via="renewal",
+            via=via,
             address=address,
         )
     except RotationRefused as exc:
-        return refused(RenewCondition.RATE_LIMITED, str(exc), old_fingerprint)
+        raise RenewalRefused(RenewCondition.RATE_LIMITED, str(exc)) from None
     except DuplicateCertificate:
-        return refused(
+        raise RenewalRefused(
             RenewCondition.ALREADY_REGISTERED,
             "this certificate is already registered; log in with it",
-            old_fingerprint,
-        )
+        ) from None
     except RegistryError as exc:
         log.error("renewal not stored: %s", exc)
-        return refused(
-            RenewCondition.INTERNAL_ERROR, "the server cannot store it now; retry", old_fingerprint
-        )
-    success = ET.Element(clark(RENEW_NS, "success"), {"jid": str(jid), "name": registered.name})
-    return RenewalResult(success, None, registered, old_fingerprint)
+        raise RenewalRefused(
+            RenewCondition.INTERNAL_ERROR, "the server cannot store it now; retry"
+        ) from None
+    return jid, registered
 
 
 def _parse(element: ET.Element) -> RenewalRequest:

@@ -23,7 +23,7 @@ from server_ext.errors import (
     JIDInUse,
     RegistryError,
 )
-from server_ext.model import DeviceRecord, DeviceState, RotationFacts
+from server_ext.model import DeviceRecord, DeviceState, RegistryChange, RotationFacts
 from server_ext.policy.certificates import CertificateRefused, require_registrable
 from server_ext.policy.rotation import RotationRefused, check_successor
 from server_ext.wire import namespaces as ns
@@ -127,6 +127,7 @@ def _rotate(ctx: ServerContext, requester: Requester, cert: PeerCertificate) -> 
         ) from None
     except RegistryError as exc:
         raise StanzaError(ErrorType.CANCEL, "not-allowed", str(exc)) from None
+    ctx.changes(RegistryChange("rotation (XEP-0257)"))
 
 
 def _refuse_restricted_session(ctx: ServerContext, requester: Requester) -> None:
@@ -213,6 +214,7 @@ def _append(
         raise StanzaError(
             ErrorType.WAIT, "resource-constraint", "the server cannot store it now; try later"
         ) from None
+    ctx.changes(RegistryChange("certificate appended (XEP-0257)"))
 
 
 def _change_state(
@@ -241,6 +243,7 @@ def _change_state(
         # XEP-0257 §3.4: the server SHOULD close the streams using it; here, those of every
         # certificate of the device's rotation chain.
         close_device_sessions(ctx, updated)
+    ctx.changes(RegistryChange(f"XEP-0257 {action}", updated.id))
 
 
 def device_sessions(ctx: ServerContext, device: DeviceRecord) -> list[Session]:

@@ -9,7 +9,18 @@ import click
 from pairing.cli_output import BadInput, friendly_group
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import prepare_domainpart
-from server_ext.cli import accounts, audit, certificates, devices, serving, setup, tls, tokens
+from server_ext.cli import (
+    accounts,
+    audit,
+    backup,
+    certificates,
+    devices,
+    serving,
+    setup,
+    stock,
+    tls,
+    tokens,
+)
 from server_ext.cli.settings import Settings
 from server_ext.errors import ServerExtError
 
@@ -76,6 +87,8 @@ main.add_command(certificates.certs)
 main.add_command(audit.audit)
 main.add_command(tokens.token)
 main.add_command(devices.devices)
+main.add_command(stock.stock)
+main.add_command(backup.backup)
 
 
 def _name_environment_variables(command: click.Command, path: tuple[str, ...] = ()) -> None:

@@ -145,6 +145,8 @@ def certs_add(
             require_registrable(cert, account, registry.clock())
         except CertificateRefused as exc:
             raise click.ClickException(f"refused: {exc}") from None
+        if not settings.config.stock_kind.embedded:
+            registry.accounts.ensure(account, actor="cli")  # its password is the stock server's
         if registry.accounts.get(account) is None:
             raise UnknownAccount(f"no account {account}: create it with `server-ext user add`")
         record = registry.devices.add(
@@ -155,6 +157,9 @@ def certs_add(
             added_by="cli",
             added_via="cli",
         )
+    from server_ext.admin.inventory import tell_trust_changed
+
+    tell_trust_changed(settings.data_dir, "certs add")
     report(
         _cert_row(record),
         f"registered {name!r} for {account}: {format_fingerprint(record.fingerprint)}",

@@ -61,7 +61,8 @@ def token() -> None:
     "--connect",
     "connect_to",
     help="HOST:PORT the device should connect to, put into the QR code [server.toml: "
-    "public_host, else the listening host or the domain, and port].",
+    "public_host, else the listening host or the domain, and port; with a stock server, "
+    "the HTTPS API's: [https] public_host and port].",
 )
 @click.option(
     "--png", type=click.Path(dir_okay=False, path_type=Path), help="Write the QR code as PNG."
@@ -85,7 +86,7 @@ def token_create(
     """Issue a token for JID/RESOURCE and show it as a QR code and a URI."""
     from pairing import qr
     from pairing.protocol.address import ServerAddress
-    from server_ext.admin.token_issuer import issue_token
+    from server_ext.admin.token_issuer import HTTPSEnrollment, issue_token, stock_xmpp
     from server_ext.net.data_directory import certificate_for
     from server_ext.net.server import token_rules
 
@@ -95,7 +96,18 @@ def token_create(
     except InvalidJID as exc:
         raise BadInput(f"--resource: {exc}") from None
     config = settings.config
-    address = ServerAddress.parse(connect_to or f"{config.connect_host}:{config.port}")
+    stock = not config.stock_kind.embedded
+    if stock and not config.https_port and connect_to is None:
+        raise click.ClickException(
+            f"[stock] kind = {config.stock_kind.value}: devices enroll over HTTPS, but "
+            "server.toml sets no [https] port"
+        )
+    default = (
+        f"{config.https_connect_host}:{config.https_port}"
+        if stock
+        else f"{config.connect_host}:{config.port}"
+    )
+    address = ServerAddress.parse(connect_to or default)
     certificate = certificate_for(config)
     with settings.registry() as registry:
         issued = issue_token(
@@ -106,8 +118,16 @@ def token_create(
             name=name,
             ttl=ttl,
             created_by="cli",
+            external_account=stock,
         )
-    uri = str(issued.uri(host=address.host, port=address.port, fingerprint=certificate.fingerprint))
+    if stock:
+        xmpp = stock_xmpp(config)
+        target = HTTPSEnrollment(address.host, address.port, certificate.fingerprint, xmpp)
+        uri = str(issued.https_uri(target))
+    else:
+        uri = str(
+            issued.uri(host=address.host, port=address.port, fingerprint=certificate.fingerprint)
+        )
     if png:
         qr.write_png(uri, png)
     if svg:

@@ -9,8 +9,11 @@ last, after the identity and the registry, so an interrupted ``init`` can simply
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
+from pairing.secure_files import write_private
 from server_ext.config import ServerConfig
 from server_ext.config_file import has_config, read_config, write_config
 from server_ext.errors import ConfigError
@@ -76,4 +79,29 @@ def certificate_for(config: ServerConfig) -> ServerCertificate:
     return load_server_certificate(config.cert_file, config.key_file)
 
 
-__all__ = ["SetUp", "certificate_for", "initialise"]
+def stock_secret(path: Path) -> str:
+    """The secret a stock server presents to the HTTPS face (the Prosody module's Bearer,
+    MongooseIM's basic-auth password): read from ``path``, made there (0600) if missing."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = secrets.token_urlsafe(32)
+        try:
+            write_private(path, (text + "\n").encode("ascii"))
+        except OSError as exc:
+            raise ConfigError(f"cannot write the stock secret {path}: {exc}") from None
+        return text
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the stock secret {path}: {exc}") from None
+    if mode_open_to_others(path):
+        raise ConfigError(f"{path} is readable by others; run chmod 600 on it")
+    if len(text) < 16:
+        raise ConfigError(f"{path} holds a secret shorter than 16 characters")
+    return text
+
+
+def mode_open_to_others(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o077)
+
+
+__all__ = ["SetUp", "certificate_for", "initialise", "stock_secret"]

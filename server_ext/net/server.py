@@ -16,25 +16,30 @@ from dataclasses import dataclass
 from typing import Any
 
 from pairing.errors import InvalidJID
+from pairing.protocol.https_api import XMPPServer
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
 from server_ext.admin.admin_channel import AdminListener, serve_admin
+from server_ext.admin.token_issuer import HTTPSEnrollment, stock_xmpp
 from server_ext.app.account_iq import account_handlers
 from server_ext.app.delivery import Dispatcher
 from server_ext.app.handlers import ServerContext
+from server_ext.app.https_api import HTTPSAPI
 from server_ext.app.router import SessionTable
-from server_ext.app.saslcert import close_device_sessions
 from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
-from server_ext.errors import ConfigError, RegistryError
+from server_ext.errors import ConfigError, RegistryError, ServerExtError
 from server_ext.log_limits import CappedLog
-from server_ext.model import DeviceState
-from server_ext.net.data_directory import certificate_for
+from server_ext.model import DeviceState, RegistryChange
+from server_ext.net.component import ComponentFace
+from server_ext.net.data_directory import certificate_for, stock_secret
+from server_ext.net.https import HTTPSAddress, HTTPSFace, make_tls_context
 from server_ext.net.server_certificate import (
     ServerCertificate,
     create_server_certificate,
     load_server_certificate,
 )
+from server_ext.policy.nonces import NonceBook
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.policy.tokens import TokenRules
 from server_ext.session.c2s import (
@@ -46,6 +51,15 @@ from server_ext.session.c2s import (
     SessionServices,
     StartTLS,
 )
+from server_ext.stock.base import (
+    StockError,
+    StockServer,
+    close_stale_sessions,
+    context_for,
+    load_kind,
+)
+from server_ext.stock.embedded import EmbeddedStock
+from server_ext.stock.options import component_settings
 from server_ext.storage.registry import Registry
 from server_ext.wire.tls import TLSEngine, TLSError, make_server_context
 from server_ext.wire.xmlwriter import STREAM_CLOSE, stream_error, stream_header
@@ -64,10 +78,18 @@ class ListeningAddress:
 
 
 class Server:
-    """One embedded c2s server for ``config.domain``."""
+    """What ``server-ext serve`` runs for ``config.domain``: the admin channel, the HTTPS face
+    when ``[https]`` has a port, the stock-server kind, and, for the embedded kind, the c2s
+    listeners of the project's own XMPP server."""
 
     def __init__(
-        self, config: ServerConfig, registry: Registry, certificate: ServerCertificate
+        self,
+        config: ServerConfig,
+        registry: Registry,
+        certificate: ServerCertificate,
+        *,
+        stock: StockServer | None = None,
+        stock_secret: str = "",
     ) -> None:
         self.config = config
         self.registry = registry
@@ -93,7 +115,23 @@ class Server:
             token_rules=token_rules(config),
             rotation_interval=dt.timedelta(seconds=config.rotation_interval),
             renewal_grace=dt.timedelta(seconds=config.renewal_grace),
+            changes=self.registry_changed,
         )
+        # The stock-server kind; the embedded one is this server's own session table.
+        self.stock: StockServer = stock or EmbeddedStock(lambda: self.context)
+        self._stock_secret = stock_secret
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.nonces = NonceBook(time.monotonic)
+        # Failed HTTPS requests (bad signatures, unknown tokens or nonces) are counted per
+        # address like failed token redemptions, in a throttle of their own.
+        self.https_throttle = LoginThrottle(
+            clock=time.monotonic,
+            address_limit=config.failed_logins_per_address,
+            window=config.failed_login_window,
+        )
+        self.https: HTTPSFace | None = None
+        # On a stock server, users reach the ad-hoc commands through this component.
+        self.component: ComponentFace | None = None
         self.dispatcher = Dispatcher(self.context, account_handlers())
         self.session_services = SessionServices(
             self.context,
@@ -114,9 +152,11 @@ class Server:
         # First the admin socket: a second server on the same data directory stops here,
         # before it binds any port.
         self._admin = await serve_admin(self.config.data_dir, self.admin_request)
-        ports = [(self.config.port, False)]
-        if self.config.direct_tls_port is not None:
-            ports.append((self.config.direct_tls_port, True))
+        ports: list[tuple[int, bool]] = []
+        if self.config.stock_kind.embedded:
+            ports.append((self.config.port, False))
+            if self.config.direct_tls_port is not None:
+                ports.append((self.config.direct_tls_port, True))
         try:
             for port, direct in ports:
                 listener = await loop.create_server(
@@ -129,13 +169,117 @@ class Server:
                 self._listeners.append(listener)
                 bound = listener.sockets[0].getsockname()
                 self.addresses.append(ListeningAddress(bound[0], bound[1], direct))
-        except OSError:
+            if self.config.https_port is not None:
+                cert = self.certificate
+                self.https = HTTPSFace(
+                    self.https_api,
+                    self.apply_change,
+                    make_tls_context(cert.cert_path, cert.key_path),
+                    host=self.config.https_host,
+                    port=self.config.https_port,
+                )
+                bound = await self.https.start()
+                if not self.config.stock_kind.embedded:
+                    self._replace_context(stock_enrollment=self.stock_enrollment(bound.port))
+            await self.stock.start()
+            if not self.config.stock_kind.embedded:
+                await self._close_stale_sessions()
+            settings = component_settings(self.config)
+            if settings is not None:
+                # Attached in the background, and again whenever the stock server restarts:
+                # serving devices (HTTPS, trust) must not wait for it.
+                self.component = ComponentFace(
+                    settings, self._stock_secret, lambda: self.context, self.stock
+                )
+                await self.component.start()
+        except (OSError, ServerExtError):
             await self.stop()  # a port is taken: leave nothing half-open behind
             raise
-        if self.config.port == 0:  # tests: URIs must carry the port actually bound
+        if self.config.port == 0 and ports:  # tests: URIs must carry the port actually bound
             self._replace_context(connect_port=self.port)
         self._sweeper = asyncio.create_task(self._sweep_tokens())
         return self.addresses
+
+    async def _close_stale_sessions(self) -> None:
+        """Sessions of devices revoked while server-ext was down end now (see
+        :func:`~server_ext.stock.base.close_stale_sessions`); a stock server that does not
+        answer yet is said and does not stop serving."""
+        try:
+            stale = await close_stale_sessions(self.stock, self.registry)
+        except StockError as exc:
+            log.error("could not check the stock server's sessions at start: %s", exc)
+            return
+        if stale:
+            log.warning(
+                "closed %d session(s) of devices revoked or disabled while server-ext was down: %s",
+                len(stale),
+                ", ".join(str(jid) for jid in stale),
+            )
+
+    @property
+    def https_address(self) -> HTTPSAddress | None:
+        return self.https.address if self.https is not None else None
+
+    def xmpp_target(self) -> XMPPServer:
+        """Where an enrolled device logs in: this server, or the stock server."""
+        config = self.config
+        if config.stock_kind.embedded:
+            return XMPPServer(
+                self.context.connect_host, self.context.connect_port, self.certificate.fingerprint
+            )
+        return stock_xmpp(config)
+
+    def stock_enrollment(self, https_port: int) -> HTTPSEnrollment:
+        """Where v2 URIs send devices: this HTTPS face, pinned, then the stock server."""
+        return HTTPSEnrollment(
+            self.config.https_connect_host,
+            https_port,
+            self.certificate.fingerprint,
+            self.xmpp_target(),
+        )
+
+    def https_api(self) -> HTTPSAPI:
+        """The HTTPS API over the current context (a TLS reload replaces the context)."""
+        return HTTPSAPI(
+            self.context,
+            xmpp=self.xmpp_target(),
+            secret=self._stock_secret,
+            throttle=self.https_throttle,
+            nonces=self.nonces,
+        )
+
+    def registry_changed(self, change: RegistryChange) -> None:
+        """Told by the app layer's handlers (synchronous): apply it in the background."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a handler run outside the server (tests): nothing to apply
+            return
+        task = loop.create_task(self._apply_logged(change, from_handler=True))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _apply_logged(self, change: RegistryChange, *, from_handler: bool) -> None:
+        try:
+            await self.apply_change(change, from_handler=from_handler)
+        except Exception as exc:  # a background task must say what failed, once
+            log.error("the stock server was not brought in step (%s): %s", change.reason, exc)
+
+    async def apply_change(self, change: RegistryChange, *, from_handler: bool = False) -> int:
+        """Bring the stock server in step with ``change``; how many sessions were closed."""
+        closed = 0
+        device = self.registry.devices.get(change.device) if change.device is not None else None
+        # The embedded server's handlers close a revoked device's sessions themselves, at
+        # once; a stock server's sessions are closed here.
+        handled = from_handler and self.stock.kind.embedded
+        if device is not None and device.state is DeviceState.REVOKED and not handled:
+            reason = f"the device {device.name!r} was revoked: " + (
+                device.revoked_reason or "no reason given"
+            )
+            closed = await self.stock.close_device(
+                device, self.registry.devices.chain(device.id), reason
+            )
+        await self.stock.sync_trust()
+        return closed
 
     def _replace_context(self, **changes: Any) -> None:
         """New sessions get a context with ``changes``; live ones keep the one they have."""
@@ -162,6 +306,11 @@ class Server:
         changed = certificate.fingerprint != self.certificate.fingerprint
         self.certificate, self.tls_context = certificate, context
         self._replace_context(fingerprint=certificate.fingerprint)
+        enrollment = self.context.stock_enrollment
+        if enrollment is not None:
+            self._replace_context(stock_enrollment=self.stock_enrollment(enrollment.port))
+        if self.https is not None:
+            self.https.reload_tls(certificate.cert_path, certificate.key_path)
         log.info(
             "TLS certificate reloaded: SHA-256 %s, valid until %s%s",
             format_fingerprint(certificate.fingerprint),
@@ -175,32 +324,27 @@ class Server:
             )
         return {"ok": True, "fingerprint": certificate.fingerprint, "changed": changed}
 
-    def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:
+    async def admin_request(self, req: dict[str, Any]) -> dict[str, Any]:
         """Answer the admin CLI (another process) over the admin channel."""
         op = req.get("op")
         if op == "sessions":
-            return {
-                "ok": True,
-                "sessions": [
-                    {
-                        "jid": str(s.jid),
-                        "fingerprint": s.fingerprint,
-                        "address": s.address,
-                        "method": s.auth_method,
-                    }
-                    for s in self.sessions
-                    if isinstance(s, C2SConnection)
-                ],
-            }
+            return {"ok": True, "sessions": await self._sessions()}
         if op == "device-changed":
             device_id = req.get("device")
             device = self.registry.devices.get(device_id) if isinstance(device_id, int) else None
             if device is None:
                 return {"ok": False, "error": "no such device"}
-            closed = 0
-            if device.state is DeviceState.REVOKED:
-                closed = close_device_sessions(self.context, device)
+            try:
+                closed = await self.apply_change(RegistryChange("device-changed", device.id))
+            except ServerExtError as exc:
+                return {"ok": False, "error": f"the {self.stock.kind} server: {exc}"}
             return {"ok": True, "closed": closed}
+        if op == "trust-changed":
+            try:
+                await self.apply_change(RegistryChange(str(req.get("reason") or "cli")))
+            except ServerExtError as exc:
+                return {"ok": False, "error": f"the {self.stock.kind} server: {exc}"}
+            return {"ok": True}
         if op == "reload-tls":
             return self.reload_tls()
         if op == "kick":
@@ -209,11 +353,30 @@ class Server:
             except InvalidJID as exc:
                 return {"ok": False, "error": str(exc)}
             reason = str(req.get("reason") or "an administrator ended this session")
-            targets = self.sessions.resources(account)
-            for session in targets:
-                session.terminate("policy-violation", reason)
-            return {"ok": True, "closed": len(targets)}
+            try:
+                closed = await self.stock.close_sessions([account], reason)
+            except ServerExtError as exc:
+                return {"ok": False, "error": f"the {self.stock.kind} server: {exc}"}
+            return {"ok": True, "closed": closed}
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _sessions(self) -> list[dict[str, Any]]:
+        if self.stock.kind.embedded:
+            return [
+                {
+                    "jid": str(s.jid),
+                    "fingerprint": s.fingerprint,
+                    "address": s.address,
+                    "method": s.auth_method,
+                }
+                for s in self.sessions
+                if isinstance(s, C2SConnection)
+            ]
+        online = await self.stock.online()
+        return [
+            {"jid": str(jid), "fingerprint": fingerprint, "address": None, "method": None}
+            for jid, fingerprint in sorted(online.items(), key=lambda item: str(item[0]))
+        ]
 
     async def _sweep_tokens(self) -> None:
         """Mark tokens expired once a minute, so the audit log says when each one lapsed."""
@@ -237,6 +400,15 @@ class Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        if self.https is not None:
+            await self.https.stop()
+            self.https = None
+        if self.component is not None:
+            await self.component.stop()
+            self.component = None
+        for task in list(self._tasks):
+            await asyncio.wait({task}, timeout=2)
+        await self.stock.stop()
         if self._admin is not None:
             self._admin.close()
             self._admin = None
@@ -510,8 +682,17 @@ def token_rules(config: ServerConfig) -> TokenRules:
 async def serve(config: ServerConfig, *, ready: Callable[[Server], None] | None = None) -> None:
     """Run the server until cancelled or sent SIGINT/SIGTERM; SIGHUP reloads its certificate."""
     certificate = load_certificate_for(config)
+    if not config.stock_kind.embedded and config.https_port is None:
+        raise ConfigError(
+            f"[stock] kind = {config.stock_kind.value!r} needs the HTTPS face (devices enroll "
+            "there): set [https] port in server.toml"
+        )
     with Registry.open(config.database_path) as registry:
-        server = Server(config, registry, certificate)
+        secret = stock_secret(config.stock_secret_path) if config.https_port is not None else ""
+        stock = None
+        if not config.stock_kind.embedded:
+            stock = load_kind(config.stock_kind, context_for(config, registry, secret))
+        server = Server(config, registry, certificate, stock=stock, stock_secret=secret)
         await server.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -543,6 +724,18 @@ def run(config: ServerConfig) -> None:
         for address in server.addresses:
             kind = "direct TLS (XEP-0368)" if address.direct_tls else "STARTTLS"
             print(f"listening on {address.host}:{address.port} ({kind})", flush=True)
+        https = server.https_address
+        if https is not None:
+            print(f"HTTPS enrollment API on {https.host}:{https.port}", flush=True)
+        if not server.config.stock_kind.embedded:
+            print(f"stock server: {server.config.stock_kind.value}", flush=True)
+        if server.component is not None:
+            settings = server.component.settings
+            print(
+                f"component {settings.domain} attaching to {settings.host}:{settings.port} "
+                "(XEP-0114)",
+                flush=True,
+            )
         print(f"domain: {server.config.domain}", flush=True)
         print(f"server certificate SHA-256: {fp}", flush=True)
         print(f"data: {server.config.data_dir}  (Ctrl-C to stop)", flush=True)

@@ -29,6 +29,7 @@ class Problem(StrEnum):
     NOT_YET_VALID = "not-yet-valid"
     NO_CLIENT_AUTH = "no-client-auth"
     WEAK_KEY = "weak-key"
+    CERTIFICATE_AUTHORITY = "certificate-authority"
     NO_JID = "no-jid"
     FOREIGN_JID = "foreign-jid"
     WRONG_JID = "wrong-jid"
@@ -79,6 +80,16 @@ def require_usable(cert: PeerCertificate, now: dt.datetime) -> None:
         raise CertificateRefused(Problem.EXPIRED, "the certificate has expired")
     if cert.not_before > now:
         raise CertificateRefused(Problem.NOT_YET_VALID, "the certificate is not valid yet")
+    if cert.certificate_authority:
+        # A device certificate is a leaf. On ejabberd every usable device certificate is a
+        # trust anchor (c2s_cafile): a CA certificate there would let its key sign a
+        # certificate for any account of the domain (docs/stock-servers.md), so no server
+        # accepts one, at registration or at login.
+        raise CertificateRefused(
+            Problem.CERTIFICATE_AUTHORITY,
+            "the certificate is a CA certificate (basicConstraints CA, keyCertSign or X.509 "
+            "version 1); a device certificate must be a leaf",
+        )
     if not cert.client_auth:
         raise CertificateRefused(
             Problem.NO_CLIENT_AUTH,

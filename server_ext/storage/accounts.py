@@ -51,6 +51,28 @@ class AccountStore:
             raise storage_error(exc, "add the account") from exc
         return Account(jid, admin, now, tuple(credentials))
 
+    def ensure(self, jid: JID, *, actor: str) -> bool:
+        """Make sure the account row exists, without credentials: an account whose password
+        lives on a stock server (docs/server.md, "Stock servers"). True when it was made."""
+        jid = jid.bare
+        try:
+            with self._file.transaction("record the account") as conn:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO accounts (jid, is_admin, created_at) VALUES (?,?,?)",
+                    (str(jid), 0, iso(self._file.clock())),
+                )
+                made = cur.rowcount == 1
+                if made:
+                    self._audit.write(
+                        "account.created",
+                        actor=actor,
+                        subject=str(jid),
+                        detail={"admin": "false", "credentials": "stock server"},
+                    )
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "record the account") from exc
+        return made
+
     def _store_credentials(
         self, conn: sqlite3.Connection, jid: JID, credentials: Sequence[ScramCredentials]
     ) -> None:

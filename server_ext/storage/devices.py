@@ -111,6 +111,18 @@ class DeviceStore:
         device = self.by_name(account, name)
         return self.current(device.id) if device is not None else None
 
+    def usable(self, account: JID | None = None, *, now: dt.datetime) -> list[CertificateRecord]:
+        """Certificates that may log in now: active, of an active device, within their
+        validity (of ``account``, or of every account). What a stock server must trust."""
+        where = (
+            "c.state = 'active' AND d.state = 'active' AND c.not_before <= ? AND c.not_after > ?"
+        )
+        args: tuple[Any, ...] = (iso(now), iso(now))
+        if account is not None:
+            where += " AND d.account = ?"
+            args += (str(account.bare),)
+        return self._certificates(where, args)
+
     def get(self, device_id: int) -> DeviceRecord | None:
         found = self._devices("d.id = ?", (device_id,))
         return found[0] if found else None

@@ -138,8 +138,14 @@ async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         server = Server(config, registry, certificate)
         await server.start()
         # What an operator's server.toml says: the ports this server listens on.
+        https = server.https_address
         write_config(
-            dataclasses.replace(config, port=server.port, direct_tls_port=server.direct_tls_port)
+            dataclasses.replace(
+                config,
+                port=server.port,
+                direct_tls_port=server.direct_tls_port,
+                https_port=https.port if https is not None else None,
+            )
         )
         started.append((server, registry))
         return RunningServer(server, config, registry)

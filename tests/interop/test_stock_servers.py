@@ -28,18 +28,25 @@ from slixmpp.xmlstream.matcher import MatchXPath
 
 from pairing.errors import AuthenticationFailed
 from pairing.protocol.identity import certificate_der
-from pairing.protocol.jid import JID
 from pairing.xmpp.connection import (
     PairingClient,
-    ServerAddress,
-    TrustAnchor,
-    login,
     logout,
-    make_client,
 )
 from tests.interop.conftest import EjabberdFactory, Measured, ProsodyFactory
 from tests.support.certificates import CertificateFiles, DeviceCA, self_signed_device
 from tests.support.rawclient import RawClient, client_context
+from tests.support.stock_clients import (
+    PASSWORD,
+    SCRAM_ONLY,
+    bound_jid,
+    certificate_login,
+    close,
+    disconnection,
+    measure_close,
+    password_login,
+    raw_external,
+    succeeded,
+)
 from tests.support.stock_servers import (
     ACCESS_ALLOW_ALL,
     LOOPBACK,
@@ -50,112 +57,12 @@ from tests.support.stock_servers import (
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(90)]
 
-PASSWORD = "owner's password 1"
 PROBE_NS = "urn:xmpp-dp:probe"
 PROBE_MODULE = Path(__file__).parent / "prosody" / "mod_xmpp_dp_probe.lua"
 PROSODY_VERIFY = 'c2s_ssl = { verify = { "peer", "client_once" } }'
 
 
 # -- clients ----------------------------------------------------------------------------------
-
-
-#: The mechanisms a password client may use here: SCRAM only, never EXTERNAL or PLAIN.
-SCRAM_ONLY = [f"SCRAM-SHA-{bits}{plus}" for bits in (1, 256, 512) for plus in ("", "-PLUS")]
-
-
-async def password_login(
-    port: int, server_cert: CertificateFiles, jid: str, *, scram_only: bool = True
-) -> tuple[PairingClient, JID]:
-    client = make_client(
-        jid,
-        server=ServerAddress(LOOPBACK, port),
-        trust=TrustAnchor(cafile=server_cert.cert),
-        password=PASSWORD,
-    )
-    if scram_only:
-        # slixmpp ranks EXTERNAL above every other mechanism and tries it whenever it is
-        # offered, certificate or not; ejabberd with tls_verify offers it to every client.
-        # (A list, not a set: slixmpp enforces use_mechs only when it is not a set.)
-        client.plugin["feature_mechanisms"].use_mechs = list(SCRAM_ONLY)
-    try:
-        return client, await login(client)
-    except Exception:
-        client.abort()
-        raise
-
-
-async def certificate_login(
-    port: int, server_cert: CertificateFiles, jid: str, device: CertificateFiles
-) -> tuple[PairingClient, JID]:
-    """SASL EXTERNAL with ``device``'s certificate, binding the resource of ``jid``."""
-    client = make_client(
-        jid,
-        server=ServerAddress(LOOPBACK, port),
-        trust=TrustAnchor(cafile=server_cert.cert),
-        certfile=device.cert,
-        keyfile=device.key,
-    )
-    try:
-        return client, await login(client)
-    except Exception:
-        client.abort()
-        raise
-
-
-@dataclass
-class RawAttempt:
-    """What a byte-level client saw: the features after STARTTLS, the SASL answer, the bind."""
-
-    features: bytes
-    sasl: bytes
-    bind: bytes = b""
-    client: RawClient | None = None
-
-
-async def raw_external(
-    port: int,
-    server_cert: CertificateFiles,
-    device: CertificateFiles | None,
-    *,
-    authzid: str = "",
-    resource: str | None = None,
-) -> RawAttempt:
-    """STARTTLS with ``device``'s certificate, EXTERNAL with ``authzid``, then bind if it worked."""
-    raw = await RawClient.connect(LOOPBACK, port, "localhost")
-    context = client_context(
-        server_cert.cert,
-        device.cert if device else None,
-        device.key if device else None,
-    )
-    features = await raw.starttls(context)
-    if b"<mechanism>EXTERNAL</mechanism>" not in features:
-        await raw.close()
-        return RawAttempt(features, b"")
-    # An empty initial response (no authzid) is sent as "=" (RFC 6120 §6.4.2).
-    answer = await raw.auth("EXTERNAL", authzid.encode())
-    attempt = RawAttempt(features, answer, client=raw)
-    if b"<success" in answer:
-        attempt.bind = await raw.bind(resource)
-    return attempt
-
-
-def succeeded(attempt: RawAttempt) -> bool:
-    return b"<success" in attempt.sasl and b"type='result'" in attempt.bind
-
-
-def bound_jid(attempt: RawAttempt) -> str:
-    root = ET.fromstring(attempt.bind)
-    text = root.findtext(
-        "{urn:ietf:params:xml:ns:xmpp-bind}bind/{urn:ietf:params:xml:ns:xmpp-bind}jid"
-    )
-    assert text, attempt.bind
-    return text
-
-
-async def close(*attempts: RawAttempt) -> None:
-    for attempt in attempts:
-        if attempt.client is not None:
-            await attempt.client.close()
 
 
 class ProbeComponent(slixmpp.ComponentXMPP):  # type: ignore[misc]
@@ -186,20 +93,6 @@ async def ask_component(client: PairingClient, domain: str) -> Any:
     iq["to"] = domain
     iq.append(ET.Element(f"{{{PROBE_NS}}}query"))
     return await iq.send(timeout=10)
-
-
-def disconnection(client: PairingClient) -> asyncio.Event:
-    gone = asyncio.Event()
-    client.add_event_handler("disconnected", lambda _: gone.set())
-    return gone
-
-
-async def measure_close(gone: asyncio.Event, command: Any) -> float:
-    """Seconds from issuing ``command`` (run in a thread) to the client seeing the close."""
-    began = time.monotonic()
-    await asyncio.to_thread(command)
-    await asyncio.wait_for(gone.wait(), 15)
-    return time.monotonic() - began
 
 
 # -- ejabberd: SASL EXTERNAL with a device CA -------------------------------------------------

@@ -297,6 +297,8 @@ class EjabberdConfig:
     top_level: Mapping[str, object] = field(default_factory=dict)
     component_secret: str | None = None  # adds an ejabberd_service listener for pairing.<domain>
     http_api: bool = True  # an ejabberd_http listener with mod_http_api on /api (loopback)
+    # The commands loopback may call through mod_http_api; empty: all of them ("*").
+    api_commands: Sequence[str] = ()
 
     @property
     def component_domain(self) -> str:
@@ -406,7 +408,13 @@ class EjabberdNode:
             "    from: mod_http_api",
             "    who:",
             "      ip: 127.0.0.1/8",
-            '    what: "*"',
+        ]
+        if cfg.api_commands:
+            lines.append("    what:")
+            lines += [f"      - {_yaml(command)}" for command in cfg.api_commands]
+        else:
+            lines.append('    what: "*"')
+        lines += [
             "modules:",
             "  mod_admin_extra: {}",  # kick_session
             "  mod_disco: {}",
@@ -515,8 +523,10 @@ class EjabberdNode:
             return json.loads(response.read() or b"null")
 
     def register(self, user: str, password: str) -> None:
-        """An account, through the HTTP API when there is one (ms) or ejabberd_ctl (~0.4 s)."""
-        if self.config.http_api:
+        """An account, through the HTTP API when it may (ms), else ejabberd_ctl (~0.4 s)."""
+        if self.config.http_api and (
+            not self.config.api_commands or "register" in self.config.api_commands
+        ):
             self.api("register", user=user, host=self.config.domain, password=password)
         else:
             self.ctl("register", user, self.config.domain, password)
@@ -588,6 +598,7 @@ class ProsodyConfig:
     host_lines: Sequence[str] = ()
     plugin_paths: Sequence[Path] = ()
     component_secret: str | None = None
+    http: bool = False  # Prosody's HTTP server on a loopback port of its own (http_port)
 
     @property
     def component_domain(self) -> str:
@@ -613,7 +624,7 @@ class ProsodyInstance:
         self.config_path = folder / "prosody.cfg.lua"
         self.log_path = folder / "prosody.log"
         self.socket_path = self.data / "prosody.sock"
-        self.c2s_port = self.component_port = 0
+        self.c2s_port = self.component_port = self.http_port = 0
         self.process: ManagedProcess | None = None
         self.startup_seconds = 0.0
 
@@ -646,7 +657,8 @@ class ProsodyInstance:
             "s2s_ports = { }",
             f"component_ports = {{ {self.component_port} }}",
             f'component_interfaces = {{ "{LOOPBACK}" }}',
-            "http_ports = { }",
+            f"http_ports = {{ {self.http_port} }}" if cfg.http else "http_ports = { }",
+            f'http_interfaces = {{ "{LOOPBACK}" }}',
             "https_ports = { }",
             "modules_enabled = { " + ", ".join(f'"{m}"' for m in modules) + " }",
             'modules_disabled = { "s2s" }',
@@ -675,7 +687,7 @@ class ProsodyInstance:
 
     def _start_once(self) -> None:
         prosody, _ = self.binaries()
-        self.c2s_port, self.component_port = _free_ports(2)
+        self.c2s_port, self.component_port, self.http_port = _free_ports(3)
         self.config_path.write_text(self.render())
         began = time.monotonic()
         self.process = ManagedProcess(
@@ -688,6 +700,8 @@ class ProsodyInstance:
         wanted = [f"[{LOOPBACK}]:{self.c2s_port}"]
         if self.config.component_secret is not None:
             wanted.append(f"[{LOOPBACK}]:{self.component_port}")
+        if self.config.http:
+            wanted.append(f"[{LOOPBACK}]:{self.http_port}")
 
         def ready() -> bool:
             try:

@@ -9,7 +9,12 @@ import pytest
 
 from pairing import qr
 from pairing.protocol.jid import JID
-from pairing.protocol.uri import EnrollmentURI, InvalidPairingURI
+from pairing.protocol.uri import (
+    EnrollmentURI,
+    HTTPSEnrollmentURI,
+    InvalidPairingURI,
+    parse_enrollment_uri,
+)
 
 TOKEN = "QMMWLLPYQRK3K6IMENITWWPPYVDKNSIX"
 FP = hashlib.sha256(b"server certificate").hexdigest()
@@ -93,3 +98,57 @@ def test_unreadable_images(tmp_path: Path) -> None:
         qr.read_image(tmp_path / "junk.png")
     with pytest.raises(qr.UnreadableQR, match="does not exist"):
         qr.read_image(tmp_path / "missing.png")
+
+
+# --- version 2: HTTPS enrollment, then a stock XMPP server (docs/protocol.md, section 9) ----
+
+XMPP_PIN = hashlib.sha256(b"ejabberd certificate").hexdigest()
+
+
+def v2(
+    pin: str | None = XMPP_PIN, jid: str = "alice@example.org/Kitchen Bot"
+) -> HTTPSEnrollmentURI:
+    return HTTPSEnrollmentURI(
+        JID.parse(jid), TOKEN, "pair.example.org", 8443, FP, "xmpp.example.org", 5222, pin
+    )
+
+
+@pytest.mark.parametrize("pin", [XMPP_PIN, None])
+def test_v2_round_trips_in_the_qr_alphanumeric_set(pin: str | None) -> None:
+    original = v2(pin)
+    text = str(original)
+    assert set(text) <= ALNUM and text.startswith("XMPP-DP:2/")
+    assert HTTPSEnrollmentURI.parse(text) == original
+    assert parse_enrollment_uri(text) == original
+    assert ("/-/" in text) is (pin is None)  # "-": check the XMPP server with the system CAs
+    assert TOKEN not in repr(original)
+
+
+def test_both_versions_are_read_by_their_version_field() -> None:
+    assert isinstance(parse_enrollment_uri(str(uri())), EnrollmentURI)
+    assert isinstance(parse_enrollment_uri(str(v2())), HTTPSEnrollmentURI)
+    with pytest.raises(InvalidPairingURI, match="version '3' is not supported"):
+        parse_enrollment_uri(str(uri()).replace("XMPP-DP:1/", "XMPP-DP:3/"))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda t: t.replace("/8443/", "/84A3/"), "HTTPS port"),
+        (lambda t: t.replace("/5222/", "/99999/"), "XMPP port 99999 is out of range"),
+        (lambda t: "/".join(t.split("/")[:5]), "nine parts"),
+        (lambda t: t.replace("/-/", "/NOTBASE32!/"), "XMPP pin"),
+        (lambda t: t.replace("PAIR.EXAMPLE", "pair.EXAMPLE"), "lower-case"),
+    ],
+)
+def test_v2_fields_are_checked_one_by_one(mutate: object, message: str) -> None:
+    text = mutate(str(v2(None)))  # type: ignore[operator]
+    with pytest.raises(InvalidPairingURI, match=message):
+        parse_enrollment_uri(text)
+
+
+def test_a_host_with_a_slash_cannot_be_put_into_a_uri() -> None:
+    with pytest.raises(InvalidPairingURI, match="contains '/'"):
+        HTTPSEnrollmentURI(
+            JID.parse("a@b/c"), TOKEN, "pair/evil", 8443, FP, "xmpp.example.org", 5222, None
+        )

@@ -1,0 +1,380 @@
+"""The HTTPS API's logic (docs/protocol.md, section 9), without I/O.
+
+``server_ext/net/https.py`` hands each request's method, query, ``Authorization`` header,
+peer address and body bytes to :class:`HTTPSAPI` and sends back the :class:`Reply`. A reply
+that carries a :class:`~server_ext.model.RegistryChange` must not be sent before the stock
+server has been brought in step (``sync_trust``): the device logs in right after it.
+
+Every request gets an answer; malformed input is a 400 with the reason, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pairing.errors import InvalidJID
+from pairing.protocol.enrollment import EnrollCondition
+from pairing.protocol.https_api import (
+    MAX_BODY_BYTES,
+    APICondition,
+    APIRefused,
+    Challenge,
+    Enrolled,
+    EnrollRequest,
+    ProsodyCertificateAnswer,
+    ProsodyCertificateQuery,
+    Renewed,
+    SuccessorRequest,
+    XMPPServer,
+    pem_of_der,
+)
+from pairing.protocol.identity import UnreadableCertificate
+from pairing.protocol.jid import JID
+from pairing.protocol.proofs import InvalidProof, verify_by_certificate
+from pairing.protocol.renewal import RenewalRefused, RenewalRequest, RenewCondition
+from server_ext.app.enroll import redeem_token
+from server_ext.app.handlers import ServerContext
+from server_ext.app.renewal import register_successor
+from server_ext.errors import RegistryError
+from server_ext.model import RegistryChange
+from server_ext.policy.external import ExternalRefused, decide_external
+from server_ext.policy.nonces import NonceBook, TooManyChallenges
+from server_ext.policy.throttle import LoginThrottle
+from server_ext.policy.tokens import TokenRefused
+
+log = logging.getLogger(__name__)
+
+#: MongooseIM's basic_auth user name is the operator's choice; the password is the secret.
+_BEARER = "bearer "
+_BASIC = "basic "
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to send: a JSON object (``body``) or plain text (``text``), and a status."""
+
+    status: int
+    body: Mapping[str, Any] | None = None
+    text: str | None = None
+    change: RegistryChange | None = None  # bring the stock server in step before sending
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def refusal(refused: APIRefused) -> Reply:
+    headers = {}
+    if refused.retry_after is not None:
+        headers["Retry-After"] = str(refused.retry_after)  # RFC 9110 §10.2.3
+    return Reply(refused.status, refused.to_json(), headers=headers)
+
+
+class HTTPSAPI:
+    """The handlers of the HTTPS face, for one server (its registry, domain and settings)."""
+
+    def __init__(
+        self,
+        context: ServerContext,
+        *,
+        xmpp: XMPPServer,
+        secret: str,
+        throttle: LoginThrottle,
+        nonces: NonceBook,
+    ) -> None:
+        self.context = context
+        self.xmpp = xmpp
+        self._secret = secret
+        self.throttle = throttle
+        self.nonces = nonces
+
+    # --- device requests ------------------------------------------------------------------
+
+    def challenge(self, address: str) -> Reply:
+        """``POST /api/v1/challenge``."""
+        if (refused := self._throttled(address)) is not None:
+            return refusal(refused)
+        try:
+            nonce, lifetime = self.nonces.issue()
+        except TooManyChallenges as exc:
+            return refusal(APIRefused(APICondition.RATE_LIMITED, str(exc), retry_after=60))
+        expires = self.context.clock() + dt.timedelta(seconds=lifetime)
+        return Reply(200, Challenge(nonce, expires).to_json())
+
+    def enroll(self, body: bytes, address: str) -> Reply:
+        """``POST /api/v1/enroll``: a token, a certificate and the key's signature."""
+        try:
+            request = EnrollRequest.from_json(self._json(body, address))
+            self._burn(request.nonce, address)
+            try:
+                verify_by_certificate(request.certificate.der, request.signature, request.message())
+            except InvalidProof:
+                self.throttle.failed(None, address)
+                raise APIRefused(
+                    APICondition.BAD_SIGNATURE,
+                    "the signature is not by the certificate's key over this enrollment",
+                ) from None
+            try:
+                record, registered = redeem_token(
+                    request.token,
+                    request.certificate,
+                    registry=self.context.registry,
+                    address=address,
+                )
+            except TokenRefused as exc:
+                if exc.condition is EnrollCondition.ALREADY_REGISTERED:
+                    return self._enrolled_again(request, address)
+                if exc.condition is EnrollCondition.TOKEN_UNKNOWN:
+                    # Guessing is hopeless at 160 bits; each unknown token still counts
+                    # against the address, as over XMPP.
+                    self.throttle.failed(None, address)
+                raise APIRefused(exc.condition.value, exc.text) from None
+        except APIRefused as refused:
+            self._audit_failure("enroll.failed", address, refused)
+            return refusal(refused)
+        answer = Enrolled(record.jid, registered.name, self.xmpp)
+        return Reply(200, answer.to_json(), change=RegistryChange("enrolled"))
+
+    def _enrolled_again(self, request: EnrollRequest, address: str) -> Reply:
+        """The certificate that redeemed this token asks again (its answer was lost)."""
+        registered = self.context.registry.devices.by_fingerprint(request.certificate.fingerprint)
+        if registered is None:  # pragma: no cover - the token names this very fingerprint
+            return refusal(APIRefused(EnrollCondition.TOKEN_USED, "this token was used"))
+        self.context.audit(
+            "enroll.repeated",
+            actor=str(registered.account),
+            subject=registered.fingerprint,
+            address=address,
+            condition=EnrollCondition.ALREADY_REGISTERED.value,
+        )
+        jid = JID.parse(registered.subject_jids[0])
+        answer = Enrolled(jid, registered.name, self.xmpp)
+        return Reply(200, answer.to_json(), change=RegistryChange("enrolled again"))
+
+    def renew(self, body: bytes, address: str) -> Reply:
+        """``POST /api/v1/renew``: a valid or expired (within the grace) certificate."""
+        return self._successor(body, address, via="renewal")
+
+    def rotate(self, body: bytes, address: str) -> Reply:
+        """``POST /api/v1/rotate``: a valid certificate registers its successor."""
+        return self._successor(body, address, via="rotation")
+
+    def _successor(self, body: bytes, address: str, *, via: str) -> Reply:
+        context = self.context
+        replaces: str | None = None
+        try:
+            request = SuccessorRequest.from_json(self._json(body, address))
+            self._burn(request.nonce, address)
+            try:
+                renewal = RenewalRequest.parse(request.current, request.signature)
+            except RenewalRefused as exc:
+                raise APIRefused(exc.condition.value, exc.text) from None
+            try:
+                verify_by_certificate(request.certificate.der, request.proof, request.possession())
+            except InvalidProof:
+                self.throttle.failed(None, address)
+                raise APIRefused(
+                    APICondition.BAD_SIGNATURE,
+                    "the proof is not by the new certificate's key over this request",
+                ) from None
+            replaces = renewal.expired.fingerprint
+            try:
+                jid, registered = register_successor(
+                    renewal,
+                    request.certificate,
+                    registry=context.registry,
+                    domain=context.domain,
+                    address=address,
+                    grace=context.renewal_grace,
+                    interval=context.rotation_interval,
+                    via=via,
+                    where="as 'certificate'",
+                )
+            except RenewalRefused as exc:
+                if exc.condition in (RenewCondition.BAD_SIGNATURE, RenewCondition.MALFORMED):
+                    self.throttle.failed(None, address)
+                raise APIRefused(exc.condition.value, exc.text) from None
+            # The device staged the new key before it asked and keeps it until it has the
+            # answer, so the previous certificate is retired now: on a stock server no first
+            # login with the new one is seen that could retire it later.
+            context.registry.devices.retire_replaced(registered.fingerprint)
+        except APIRefused as refused:
+            if refused.condition == RenewCondition.ALREADY_REGISTERED:
+                # A retry whose first answer was lost: the device takes it as success, so the
+                # stock server must be in step now too.
+                reply = refusal(refused)
+                return Reply(reply.status, reply.body, change=RegistryChange(f"{via} retried"))
+            context.audit(
+                "cert.renewal_refused" if via == "renewal" else "cert.rotation_refused",
+                actor="unknown",
+                subject=replaces or address,
+                address=address,
+                condition=refused.condition,
+            )
+            return refusal(refused)
+        except RegistryError as exc:
+            log.error("the previous certificate was not retired: %s", exc)
+            return refusal(APIRefused(APICondition.INTERNAL_ERROR, "retry later"))
+        answer = Renewed(jid, registered.name, registered.fingerprint)
+        return Reply(200, answer.to_json(), change=RegistryChange(via))
+
+    # --- the stock servers' hooks ------------------------------------------------------------
+
+    def prosody_certificate(self, body: bytes, authorization: str | None, address: str) -> Reply:
+        """``POST /api/v1/stock/prosody/certificate``: the EXTERNAL decision for Prosody."""
+        context = self.context
+        try:
+            self._require_secret(authorization, _BEARER, address)
+            query = ProsodyCertificateQuery.from_json(self._json(body, address))
+        except APIRefused as refused:
+            return refusal(refused)
+        presented = UnreadableCertificate.presented(query.der)
+        registered = context.registry.devices.by_fingerprint(presented.fingerprint)
+        try:
+            accepted = decide_external(
+                presented=presented,
+                authzid=query.authzid,
+                domain=context.domain,
+                registered=registered,
+                now=context.clock(),
+            )
+        except ExternalRefused as exc:
+            context.audit(
+                "login.failed",
+                actor=str(exc.account) if exc.account else "unknown",
+                subject=presented.fingerprint,
+                address=address,
+                mechanism="EXTERNAL",
+                via="prosody",
+                reason=exc.text,
+            )
+            error = "revoked" if exc.device_revoked else "refused"
+            return Reply(403, {"error": error, "text": exc.text})
+        fingerprint = accepted.certificate.fingerprint
+        change: RegistryChange | None = None
+        try:
+            context.registry.devices.record_login(fingerprint, address)
+            if context.registry.devices.retire_replaced(fingerprint):
+                change = RegistryChange("a successor logged in")
+        except RegistryError as exc:
+            log.error("login not recorded: %s", exc)
+        context.audit(
+            "login.external",
+            actor=str(accepted.identity),
+            subject=fingerprint,
+            address=address,
+            via="prosody",
+        )
+        resource = accepted.locked_resource
+        jid = accepted.identity.with_resource(resource) if resource else accepted.identity
+        answer = ProsodyCertificateAnswer(jid, accepted.identity, resource)
+        return Reply(200, answer.to_json(), change=change)
+
+    def mongooseim_get_certs(
+        self, query: Mapping[str, str], authorization: str | None, address: str
+    ) -> Reply:
+        """``GET …/get_certs?user=&server=``: the user's usable certificates, PEM (200)."""
+        try:
+            self._require_secret(authorization, _BASIC, address)
+            account = self._mongooseim_account(query)
+        except APIRefused as refused:
+            return Reply(refused.status, text=refused.text)
+        certificates = self.context.registry.devices.usable(account, now=self.context.clock())
+        return Reply(200, text="".join(pem_of_der(c.der) for c in certificates))
+
+    def mongooseim_user_exists(
+        self, query: Mapping[str, str], authorization: str | None, address: str
+    ) -> Reply:
+        """``GET …/user_exists?user=&server=``: ``true`` when the registry knows the account."""
+        try:
+            self._require_secret(authorization, _BASIC, address)
+            account = self._mongooseim_account(query)
+        except APIRefused as refused:
+            return Reply(refused.status, text=refused.text)
+        known = self.context.registry.accounts.get(account) is not None
+        return Reply(200, text="true" if known else "false")
+
+    def _mongooseim_account(self, query: Mapping[str, str]) -> JID:
+        user, server = query.get("user", ""), query.get("server", "")
+        try:
+            account = JID(user, server)  # RFC 7622: prepared on construction
+        except InvalidJID as exc:
+            raise APIRefused(APICondition.MALFORMED, f"user and server: {exc}") from None
+        if not account.local:
+            raise APIRefused(APICondition.MALFORMED, "the user is empty")
+        if account.domain != self.context.domain:
+            raise APIRefused(APICondition.NOT_FOUND, f"this service serves {self.context.domain}")
+        return account
+
+    # --- shared ------------------------------------------------------------------------------
+
+    def _throttled(self, address: str) -> APIRefused | None:
+        wait = self.throttle.retry_after(None, address)
+        if wait <= 0:
+            return None
+        seconds = int(wait) + 1
+        return APIRefused(
+            APICondition.RATE_LIMITED,
+            f"too many failed attempts from your address; retry in {seconds} s",
+            retry_after=seconds,
+        )
+
+    def _json(self, body: bytes, address: str) -> Mapping[str, Any]:
+        """The body as a JSON object, after the address's throttle is checked."""
+        if (refused := self._throttled(address)) is not None:
+            raise refused
+        if len(body) > MAX_BODY_BYTES:
+            raise APIRefused(APICondition.MALFORMED, "the body is too large")
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise APIRefused(APICondition.MALFORMED, "the body is not JSON") from None
+        if not isinstance(data, dict):
+            raise APIRefused(APICondition.MALFORMED, "the body must be a JSON object")
+        return data
+
+    def _burn(self, nonce: str, address: str) -> None:
+        if not self.nonces.take(nonce):
+            self.throttle.failed(None, address)
+            raise APIRefused(
+                APICondition.NONCE_UNKNOWN,
+                "this nonce is unknown, used or expired; ask for a new challenge",
+            )
+
+    def _require_secret(self, authorization: str | None, scheme: str, address: str) -> None:
+        """The stock server's shared secret, as a Bearer token or a basic-auth password."""
+        if (refused := self._throttled(address)) is not None:
+            raise refused
+        given = _credential(authorization or "", scheme)
+        if (
+            not self._secret
+            or given is None
+            or not hmac.compare_digest(given.encode(), self._secret.encode())
+        ):
+            self.throttle.failed(None, address)
+            raise APIRefused(APICondition.UNAUTHORIZED, "the stock server's secret is wrong")
+
+    def _audit_failure(self, event: str, address: str, refused: APIRefused) -> None:
+        self.context.audit(
+            event, actor="unknown", subject=address, address=address, condition=refused.condition
+        )
+
+
+def _credential(header: str, scheme: str) -> str | None:
+    """The secret in ``Authorization: Bearer S`` or ``Basic base64(user:S)`` (RFC 6750, 7617)."""
+    if header[: len(scheme)].lower() != scheme:
+        return None
+    value = header[len(scheme) :].strip()
+    if scheme == _BEARER:
+        return value
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    _user, sep, password = decoded.partition(":")
+    return password if sep else None
