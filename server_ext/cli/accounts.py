@@ -13,7 +13,7 @@ from pairing.cli_output import (
 from server_ext.admin import admin_channel
 from server_ext.auth.credentials import credentials_for
 from server_ext.cli.settings import PASSWORD_ENV, Settings, json_option, pass_settings, report
-from server_ext.cli.stock_changes import tell_stock_server
+from server_ext.cli.stock_changes import ready_to_tell, tell_stock_server
 from server_ext.errors import ServerNotRunning, UnknownAccount
 from server_ext.model import (
     CertState,
@@ -117,6 +117,7 @@ def user_delete(settings: Settings, jid: str, yes: bool, as_json: bool) -> None:
     account = settings.jid(jid)
     if not yes:
         click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
+    ready_to_tell(settings)
     with settings.registry() as registry:
         revoked = registry.accounts.delete(account, actor="cli")
         device_ids = sorted({record.device.id for record in revoked})

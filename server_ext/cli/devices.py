@@ -10,7 +10,7 @@ from pairing.cli_output import (
 )
 from server_ext.admin import inventory
 from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
-from server_ext.cli.stock_changes import tell_stock_server
+from server_ext.cli.stock_changes import ready_to_tell, tell_stock_server
 from server_ext.model import (
     DeviceRecord,
     DeviceState,
@@ -98,6 +98,7 @@ def _change(
     as_json: bool,
 ) -> None:
     kind = settings.config.stock_kind
+    ready_to_tell(settings)
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
         updated, changed, closed = inventory.change_state(

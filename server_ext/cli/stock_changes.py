@@ -10,9 +10,16 @@ from collections.abc import Sequence
 from server_ext.cli.settings import Settings
 from server_ext.errors import ServerExtError
 from server_ext.net.data_directory import stock_secret
-from server_ext.stock.base import StockError
+from server_ext.stock.base import StockError, kind_module
 from server_ext.stock.changes import apply_without_serve
 from server_ext.storage.registry import Registry
+
+
+def ready_to_tell(settings: Settings) -> None:
+    """Import the stock kind before a change is saved: should serve be down, the CLI closes
+    the device's sessions right after the change, not a slow import later."""
+    if not settings.config.stock_kind.embedded:
+        kind_module(settings.config.stock_kind)
 
 
 def tell_stock_server(
