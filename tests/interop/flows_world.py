@@ -110,6 +110,15 @@ class Agent:
                 return line
         raise AssertionError(f"no {wanted!r} within {timeout} s: {''.join(self.seen)[-3000:]}")
 
+    def pending(self) -> list[str]:
+        """Every report line so far, without waiting."""
+        while not self.lines.empty():
+            item = self.lines.get_nowait()
+            if item is not None:
+                self.seen.append(item[1])
+                self.arrived.setdefault(item[1], item[0])
+        return list(self.seen)
+
     def finish(self, timeout: float = 60) -> tuple[int, str, str]:
         """Wait for the exit: (status, stdout, every report line)."""
         assert self.process.stdout is not None

@@ -239,12 +239,76 @@ def lan_pair(
     return uout
 
 
+async def revoked_while_running(world: World, owner: Owner, agent: Agent, name: str) -> None:
+    """The owner revokes ``name`` (``pairing devices revoke``) while ``agent`` (its
+    ``device-agent run``) is online: the agent sees the close within the bound and never
+    comes online again."""
+    await asyncio.to_thread(world.pairing, owner, "devices", "revoke", name)
+    if world.kind == "prosody":
+        # Our module closes the stream with <reset/> and the project's <revoked/>: the agent
+        # stops for good.
+        line = agent.wait_for("refused:", timeout=10)
+    else:
+        # ejabberd's kick_session says <conflict/> (no typed condition can be added): the
+        # agent reconnects and is refused at SASL from then on.
+        line = agent.wait_for("connection lost", timeout=10)
+    within_bound(
+        world, owner.jid, name, agent.arrived[line],
+        "pairing devices revoke (the owner), seen by device-agent run",
+    )  # fmt: skip
+    if world.kind == "prosody":
+        status, _, report = agent.finish(30)
+        assert status != 0, report
+    else:
+        agent.wait_for("refused:", timeout=20)
+    assert "online as" not in "".join(agent.seen).split(line)[-1]
+    assert world.devices(owner)[name]["online"] is False
+
+
+async def test_done_when_a_bot_by_qr_and_a_sensor_by_label_are_seen_online_and_one_revoked(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 11's "Done when", on ejabberd and on Prosody, every step a real CLI."""
+    owner = world.account("person")
+    world.login(owner)
+    bot_state = tmp_path / "bot"
+    bot_jid = enroll_by_qr(world, owner, "bot", bot_state)
+    sensor_state = tmp_path / "sensor"
+    code = make_label(sensor_state, "sensor", "Kitchen sensor")
+    (row,) = json.loads(lan_pair(world, owner, sensor_state, code, advertise=False, mode="token"))
+    sensor_jid = f"{owner.jid}/sensor"
+    assert row["ok"] is True and row["jid"] == sensor_jid and row["name"] == "Kitchen sensor"
+    assert code.replace("-", "") not in (sensor_state / "setup.json").read_text()
+    sensor = certificate_files(sensor_state)
+
+    bot = Agent("device-agent", "--state-dir", bot_state, "run")
+    agent = Agent("device-agent", "--state-dir", sensor_state, "run")
+    try:
+        bot.wait_for(f"online as {bot_jid}")
+        agent.wait_for(f"online as {sensor_jid}")
+        listed = world.devices(owner)
+        assert (listed["bot"]["online"], listed["Kitchen sensor"]["online"]) == (True, True)
+        await revoked_while_running(world, owner, agent, "Kitchen sensor")
+        # The bot is untouched: still online, its session never dropped.
+        listed = world.devices(owner)
+        assert listed["bot"]["online"] is True and listed["bot"]["state"] == "active"
+        assert listed["Kitchen sensor"]["online"] is False
+        assert listed["Kitchen sensor"]["state"] == "revoked"
+        assert bot.process.poll() is None
+        assert not [line for line in bot.pending() if "connection lost" in line]
+    finally:
+        agent.stop()
+        bot.stop()
+    assert await refused(world, sensor, "sensor")
+
+
 @pytest.mark.parametrize(
     ("advertise", "mode"),
-    [(False, "token"), (True, "token"), (False, "xep0257")],
-    # token: the window hands the device a v2 URI (HTTPS enrollment); xep0257: the owner's
-    # CLI registers the device's certificate through the component.
-    ids=["device-finds-window", "device-advertises", "window-registers-the-certificate"],
+    [(True, "token"), (False, "xep0257")],
+    # token: the device gets a v2 URI (HTTPS enrollment); xep0257: the owner's CLI registers
+    # the device's certificate through the component. (The window with a token is the "Done
+    # when" test above.)
+    ids=["device-advertises", "window-registers-the-certificate"],
 )
 async def test_a_sensor_paired_by_its_label_logs_in_and_is_revoked_by_its_owner(
     world: World, tmp_path: Path, advertise: bool, mode: str
@@ -256,33 +320,12 @@ async def test_a_sensor_paired_by_its_label_logs_in_and_is_revoked_by_its_owner(
     (row,) = json.loads(lan_pair(world, owner, state, code, advertise=advertise, mode=mode))
     jid = f"{owner.jid}/sensor"
     assert row["ok"] is True and row["jid"] == jid and row["name"] == "Kitchen sensor"
-    assert code.replace("-", "") not in (state / "setup.json").read_text()
-
     device = certificate_files(state)
-    # The sensor runs `device-agent run`; its owner sees it online and revokes it.
     agent = Agent("device-agent", "--state-dir", state, "run")
     try:
         agent.wait_for(f"online as {jid}")
         assert world.devices(owner)["Kitchen sensor"]["online"] is True
-        await asyncio.to_thread(world.pairing, owner, "devices", "revoke", "Kitchen sensor")
-        if world.kind == "prosody":
-            # Our module closes the stream with <reset/> and the project's <revoked/>: the
-            # agent stops for good.
-            line = agent.wait_for("refused:", timeout=10)
-        else:
-            # ejabberd's kick_session says <conflict/> (no typed condition can be added): the
-            # agent reconnects and is refused at SASL from then on.
-            line = agent.wait_for("connection lost", timeout=10)
-        within_bound(
-            world, owner.jid, "Kitchen sensor", agent.arrived[line],
-            "pairing devices revoke (the owner), seen by device-agent run",
-        )  # fmt: skip
-        if world.kind == "prosody":
-            status, _, report = agent.finish(30)
-            assert status != 0 and "online as" not in report.split(line)[-1], report
-        else:
-            agent.wait_for("refused:", timeout=20)
-        assert "online as" not in "".join(agent.seen).split(line)[-1]
+        await revoked_while_running(world, owner, agent, "Kitchen sensor")
     finally:
         agent.stop()
     assert await refused(world, device, "sensor")
