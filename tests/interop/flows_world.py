@@ -50,6 +50,17 @@ DOMAIN = "localhost"
 COMPONENT = f"pairing.{DOMAIN}"
 
 
+def environment(extra: dict[str, str] | None) -> dict[str, str]:
+    """The CLIs' environment: no PAIRING_* or SERVER_EXT_* setting of whoever runs the tests
+    leaks in (each owner's profiles live in a directory of the test's own)."""
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PAIRING_", "SERVER_EXT_", "DEVICE_AGENT_", "XDG_CONFIG_HOME"))
+    }
+    return {**clean, **(extra or {})}
+
+
 def cli(
     *args: str | Path, env: dict[str, str] | None = None, ok: bool = True, timeout: float = 90
 ) -> subprocess.CompletedProcess[str]:
@@ -59,7 +70,7 @@ def cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, **(env or {})},
+        env=environment(env),
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -79,7 +90,7 @@ class Agent:
             stderr=subprocess.PIPE,
             text=True,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
+            env=environment(env),
         )
         self.lines: queue.Queue[tuple[dt.datetime, str] | None] = queue.Queue()
         self.seen: list[str] = []
@@ -346,6 +357,7 @@ def _start_serve(world: World) -> None:
             stdout=sink,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=environment(None),
         )
     deadline = time.monotonic() + 60
     while True:
