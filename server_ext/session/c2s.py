@@ -32,6 +32,8 @@ from server_ext.auth.scram import ChannelBindings, ScramMechanism
 from server_ext.errors import RegistryError
 from server_ext.log_limits import CappedLog
 from server_ext.policy.throttle import LoginThrottle
+from server_ext.session import sm
+from server_ext.session.sm import HandledCountTooHigh, SMCondition, SMPhase, StreamManagement
 from server_ext.wire.events import (
     AuthAborted,
     AuthRequested,
@@ -46,6 +48,7 @@ from server_ext.wire.events import (
 )
 from server_ext.wire.namespaces import clark
 from server_ext.wire.stream import C2SStream
+from server_ext.wire.xmlwriter import serialize
 
 log = logging.getLogger(__name__)
 peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to flood the log
@@ -64,6 +67,10 @@ class SessionServices:
     throttle: LoginThrottle
     max_stanza_bytes: int
     fake_salt_key: bytes  # for unknown users' SCRAM salts (stable across restarts)
+    # XEP-0198: the longest a detached session is kept ('max'), and how many unacknowledged
+    # stanzas one session may hold before it is closed.
+    resume_timeout: int = 300
+    max_unacked: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +96,23 @@ class Bound:
     """A resource is bound: the authentication deadline no longer applies."""
 
 
-Action = StartTLS | HoldFailure | Authenticated | Bound
+@dataclass(frozen=True, slots=True)
+class SMEnabled:
+    """XEP-0198 §3: the session may be resumed with ``resume_id``; the adapter keeps the index."""
+
+    resume_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequested:
+    """XEP-0198 §5: find the session ``previd`` names and call :meth:`C2SSession.resume`
+    with it, or :meth:`C2SSession.refuse_resume` when there is none."""
+
+    previd: str
+    h: int
+
+
+Action = StartTLS | HoldFailure | Authenticated | Bound | SMEnabled | ResumeRequested
 
 
 class C2SSession:
@@ -111,6 +134,8 @@ class C2SSession:
             tls=direct_tls,
             max_stanza_bytes=services.max_stanza_bytes,
             extension_namespaces=(ENROLL_NS,),
+            session_namespaces=(sm.SM_NS,),
+            session_features=(sm.feature(),),
         )
         self._direct_tls = direct_tls
         #: What the client presented in its TLS handshake, parsed once.
@@ -126,6 +151,8 @@ class C2SSession:
         self.jid: JID | None = None
         self.auth_method = ""
         self.fingerprint: str | None = None
+        #: XEP-0198 state once the client enabled it.
+        self.sm: StreamManagement | None = None
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -194,8 +221,74 @@ class C2SSession:
     def holding(self) -> bool:
         return self._held is not None
 
+    @property
+    def resumable(self) -> bool:
+        """The link dropped without a closing tag and the client may resume (XEP-0198 §5)."""
+        return (
+            self.sm is not None
+            and self.sm.resume_id is not None
+            and self.jid is not None
+            and not self.stream.closed
+        )
+
+    @property
+    def detached(self) -> bool:
+        return self.sm is not None and self.sm.phase is SMPhase.DETACHED
+
+    @property
+    def over_quota(self) -> bool:
+        """More stanzas unacknowledged than one session may hold: it must end."""
+        return self.sm is not None and self.sm.overflowed
+
     def deliver(self, element: ET.Element) -> None:
+        management = self.sm
+        if management is not None and management.phase is SMPhase.DETACHED:
+            # Nobody reads the stream now: queue the stanza for the client's return.
+            management.stanza_sent(serialize(element))
+            return
         self.stream.send_element(element)
+        if self.over_quota:
+            # RFC 6120 §4.9.3.17: the client does not acknowledge what it is sent, and the
+            # server will not hold more for it. A closed stream cannot be resumed.
+            self.stream.close("resource-constraint", "too many unacknowledged stanzas")
+
+    def detach(self) -> None:
+        """The link is gone but the session stays, waiting for <resume/> (XEP-0198 §5)."""
+        assert self.sm is not None
+        self.sm.detach()
+        self.stream.data_to_send()  # what was queued for the dead link is in the SM queue
+
+    def resume(self, previous: C2SSession, previd: str, h: int) -> list[Action]:
+        """Continue ``previous`` on this stream, if this client is its owner (XEP-0198 §5)."""
+        management = previous.sm
+        if (
+            management is None
+            or previous.jid is None
+            or management.resume_id != previd
+            or previous.jid.bare != self._identity
+            # The same device: a certificate login resumes only with that certificate, a
+            # password login only with a password. Another account's or another device's
+            # previd is unknown to this client, as if it did not exist (§9).
+            or previous.fingerprint != self.fingerprint
+            or previous.auth_method != self.auth_method
+        ):
+            self.refuse_resume()
+            return []
+        try:
+            retransmit = management.resume(h)
+        except HandledCountTooHigh as error:
+            self.stream.close("undefined-condition", str(error), sm.too_high(error))
+            return []
+        previous.sm = None
+        self.sm = management
+        self.jid = previous.jid
+        self.stream.resumed(previous.jid, sm.resumed(previd, management.handled), retransmit)
+        self.stream.observer = management
+        return [Bound()]
+
+    def refuse_resume(self) -> None:
+        # §5: item-not-found; the client may bind a new session on this stream.
+        self.stream.send_nonza(sm.failed(SMCondition.ITEM_NOT_FOUND))
 
     def close(
         self, condition: str | None, text: str | None, application: ET.Element | None = None
@@ -230,7 +323,9 @@ class C2SSession:
         elif isinstance(event, BindRequested):
             self._bind(event, actions)
         elif isinstance(event, NonzaReceived):
-            if event.element.tag == renewal.RENEW_TAG:
+            if event.element.tag.startswith("{" + sm.SM_NS + "}"):
+                self._stream_management(event.element, actions)
+            elif event.element.tag == renewal.RENEW_TAG:
                 self._renew(event.element)
             else:
                 self._enroll(event.element)
@@ -458,6 +553,57 @@ class C2SSession:
         actions.append(Bound())
         self.stream.bind_succeeded(event.iq_id, jid)
 
+    # --- XEP-0198 stream management ---------------------------------------------------------
+
+    def _stream_management(self, element: ET.Element, actions: list[Action]) -> None:
+        name = element.tag.rsplit("}", 1)[-1]
+        management = self.sm
+        if name == "enable":
+            if self.jid is None or management is not None:
+                # §3: only after bind, and once.
+                self.stream.send_nonza(sm.failed(SMCondition.UNEXPECTED_REQUEST))
+                return
+            resume = element.get("resume") in ("true", "1")
+            timeout = self._services.resume_timeout
+            wanted = element.get("max")
+            if wanted is not None and wanted.isascii() and wanted.isdigit():
+                # §3: the client's preferred maximum; the server's setting is the ceiling.
+                timeout = max(1, min(timeout, int(wanted)))
+            management = StreamManagement(
+                secrets.token_urlsafe(18) if resume and timeout > 0 else None,
+                timeout=timeout,
+                max_unacked=self._services.max_unacked,
+            )
+            self.sm = management
+            self.stream.send_nonza(sm.enabled(management))
+            self.stream.observer = management
+            if management.resume_id is not None:
+                actions.append(SMEnabled(management.resume_id))
+        elif name == "resume":
+            h = sm.parse_h(element.get("h"))
+            previd = element.get("previd") or ""
+            if self.jid is not None or self._identity is None:
+                self.stream.send_nonza(sm.failed(SMCondition.UNEXPECTED_REQUEST))
+            elif h is None or not previd:
+                self.stream.send_nonza(sm.failed(SMCondition.BAD_REQUEST))
+            else:
+                actions.append(ResumeRequested(previd, h))
+        elif name == "r" and management is not None:
+            self.stream.send_nonza_bytes(management.answer())
+        elif name == "a" and management is not None:
+            h = sm.parse_h(element.get("h"))
+            if h is None:
+                self.stream.close("invalid-xml", "'h' must be an unsigned 32-bit integer")
+                return
+            try:
+                management.ack(h)
+            except HandledCountTooHigh as error:
+                # §4: an 'h' above what was sent is a stream error with this condition.
+                self.stream.close("undefined-condition", str(error), sm.too_high(error))
+        else:
+            # §4: <r/> or <a/> before <enable/>, or an element XEP-0198 does not define.
+            self.stream.close("unsupported-stanza-type", "stream management is not enabled")
+
 
 def _held_back(wait: float) -> str:
     return f"too many failed logins for this account from your address; retry in {int(wait) + 1} s"
@@ -470,6 +616,8 @@ __all__ = [
     "Bound",
     "C2SSession",
     "HoldFailure",
+    "ResumeRequested",
+    "SMEnabled",
     "SessionServices",
     "StartTLS",
 ]
