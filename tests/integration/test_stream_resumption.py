@@ -1,0 +1,169 @@
+"""XEP-0198 resumption on loopback with real TLS: a device whose link is cut comes back to
+its session, with what was sent meanwhile, once; and nobody else can take that session."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from tests.integration.conftest import DeviceFactory, RunningServer, ServerFactory
+from tests.integration.test_device_revocation import cli
+from tests.integration.test_external_login import register
+from tests.support.rawclient import RawClient
+
+SM = "urn:xmpp:sm:3"
+BOT = "alice@localhost/bot"
+
+
+async def device_login(server: RunningServer, device: object, *, bind: bool = True) -> RawClient:
+    """TLS with the device's certificate, SASL EXTERNAL, and a bind unless told otherwise."""
+    client = await server.raw_tls(device)  # type: ignore[arg-type]
+    assert b"<success" in await client.auth("EXTERNAL", b"")
+    if bind:
+        assert b"<jid>" in await client.bind()
+    return client
+
+
+async def enable(client: RawClient) -> str:
+    await client.send(f"<enable xmlns='{SM}' resume='true'/>")
+    enabled = await client.read_until(b"/>")
+    match = re.search(rb"id='([^']+)'", enabled)
+    assert match is not None and b"resume='true'" in enabled, enabled
+    return match.group(1).decode()
+
+
+async def cut(server: RunningServer, client: RawClient) -> None:
+    """Kill the socket (no closing tag, no TLS close) and wait until the server has noticed."""
+    client.writer.transport.abort()
+    for _ in range(500):
+        if len(server.server.detached):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never noticed the cut link")
+
+
+async def resume(server: RunningServer, device: object, previd: str, h: int) -> RawClient:
+    client = await device_login(server, device, bind=False)
+    features = await client.open_stream()
+    assert f"<sm xmlns='{SM}'/>".encode() in features  # XEP-0198 §2
+    await client.send(f"<resume xmlns='{SM}' previd='{previd}' h='{h}'/>")
+    return client
+
+
+async def message(sender: RawClient, body: str) -> None:
+    await sender.send(f"<message to='{BOT}' type='chat'><body>{body}</body></message>")
+
+
+async def test_a_cut_link_resumes_with_what_was_sent_meanwhile_once(
+    xmpp_server: RunningServer, make_device: DeviceFactory
+) -> None:
+    xmpp_server.add_user("alice")
+    bot_device, cam_device = make_device(BOT), make_device("alice@localhost/cam")
+    register(xmpp_server, bot_device, "bot")
+    register(xmpp_server, cam_device, "cam")
+    bot = await device_login(xmpp_server, bot_device)
+    previd = await enable(bot)
+    cam = await device_login(xmpp_server, cam_device)
+    await message(cam, "m1")
+    await message(cam, "m2")
+    await bot.read_until(b"m2</body></message>")
+    # The device acknowledged m1 only (<a h='1'/>), then its link died.
+    await bot.send(f"<a xmlns='{SM}' h='1'/>")
+    await bot.send(f"<r xmlns='{SM}'/>")
+    await bot.read_until(b"h='0'/>")
+    await cut(xmpp_server, bot)
+    assert xmpp_server.server.sessions.get(bot_device.jids[0]) is not None  # still routed
+    await message(cam, "m3")
+    await message(cam, "m4")
+    await cam.send(f"<iq type='get' id='sync' to='{BOT}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    back = await resume(xmpp_server, bot_device, previd, 1)
+    # §5: <resumed/> with the server's count of what it handled, then everything unacked.
+    await back.read_until(f"<resumed xmlns='{SM}' previd='{previd}' h='0'/>".encode())
+    await back.send(f"<r xmlns='{SM}'/>")  # a marker: all retransmissions come before it
+    received = await back.read_until(f"<a xmlns='{SM}' h='0'/>".encode())
+    for body in (b"m2", b"m3", b"m4"):
+        assert received.count(b">" + body + b"</body>") == 1, received
+    assert b"m1</body>" not in received and b"id='sync'" in received
+    # The session goes on: new stanzas arrive on the new link.
+    await message(cam, "m5")
+    await back.read_until(b"m5</body></message>")
+    assert len(xmpp_server.server.detached) == 0
+    await back.close()
+    await cam.close()
+
+
+async def test_resumption_is_refused_after_the_timeout(
+    make_server: ServerFactory, make_device: DeviceFactory
+) -> None:
+    server = await make_server(resume_timeout=1.0)
+    server.add_user("alice")
+    device = make_device(BOT)
+    register(server, device)
+    bot = await device_login(server, device)
+    previd = await enable(bot)
+    await cut(server, bot)
+    for _ in range(1000):  # the loop-wide timer drops it after 'max' seconds
+        if not len(server.server.detached):
+            break
+        await asyncio.sleep(0.01)
+    assert server.server.sessions.get(device.jids[0]) is None
+    late = await resume(server, device, previd, 0)
+    assert b"<item-not-found" in await late.read_until(b"</failed>")
+    # §5: after a refused resumption the client binds a new session on the same stream.
+    await late.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert b"<jid>alice@localhost/bot</jid>" in await late.read_iq("b2")
+    await late.close()
+
+
+async def test_a_revoked_device_loses_its_detached_session_and_cannot_resume(
+    xmpp_server: RunningServer, make_device: DeviceFactory
+) -> None:
+    xmpp_server.add_user("alice")
+    device = make_device(BOT)
+    register(xmpp_server, device)
+    bot = await device_login(xmpp_server, device)
+    previd = await enable(bot)
+    await cut(xmpp_server, bot)
+    code, out, err = await cli(
+        "server-ext", "--data-dir", str(xmpp_server.config.data_dir), "devices", "revoke", BOT
+    )
+    assert code == 0, err
+    assert "closed 1 live session(s)" in out, out
+    # Dropped at once, not at the end of 'max'.
+    assert len(xmpp_server.server.detached) == 0
+    assert xmpp_server.server.sessions.get(device.jids[0]) is None
+    # Resumption needs SASL EXTERNAL first, and the revoked certificate no longer passes it.
+    client = await xmpp_server.raw_tls(device)
+    reply = await client.auth("EXTERNAL", b"")
+    assert b"<not-authorized" in reply and b"revoked" in reply
+    del previd
+    await client.close()
+
+
+async def test_another_device_cannot_resume_a_session_and_a_new_login_replaces_it(
+    xmpp_server: RunningServer, make_device: DeviceFactory
+) -> None:
+    xmpp_server.add_user("alice")
+    xmpp_server.add_user("bob")
+    bot_device = make_device(BOT)
+    sibling = make_device("alice@localhost/cam")
+    stranger = make_device("bob@localhost/bot")
+    register(xmpp_server, bot_device, "bot")
+    register(xmpp_server, sibling, "cam")
+    register(xmpp_server, stranger, "bot")
+    bot = await device_login(xmpp_server, bot_device)
+    previd = await enable(bot)
+    await cut(xmpp_server, bot)
+    for other in (sibling, stranger):
+        thief = await resume(xmpp_server, other, previd, 0)
+        assert b"<item-not-found" in await thief.read_until(b"</failed>")
+        await thief.close()
+    assert len(xmpp_server.server.detached) == 1  # still waiting for its own device
+    # RFC 6120 §7.7.2.2: a new login of the same full JID takes the resource over, and the
+    # detached session is gone with its resume id.
+    fresh = await device_login(xmpp_server, bot_device)
+    assert len(xmpp_server.server.detached) == 0
+    late = await resume(xmpp_server, bot_device, previd, 0)
+    assert b"<item-not-found" in await late.read_until(b"</failed>")
+    await late.close()
+    await fresh.close()
