@@ -465,6 +465,12 @@ class C2SConnection(asyncio.Protocol):
             return
         self._flush()
 
+    def request_ack(self) -> None:
+        """XEP-0198 §4: ask the client to acknowledge what it has received."""
+        if self.session is not None and not self._superseded:
+            self.session.request_ack()
+            self._flush()
+
     def terminate(self, condition: str, text: str, application: ET.Element | None = None) -> None:
         """Close this session with a stream error right after the current work is written."""
         asyncio.get_running_loop().call_soon(self.shutdown, condition, text, application)

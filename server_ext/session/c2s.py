@@ -56,6 +56,7 @@ peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to f
 PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"  # XEP-0440
+REQUEST_ACK = f"<r xmlns='{sm.SM_NS}'/>".encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +252,11 @@ class C2SSession:
             # RFC 6120 §4.9.3.17: the client does not acknowledge what it is sent, and the
             # server will not hold more for it. A closed stream cannot be resumed.
             self.stream.close("resource-constraint", "too many unacknowledged stanzas")
+
+    def request_ack(self) -> None:
+        """Ask the client what it has handled (XEP-0198 §4 ``<r/>``), if it manages the stream."""
+        if self.sm is not None and not self.detached:
+            self.stream.send_nonza_bytes(REQUEST_ACK)
 
     def detach(self) -> None:
         """The link is gone but the session stays, waiting for <resume/> (XEP-0198 §5)."""

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
+from device_agent.enrollment import enroll
+from device_agent.keystore import KeyStore
+from device_agent.runtime import run
+from pairing.protocol.jid import JID
+from server_ext.admin.token_issuer import issue_token
+from server_ext.net.server import C2SConnection
+from server_ext.policy.tokens import TokenRules
 from tests.integration.conftest import DeviceFactory, RunningServer, ServerFactory
 from tests.integration.test_device_revocation import cli
+from tests.integration.test_device_runtime import wait_for_line
 from tests.integration.test_external_login import register
 from tests.support.rawclient import RawClient
 
@@ -167,3 +177,56 @@ async def test_another_device_cannot_resume_a_session_and_a_new_login_replaces_i
     assert b"<item-not-found" in await late.read_until(b"</failed>")
     await late.close()
     await fresh.close()
+
+
+async def test_device_agent_run_resumes_after_its_link_is_cut(
+    xmpp_server: RunningServer, make_device: DeviceFactory, tmp_path: Path
+) -> None:
+    xmpp_server.add_user("alice")
+    issued = issue_token(
+        xmpp_server.registry,
+        TokenRules(),
+        account=JID.parse("alice@localhost"),
+        resource="sensor",
+        name=None,
+        ttl=None,
+        created_by="test",
+    )
+    uri = issued.uri(
+        host=xmpp_server.host, port=xmpp_server.port, fingerprint=xmpp_server.fingerprint
+    )
+    store = KeyStore(tmp_path / "sensor")
+    await enroll(store, uri)
+    sensor = JID.parse("alice@localhost/sensor")
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1, stop=stop))
+    first = await wait_for_line(lines, "online as alice@localhost/sensor")
+    conn = xmpp_server.server.sessions.get(sensor)
+    assert isinstance(conn, C2SConnection) and conn.session is not None
+    management = conn.session.sm
+    assert management is not None and management.resume_id is not None
+    # The link dies under the device (the server's side of the socket is killed); a message
+    # for the device arrives while it is away.
+    assert conn.transport is not None
+    conn.transport.abort()
+    cam_device = make_device("alice@localhost/cam")
+    register(xmpp_server, cam_device, "cam")
+    cam = await device_login(xmpp_server, cam_device)
+    await cam.send("<message to='alice@localhost/sensor'><body>while away</body></message>")
+    await wait_for_line(lines, "online as alice@localhost/sensor (session resumed)", first)
+    resumed = xmpp_server.server.sessions.get(sensor)
+    assert isinstance(resumed, C2SConnection) and resumed is not conn
+    assert resumed.session is not None and resumed.session.sm is management
+    # The device acknowledges what it got, the message sent while it was away included.
+    resumed.deliver(ET.Element("{jabber:client}message", {"to": str(sensor)}))
+    resumed.request_ack()
+    for _ in range(500):
+        if management.unacked == 0 and management.acked >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert management.unacked == 0 and management.acked >= 2, (management.acked, lines)
+    assert not any("connection lost" in line for line in lines[first + 2 :])
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    await cam.close()
