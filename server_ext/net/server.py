@@ -547,6 +547,10 @@ class C2SConnection(asyncio.Protocol):
             # routed to, still available) for its client to resume within 'max' seconds.
             session.detach()
             server.detached.detach(management.resume_id, management.timeout)
+            # What a detached session keeps is its SM queue and routing facts: the TLS
+            # engine and the transport of the dead link go now.
+            self.tls = None
+            self.transport = None
             return
         self.drop()
 

@@ -20,6 +20,9 @@ from server_ext.wire.xmlwriter import serialize
 SM_NS = ns.SM
 #: XEP-0198 §4: both counters are unsigned 32-bit integers that wrap to zero.
 SEQUENCE_MODULUS = 2**32
+#: What one session may hold for its client, whatever the count: 500 stanzas of the largest
+#: size the server accepts would otherwise be over 100 MB.
+MAX_UNACKED_BYTES = 1024 * 1024
 
 
 class SMCondition(Enum):
@@ -57,15 +60,25 @@ def parse_h(text: str | None) -> int | None:
 class StreamManagement:
     """The XEP-0198 state of one session: what it handled, what it sent and what is unacked.
 
-    ``max_unacked`` bounds the memory a session may hold for a client that never acknowledges
-    (or that is gone): past it, :attr:`overflowed` is set and the session must end.
+    ``max_unacked`` and ``max_bytes`` bound the memory a session may hold for a client that
+    never acknowledges (or that is gone): past either, :attr:`overflowed` is set and the
+    session must end.
     """
 
-    def __init__(self, resume_id: str | None, *, timeout: int, max_unacked: int) -> None:
+    def __init__(
+        self,
+        resume_id: str | None,
+        *,
+        timeout: int,
+        max_unacked: int,
+        max_bytes: int = MAX_UNACKED_BYTES,
+    ) -> None:
         self.resume_id = resume_id
         self.timeout = timeout
         self.phase = SMPhase.ATTACHED
         self._max_unacked = max_unacked
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self.handled = 0  # stanzas received from the client, mod 2^32 (§4 'h')
         self.sent = 0  # stanzas sent to the client, mod 2^32
         self.acked = 0  # the client's last 'h'
@@ -82,7 +95,8 @@ class StreamManagement:
         """A stanza left (or, detached, would have left) for the client: keep it until acked."""
         self.sent = (self.sent + 1) % SEQUENCE_MODULUS
         self._unacked.append(data)
-        if len(self._unacked) > self._max_unacked:
+        self._bytes += len(data)
+        if len(self._unacked) > self._max_unacked or self._bytes > self._max_bytes:
             self.overflowed = True
 
     # --- acks (§4) -----------------------------------------------------------------------
@@ -100,7 +114,7 @@ class StreamManagement:
         if count > len(self._unacked):
             raise HandledCountTooHigh(h, self.sent)
         for _ in range(count):
-            self._unacked.popleft()
+            self._bytes -= len(self._unacked.popleft())
         self.acked = h
 
     def answer(self) -> bytes:
@@ -164,6 +178,7 @@ def too_high(error: HandledCountTooHigh) -> ET.Element:
 
 
 __all__ = [
+    "MAX_UNACKED_BYTES",
     "SEQUENCE_MODULUS",
     "SM_NS",
     "HandledCountTooHigh",

@@ -69,6 +69,15 @@ def test_the_counters_wrap_at_two_to_the_32(tmp_path: Path) -> None:
     assert management.resume(1) == [b"<m n='3'/>"]  # two more across it
     with pytest.raises(HandledCountTooHigh):
         management.ack(3)  # one more than was ever sent
+    # The queue is bounded in bytes too, whatever the count.
+    small = StreamManagement("id", timeout=60, max_unacked=10, max_bytes=100)
+    small.stanza_sent(b"x" * 60)
+    assert not small.overflowed
+    small.ack(1)
+    small.stanza_sent(b"x" * 60)
+    assert not small.overflowed  # acknowledged bytes are released
+    small.stanza_sent(b"x" * 60)
+    assert small.overflowed
     assert parse_h("4294967295") == SEQUENCE_MODULUS - 1
     assert parse_h("4294967296") is None and parse_h("-1") is None and parse_h("½") is None
 
