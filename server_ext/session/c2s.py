@@ -572,7 +572,7 @@ class C2SSession:
             resume = element.get("resume") in ("true", "1")
             timeout = self._services.resume_timeout
             wanted = element.get("max")
-            if wanted is not None and wanted.isascii() and wanted.isdigit():
+            if timeout > 0 and wanted is not None and wanted.isascii() and wanted.isdigit():
                 # §3: the client's preferred maximum; the server's setting is the ceiling.
                 timeout = max(1, min(timeout, int(wanted)))
             management = StreamManagement(

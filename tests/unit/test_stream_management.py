@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -157,14 +158,7 @@ def test_another_device_or_account_cannot_resume(tmp_path: Path) -> None:
 
 def test_over_quota_closes_an_attached_session(tmp_path: Path) -> None:
     world = World(tmp_path)
-    world.services = type(world.services)(
-        world.services.context,
-        world.services.dispatcher,
-        world.services.throttle,
-        world.services.max_stanza_bytes,
-        world.services.fake_salt_key,
-        max_unacked=3,
-    )
+    world.services = dataclasses.replace(world.services, max_unacked=3)
     cert = device()
     world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
     session, _ = bound(world, cert)
@@ -173,3 +167,14 @@ def test_over_quota_closes_an_attached_session(tmp_path: Path) -> None:
         session.deliver(message(str(n)))
     out = session.data_to_send()
     assert b"<resource-constraint" in out and session.closed and not session.resumable
+
+
+def test_a_zero_timeout_turns_resumption_off(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.services = dataclasses.replace(world.services, resume_timeout=0)
+    cert = device()
+    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
+    session, _ = bound(world, cert)
+    actions = session.receive_data(f"<enable xmlns='{SM}' resume='true' max='60'/>".encode())
+    assert actions == [] and session.data_to_send() == f"<enabled xmlns='{SM}'/>".encode()
+    assert not session.resumable
