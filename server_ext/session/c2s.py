@@ -267,6 +267,9 @@ class C2SSession:
     def resume(self, previous: C2SSession, previd: str, h: int) -> list[Action]:
         """Continue ``previous`` on this stream, if this client is its owner (XEP-0198 §5)."""
         management = previous.sm
+        if self.stream.closed:
+            # The same chunk ended this stream after <resume/>: the session stays detached.
+            return []
         if (
             management is None
             or previous.jid is None

@@ -392,7 +392,8 @@ class C2SStream:
         """XEP-0198 §5: the session of ``jid`` continues on this stream instead of a bind;
         ``retransmit`` (stanzas the client never acknowledged) follows ``<resumed/>`` as is,
         counted already."""
-        self._require(Phase.AUTHENTICATED)
+        if not self._answering(Phase.AUTHENTICATED):
+            return
         self._bound = jid
         self._phase = Phase.BOUND
         self._out.append(serialize(answer))
