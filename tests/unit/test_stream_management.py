@@ -178,3 +178,19 @@ def test_a_zero_timeout_turns_resumption_off(tmp_path: Path) -> None:
     actions = session.receive_data(f"<enable xmlns='{SM}' resume='true' max='60'/>".encode())
     assert actions == [] and session.data_to_send() == f"<enabled xmlns='{SM}'/>".encode()
     assert not session.resumable
+
+
+def test_a_stream_that_ends_in_the_same_chunk_does_not_take_the_session(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    cert = device()
+    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
+    old, _ = bound(world, cert)
+    resume_id = enable(old)
+    old.detach()
+    new, _ = authenticated(world, cert)
+    actions = new.receive_data(
+        f"<resume xmlns='{SM}' previd='{resume_id}' h='0'/></stream:stream>".encode()
+    )
+    assert actions == [] and new.closed  # nothing is acted on for a stream that is over
+    assert new.resume(old, resume_id, 0) == []  # nor if an adapter asked anyway
+    assert old.sm is not None and old.detached and new.jid is None
