@@ -564,7 +564,10 @@ class C2SConnection(asyncio.Protocol):
             server.detached.forget(session.sm.resume_id, self)
         if session.jid is not None:
             jid = session.jid
-            if server.sessions.remove(self) and self.available:
+            removed = server.sessions.remove(self)
+            if session.detached:
+                session.bounce_unacked()  # its client is not coming back for them
+            if removed and self.available:
                 # RFC 6121 §4.5.2: the user's other resources learn this one is gone.
                 for peer in server.sessions.available_resources(jid.bare):
                     peer.deliver(

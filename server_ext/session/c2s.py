@@ -47,7 +47,9 @@ from server_ext.wire.events import (
     TLSRequested,
 )
 from server_ext.wire.namespaces import clark
+from server_ext.wire.stanzas import ErrorType, error_reply, local_name
 from server_ext.wire.stream import C2SStream
+from server_ext.wire.xmlparser import ElementReceived, StreamParser
 from server_ext.wire.xmlwriter import serialize
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,11 @@ PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"  # XEP-0440
 REQUEST_ACK = f"<r xmlns='{sm.SM_NS}'/>".encode()
+# What the unacknowledged queue (stanzas this server serialized) is read back within.
+_REPLAY_HEADER = (
+    b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
+)
+_NO_BOUNCE = frozenset({"error", "groupchat", "headline"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +301,47 @@ class C2SSession:
         self.stream.resumed(previous.jid, sm.resumed(previd, management.handled), retransmit)
         self.stream.observer = management
         return [Bound()]
+
+    def bounce_unacked(self) -> int:
+        """The session ends with stanzas its client never acknowledged: answer their senders
+        as if the recipient had gone (XEP-0198 §5 and RFC 6120 §10.5.3.2, RFC 6121 §8.5.3.2);
+        returns how many were answered. Every request gets an answer, even from a device
+        that never came back."""
+        management = self.sm
+        if management is None or self.jid is None:
+            return 0
+        parser = StreamParser(max_stanza_bytes=self._services.max_stanza_bytes * 2)
+        parser.feed(_REPLAY_HEADER)
+        answered = 0
+        for data in management.take_unacked():
+            for item in parser.feed(data):
+                if isinstance(item, ElementReceived) and self._bounce(item.element):
+                    answered += 1
+        return answered
+
+    def _bounce(self, stanza: ET.Element) -> bool:
+        kind = local_name(stanza)
+        if kind == "presence" or (kind == "message" and stanza.get("type") in _NO_BOUNCE):
+            return False  # RFC 6121 §8.5.3.2.1: these are dropped silently
+        if kind == "iq" and stanza.get("type") not in ("get", "set"):
+            return False
+        try:
+            sender = JID.parse(stanza.get("from", ""))
+        except InvalidJID:
+            return False
+        target = self._context.sessions.get(sender)
+        if target is None or target is self._owner:
+            return False
+        reply = error_reply(
+            stanza,
+            ErrorType.CANCEL,
+            "recipient-unavailable" if kind == "message" else "service-unavailable",
+            "the device went offline before it received this",
+        )
+        if reply is None:
+            return False
+        target.deliver(reply)
+        return True
 
     def refuse_resume(self) -> None:
         # §5: item-not-found; the client may bind a new session on this stream.

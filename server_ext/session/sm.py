@@ -136,6 +136,13 @@ class StreamManagement:
     def detach(self) -> None:
         self.phase = SMPhase.DETACHED
 
+    def take_unacked(self) -> list[bytes]:
+        """Empty the queue: the session ends and these will never be acknowledged."""
+        unacked = list(self._unacked)
+        self._unacked.clear()
+        self._bytes = 0
+        return unacked
+
 
 def sm_element(name: str, **attributes: str) -> ET.Element:
     return ET.Element(ns.clark(SM_NS, name), attributes)

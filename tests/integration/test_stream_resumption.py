@@ -105,24 +105,37 @@ async def test_a_cut_link_resumes_with_what_was_sent_meanwhile_once(
 async def test_resumption_is_refused_after_the_timeout(
     make_server: ServerFactory, make_device: DeviceFactory
 ) -> None:
-    server = await make_server(resume_timeout=1.0)
+    server = await make_server(resume_timeout=2.0)
     server.add_user("alice")
     device = make_device(BOT)
     register(server, device)
+    cam_device = make_device("alice@localhost/cam")
+    register(server, cam_device, "cam")
+    cam = await device_login(server, cam_device)
     bot = await device_login(server, device)
     previd = await enable(bot)
     await cut(server, bot)
+    await cam.send(
+        "<iq type='get' id='q1' to='alice@localhost/bot'><ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+    await message(cam, "lost")
     for _ in range(1000):  # the loop-wide timer drops it after 'max' seconds
         if not len(server.server.detached):
             break
         await asyncio.sleep(0.01)
     assert server.server.sessions.get(device.jids[0]) is None
+    # What was sent to the device and never acknowledged is answered now: the request gets
+    # an error, the message a bounce (every request gets an answer).
+    assert b"type='error'" in await cam.read_iq("q1", timeout=10)
+    bounce = await cam.read_until(b"</message>")
+    assert b"recipient-unavailable" in bounce and b"lost" in bounce
     late = await resume(server, device, previd, 0)
     assert b"<item-not-found" in await late.read_until(b"</failed>")
     # §5: after a refused resumption the client binds a new session on the same stream.
     await late.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     assert b"<jid>alice@localhost/bot</jid>" in await late.read_iq("b2")
     await late.close()
+    await cam.close()
 
 
 async def test_a_revoked_device_loses_its_detached_session_and_cannot_resume(
