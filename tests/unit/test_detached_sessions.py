@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from server_ext.net.detached import DetachedSessions
 
 
-async def until(condition: object, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait for ``condition()`` to hold (no timing asserted: a busy machine is slow)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert loop.time() < deadline, "never happened"
         await asyncio.sleep(0.01)
 
