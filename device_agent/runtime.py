@@ -327,13 +327,11 @@ async def _run(
             delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay
-        if client.resumed:
-            # The server kept the session: presence and the stanzas it queued meanwhile.
-            report(f"online as {bound} (session resumed)")
-        else:
+        if not client.resumed:
             announce(client, state_dir)
-            report(f"online as {bound}")
         record_status(state_dir, AgentState.ONLINE, str(bound))
+        # A resumed session kept its presence and what the server queued meanwhile.
+        report(f"online as {bound}" + (" (session resumed)" if client.resumed else ""))
         margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
         not_before = 0.0  # after a failed rotation: when to try again (monotonic clock)
         while True:
