@@ -282,9 +282,9 @@ class C2SSession:
             or previous.jid is None
             or management.resume_id != previd
             or previous.jid.bare != self._identity
-            # The same device: a certificate login resumes only with that certificate, a
-            # password login only with a password. Another account's or another device's
-            # previd is unknown to this client, as if it did not exist (§9).
+            # The same device: a certificate login resumes only with that certificate, and
+            # with the SASL mechanism the session used. Another account's or another
+            # device's previd is unknown to this client, as if it did not exist (§5, §9).
             or previous.fingerprint != self.fingerprint
             or previous.auth_method != self.auth_method
         ):
