@@ -1,6 +1,6 @@
 """Run every fuzz harness for a while and report executions, coverage and crashes.
 
-    python fuzz/run.py [--seconds 20]
+    python fuzz/run.py [--seconds 20] [HARNESS ...]
 
 Each harness starts from its seed corpus (``fuzz/corpus/<name>``, made by ``fuzz/seeds.py``)
 copied into a temporary directory, so runs never change the repository. A crash (an uncaught
@@ -56,11 +56,15 @@ def run(name: str, seconds: int, crashes: Path) -> tuple[bool, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="per harness")
+    parser.add_argument("names", nargs="*", metavar="HARNESS", help=f"of {', '.join(HARNESSES)}")
     args = parser.parse_args()
     crashes = HERE / "crashes"
     crashes.mkdir(exist_ok=True)
     ok = True
-    for name in HARNESSES:
+    unknown = [name for name in args.names if name not in HARNESSES]
+    if unknown:
+        parser.error(f"no harness {', '.join(unknown)} (there are {', '.join(HARNESSES)})")
+    for name in args.names or HARNESSES:
         passed, line = run(name, args.seconds, crashes)
         print(line, flush=True)
         ok = ok and passed
