@@ -168,6 +168,7 @@ class C2SSession:
         """Plaintext from the client; returns what the adapter must do."""
         actions: list[Action] = []
         self._handle_all(self.stream.receive_data(data), actions)
+        self._request_ack_if_due()
         return actions
 
     def tls_established(
@@ -255,10 +256,16 @@ class C2SSession:
             management.stanza_sent(serialize(element))
             return
         self.stream.send_element(element)
+        self._request_ack_if_due()
         if self.over_quota:
             # RFC 6120 §4.9.3.17: the client does not acknowledge what it is sent, and the
             # server will not hold more for it. A closed stream cannot be resumed.
             self.stream.close("resource-constraint", "too many unacknowledged stanzas")
+
+    def _request_ack_if_due(self) -> None:
+        management = self.sm
+        if management is not None and management.ack_due():
+            self.stream.send_nonza_bytes(REQUEST_ACK)
 
     def request_ack(self) -> None:
         """Ask the client what it has handled (XEP-0198 §4 ``<r/>``), if it manages the stream."""

@@ -23,6 +23,9 @@ SEQUENCE_MODULUS = 2**32
 #: What one session may hold for its client, whatever the count: 500 stanzas of the largest
 #: size the server accepts would otherwise be over 100 MB.
 MAX_UNACKED_BYTES = 1024 * 1024
+#: §4: the server asks for an ack (<r/>) once this many stanzas are unacknowledged. Clients
+#: such as slixmpp acknowledge only when asked, so without it the queue would only grow.
+ACK_WINDOW = 5
 
 
 class SMCondition(Enum):
@@ -84,6 +87,7 @@ class StreamManagement:
         self.acked = 0  # the client's last 'h'
         self._unacked: deque[bytes] = deque()
         self.overflowed = False
+        self._requested = False  # an <r/> is out and its <a/> has not come back
 
     # --- the stream's observer --------------------------------------------------------------
 
@@ -116,6 +120,14 @@ class StreamManagement:
         for _ in range(count):
             self._bytes -= len(self._unacked.popleft())
         self.acked = h
+        self._requested = False
+
+    def ack_due(self) -> bool:
+        """Whether to send ``<r/>`` now; once it is sent, not again until an ack arrives."""
+        if self._requested or len(self._unacked) < ACK_WINDOW or self.phase is SMPhase.DETACHED:
+            return False
+        self._requested = True
+        return True
 
     def answer(self) -> bytes:
         """The ``<a h/>`` that answers ``<r/>``."""
@@ -131,6 +143,7 @@ class StreamManagement:
         """
         self.ack(h)
         self.phase = SMPhase.ATTACHED
+        self._requested = False
         return list(self._unacked)
 
     def detach(self) -> None:
@@ -185,6 +198,7 @@ def too_high(error: HandledCountTooHigh) -> ET.Element:
 
 
 __all__ = [
+    "ACK_WINDOW",
     "MAX_UNACKED_BYTES",
     "SEQUENCE_MODULUS",
     "SM_NS",

@@ -15,6 +15,7 @@ from pairing.protocol.jid import JID
 from server_ext.admin.token_issuer import issue_token
 from server_ext.net.server import C2SConnection
 from server_ext.policy.tokens import TokenRules
+from server_ext.session.sm import ACK_WINDOW
 from tests.integration.conftest import DeviceFactory, RunningServer, ServerFactory
 from tests.integration.test_device_revocation import cli
 from tests.integration.test_device_runtime import wait_for_line
@@ -193,8 +194,11 @@ async def test_another_device_cannot_resume_a_session_and_a_new_login_replaces_i
 
 
 async def test_device_agent_run_resumes_after_its_link_is_cut(
-    xmpp_server: RunningServer, make_device: DeviceFactory, tmp_path: Path
+    make_server: ServerFactory, make_device: DeviceFactory, tmp_path: Path
 ) -> None:
+    # A small queue: the device (slixmpp, which acknowledges only when asked) must be asked
+    # often enough to stay under it.
+    xmpp_server = await make_server(max_unacked_stanzas=20)
     xmpp_server.add_user("alice")
     issued = issue_token(
         xmpp_server.registry,
@@ -239,6 +243,21 @@ async def test_device_agent_run_resumes_after_its_link_is_cut(
             break
         await asyncio.sleep(0.01)
     assert management.unacked == 0 and management.acked >= 2, (management.acked, lines)
+    assert not any("connection lost" in line for line in lines[first + 2 :])
+    # Many more stanzas than the queue holds, in bursts smaller than it: the server asks for
+    # acks (the device's client acknowledges only when asked) and the queue drains each time.
+    for burst in range(6):
+        for n in range(10):
+            await cam.send(f"<message to='{sensor}'><body>{burst}.{n}</body></message>")
+        for _ in range(1000):
+            if management.sent >= 2 + 10 * (burst + 1) and management.unacked < ACK_WINDOW:
+                break
+            await asyncio.sleep(0.01)
+        assert management.unacked < ACK_WINDOW, (burst, management.unacked)
+    # The device itself answers a last request (its client offers no such query: an error).
+    await cam.send("<iq type='get' id='last' to='alice@localhost/sensor'><query xmlns='x'/></iq>")
+    assert b"from='alice@localhost/sensor'" in await cam.read_iq("last", timeout=10)
+    assert xmpp_server.server.sessions.get(sensor) is resumed and not resumed.session.closed
     assert not any("connection lost" in line for line in lines[first + 2 :])
     stop.set()
     await asyncio.wait_for(task, 10)

@@ -11,6 +11,7 @@ import pytest
 from pairing.protocol.identity import PeerCertificate
 from server_ext.session.c2s import Bound, C2SSession, ResumeRequested, SMEnabled
 from server_ext.session.sm import (
+    ACK_WINDOW,
     SEQUENCE_MODULUS,
     HandledCountTooHigh,
     StreamManagement,
@@ -194,3 +195,23 @@ def test_a_stream_that_ends_in_the_same_chunk_does_not_take_the_session(tmp_path
     assert actions == [] and new.closed  # nothing is acted on for a stream that is over
     assert new.resume(old, resume_id, 0) == []  # nor if an adapter asked anyway
     assert old.sm is not None and old.detached and new.jid is None
+
+
+def test_the_server_asks_for_acks_so_a_client_that_only_answers_stays(tmp_path: Path) -> None:
+    """slixmpp acknowledges only when asked: without <r/> its queue would fill and close."""
+    world = World(tmp_path)
+    world.services = dataclasses.replace(world.services, max_unacked=20)
+    cert = device()
+    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
+    session, _ = bound(world, cert)
+    enable(session)
+    received = requests = 0
+    for n in range(200):
+        session.deliver(message(str(n)))
+        out = session.data_to_send()
+        received += out.count(b"<message")
+        if f"<r xmlns='{SM}'/>".encode() in out:
+            requests += 1
+            session.receive_data(f"<a xmlns='{SM}' h='{received}'/>".encode())
+    assert not session.closed and requests >= 200 // ACK_WINDOW - 1
+    assert session.sm is not None and session.sm.unacked < ACK_WINDOW
