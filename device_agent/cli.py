@@ -231,7 +231,7 @@ def _enroll_by_request(
         jid = JID.parse(jid_text)
     except InvalidJID as exc:
         raise BadInput(f"--jid: {exc}") from None
-    if jid.resource is None:
+    if not jid.resource:
         raise BadInput("--jid: give a full JID with a resource, e.g. alice@example.org/bot")
     try:
         address = ServerAddress.parse(server_text)

@@ -11,6 +11,7 @@ import asyncio
 import http.client
 import io
 import json
+import os
 import ssl
 import sys
 import time
@@ -31,6 +32,8 @@ from tests.integration.test_device_revocation import identity
 from tests.support import browser
 
 BIN = Path(sys.executable).parent
+#: Where the screenshots of the main pages go: docs/web/ when WEB_SCREENSHOTS=1 (how the ones
+#: in the repository were made), else the test's own temporary directory.
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "web"
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,9 +42,10 @@ pytestmark = pytest.mark.timeout(120)
 class Page:
     """One browser and the server's web origin; every call runs off the event loop."""
 
-    def __init__(self, driver: Any, origin: str) -> None:
+    def __init__(self, driver: Any, origin: str, shots: Path) -> None:
         self.driver = driver
         self.origin = origin
+        self.shots = DOCS if os.environ.get("WEB_SCREENSHOTS") == "1" else shots
 
     async def do(self, action: Callable[[Any], Any]) -> Any:
         return await asyncio.to_thread(action, self.driver)
@@ -73,9 +77,9 @@ class Page:
         await self.click("#sign-in")
 
     async def screenshot(self, name: str) -> None:
-        """The main pages, kept in docs/web/ for the README and docs/web.md."""
-        DOCS.mkdir(parents=True, exist_ok=True)
-        await self.do(lambda d: d.save_screenshot(str(DOCS / name)))
+        """The main pages (docs/web/ for the README and docs/web.md, see DOCS)."""
+        self.shots.mkdir(parents=True, exist_ok=True)
+        await self.do(lambda d: d.save_screenshot(str(self.shots / name)))
 
     def cookie(self, name: str) -> str | None:
         found = self.driver.get_cookie(name)
@@ -83,7 +87,9 @@ class Page:
 
 
 @pytest.fixture
-async def web(make_server: ServerFactory, tmp_path: Path) -> AsyncIterator[tuple[RunningServer, Page]]:
+async def web(
+    make_server: ServerFactory, tmp_path: Path
+) -> AsyncIterator[tuple[RunningServer, Page]]:
     browser.require_chromium()
     server = await make_server(https_port=0)
     server.add_user("alice")
@@ -91,7 +97,7 @@ async def web(make_server: ServerFactory, tmp_path: Path) -> AsyncIterator[tuple
     profile = tmp_path / "chromium"
     driver = await asyncio.to_thread(browser.chromium, profile)
     try:
-        yield server, Page(driver, server.server.web_origin)
+        yield server, Page(driver, server.server.web_origin, tmp_path / "screenshots")
     finally:
         await asyncio.to_thread(browser.close, driver, profile)
 
@@ -117,7 +123,9 @@ def https_post(
     return response.status, text
 
 
-async def enroll_device(server: RunningServer, tmp_path: Path, name: str = "bot") -> tuple[Any, int]:
+async def enroll_device(
+    server: RunningServer, tmp_path: Path, name: str = "bot"
+) -> tuple[Any, int]:
     """A device of alice, registered by hand, logged in with EXTERNAL; (client, device id)."""
     jid = JID.parse(f"alice@localhost/{name}")
     cert, key, der = identity(tmp_path / name, jid)
@@ -202,7 +210,7 @@ async def test_revoke_from_the_page_closes_the_live_session_within_a_second(
 async def test_pair_by_the_qr_code_the_page_shows(
     web: tuple[RunningServer, Page], tmp_path: Path
 ) -> None:
-    server, page = web
+    _, page = web
     await page.sign_in("alice")
     await page.wait(lambda d: d.current_url.endswith("/devices"))
     await page.open("/pair")
@@ -267,6 +275,9 @@ async def test_the_bot_shows_a_qr_code_the_owner_approves_and_it_appears_online(
     assert await page.text("#user-code") == code
     assert await page.text("#req-name") == "sensor"
     await page.screenshot("approve.png")
+    await page.do(lambda d: d.set_window_size(412, 915))  # a phone's screen
+    await page.screenshot("approve-phone.png")
+    await page.do(lambda d: d.set_window_size(1100, 1000))
     await page.click("#approve")
     await page.wait(lambda d: d.current_url.split("?")[0].endswith("/devices"))
     await page.do(lambda d: d.execute_script("document.body.dataset.marker = 'same page'"))
@@ -301,7 +312,7 @@ async def test_a_denied_request_stops_the_bot_with_a_clear_message(
     await page.sign_in("alice", path=f"/login?next={path}")
     await page.wait(lambda d: d.find_elements(By.ID, "deny"))
     await page.click("#deny")
-    out, err = await asyncio.wait_for(process.communicate(), 20)
+    _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
     assert "the owner denied this device" in err.decode()
     assert "Traceback" not in err.decode()
@@ -340,7 +351,7 @@ async def test_the_admin_filters_the_audit_log(
     web: tuple[RunningServer, Page], tmp_path: Path
 ) -> None:
     server, page = web
-    client, device_id = await enroll_device(server, tmp_path)
+    client, _ = await enroll_device(server, tmp_path)
     await logout(client)
     server.set_device_state("alice", "bot", DeviceState.DISABLED, reason="lost")
     await page.sign_in("root")
