@@ -38,10 +38,11 @@ MAX_SESSIONS = 10_000
 class LoginRefused(ServerExtError):
     """Wrong account or password, or throttled; ``retry_after`` seconds when throttled."""
 
-    def __init__(self, text: str, retry_after: int | None = None) -> None:
+    def __init__(self, text: str, retry_after: int | None = None, delay: float = 0.0) -> None:
         super().__init__(text)
         self.text = text
         self.retry_after = retry_after
+        self.delay = delay  # hold the answer this long (guessing spread over addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +137,7 @@ def check_password(
     # An unknown account costs the same work as a wrong password: no oracle by timing.
     if not verify_password(password, creds or _DUMMY) or record is None or creds is None:
         throttle.failed(account, address)
-        raise LoginRefused(wrong)
+        raise LoginRefused(wrong, delay=throttle.failure_delay(account))
     throttle.succeeded(account, address)
     return account, record.is_admin
 

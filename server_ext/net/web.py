@@ -272,6 +272,8 @@ class WebPages:
                 address,
             )
         except LoginRefused as refused:
+            if refused.delay > 0:  # as XMPP password failures are held back
+                await asyncio.sleep(refused.delay)
             self.server.context.audit(
                 "login.failed",
                 actor=fields.get("account", "")[:100] or "unknown",
