@@ -113,6 +113,29 @@ class WebSessions:
             del self._sessions[key]
 
 
+WRONG = "wrong account or password"
+
+
+def login_account(domain: str, throttle: LoginThrottle, username: str, address: str) -> JID:
+    """The account a sign-in names, once the throttle lets this address try it."""
+    try:
+        account = JID.parse_account(username.strip(), domain)
+    except InvalidJID:
+        throttle.failed(None, address)
+        raise LoginRefused(WRONG) from None
+    wait = throttle.retry_after(account, address)
+    if wait > 0:
+        seconds = int(wait) + 1
+        raise LoginRefused(f"too many failed logins; retry in {seconds} s", seconds)
+    return account
+
+
+def login_failed(throttle: LoginThrottle, account: JID, address: str) -> LoginRefused:
+    """Count a wrong password; the refusal to raise (held back like XMPP failures)."""
+    throttle.failed(account, address)
+    return LoginRefused(WRONG, delay=throttle.failure_delay(account))
+
+
 def check_password(
     registry: Registry,
     domain: str,
@@ -121,23 +144,14 @@ def check_password(
     password: str,
     address: str,
 ) -> tuple[JID, bool]:
-    """The account and whether it is an admin, or :class:`LoginRefused`."""
-    wrong = "wrong account or password"
-    try:
-        account = JID.parse_account(username.strip(), domain)
-    except InvalidJID:
-        throttle.failed(None, address)
-        raise LoginRefused(wrong) from None
-    wait = throttle.retry_after(account, address)
-    if wait > 0:
-        seconds = int(wait) + 1
-        raise LoginRefused(f"too many failed logins; retry in {seconds} s", seconds)
+    """The account and whether it is an admin, or :class:`LoginRefused` (accounts whose keys
+    are in this registry: the embedded server's)."""
+    account = login_account(domain, throttle, username, address)
     record = registry.accounts.get(account) if account.domain == domain else None
     creds = registry.accounts.scram_credentials(account, "sha256") if record else None
     # An unknown account costs the same work as a wrong password: no oracle by timing.
     if not verify_password(password, creds or _DUMMY) or record is None or creds is None:
-        throttle.failed(account, address)
-        raise LoginRefused(wrong, delay=throttle.failure_delay(account))
+        raise login_failed(throttle, account, address)
     throttle.succeeded(account, address)
     return account, record.is_admin
 
@@ -156,4 +170,6 @@ __all__ = [
     "WebSession",
     "WebSessions",
     "check_password",
+    "login_account",
+    "login_failed",
 ]

@@ -35,9 +35,17 @@ from pairing.protocol.pair_request import APPROVE_PATH_PREFIX, check_name
 from server_ext.admin.token_issuer import issue_token
 from server_ext.app import web_views as views
 from server_ext.app.pair_requests import RequestRefused, RequestState
-from server_ext.app.web_sessions import LoginRefused, WebSession, check_password
+from server_ext.app.web_sessions import (
+    LoginRefused,
+    WebSession,
+    check_password,
+    login_account,
+    login_failed,
+)
 from server_ext.errors import RegistryError, ServerExtError
 from server_ext.model import DeviceState, RegistryChange
+from server_ext.stock.base import StockError
+from server_ext.stock.password import password_accepted
 
 if TYPE_CHECKING:
     from server_ext.net.server import Server
@@ -263,13 +271,8 @@ class WebPages:
             return self._login_page(request, next_path, "The form expired; try again.", 403)
         address = request.remote or "?"
         try:
-            account, is_admin = check_password(
-                self.registry,
-                self.server.config.domain,
-                self.server.throttle,
-                fields.get("account", ""),
-                fields.get("password", ""),
-                address,
+            account, is_admin = await self._check(
+                fields.get("account", ""), fields.get("password", ""), address
             )
         except LoginRefused as refused:
             if refused.delay > 0:  # as XMPP password failures are held back
@@ -294,6 +297,28 @@ class WebPages:
         response.del_cookie(LOGIN_COOKIE, path="/")
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    async def _check(self, username: str, password: str, address: str) -> tuple[JID, bool]:
+        """The embedded server's accounts by their SCRAM keys here; a stock server's by a
+        password login to it (server-ext keeps no keys for those)."""
+        server = self.server
+        domain = server.config.domain
+        if server.stock.kind.embedded:
+            return check_password(
+                self.registry, domain, server.throttle, username, password, address
+            )
+        account = login_account(domain, server.throttle, username, address)
+        try:
+            accepted = await password_accepted(server.xmpp_target(), account, password)
+        except StockError as exc:
+            log.error("web sign-in: %s", exc)
+            raise LoginRefused("the XMPP server cannot be asked now; try again later") from None
+        if not accepted:
+            raise login_failed(server.throttle, account, address)
+        server.throttle.succeeded(account, address)
+        self.registry.accounts.ensure(account, actor="web")
+        record = self.registry.accounts.get(account)
+        return account, record is not None and record.is_admin
 
     async def _logout(
         self, request: web.Request, session: WebSession, fields: Mapping[str, str]
