@@ -19,7 +19,7 @@ from server_ext.config import ServerConfig
 from server_ext.config_file import config_path
 
 DEFAULT_HTTPS_PORT = 5443
-_OFF = object()  # --https-port 0
+_OFF = object()  # --https-port 0, --direct-tls-port 0: a port turned off
 
 #: Settings ``init`` records and ``serve`` may override for one run; None = not given.
 _SERVER_OPTIONS: tuple[Callable[[Any], Any], ...] = (
@@ -97,7 +97,8 @@ def overrides(options: dict[str, Any]) -> dict[str, Any]:
         "max_stanza_bytes": options.get("max_stanza_bytes"),
     }
     if options.get("direct_tls_port") is not None:
-        fields["direct_tls_port"] = options["direct_tls_port"] or None
+        # 0 is "off" (None), which must survive the filter of options not given below.
+        fields["direct_tls_port"] = options["direct_tls_port"] or _OFF
     https_port = options.get("https_port")
     if https_port is not None:
         # Given: a port, or 0 for off (ServerConfig's None; its 0 means "any free port").
@@ -108,9 +109,7 @@ def overrides(options: dict[str, Any]) -> dict[str, Any]:
             raise BadInput("--auth-timeout must be longer than 0s")
         fields["auth_timeout"] = timeout.total_seconds()
     chosen = {k: v for k, v in fields.items() if v is not None}
-    if chosen.get("https_port") is _OFF:
-        chosen["https_port"] = None
-    return chosen
+    return {k: None if v is _OFF else v for k, v in chosen.items()}
 
 
 def initial_config(settings: Settings, domain: str | None, options: dict[str, Any]) -> ServerConfig:

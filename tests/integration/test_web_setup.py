@@ -50,3 +50,30 @@ def test_serve_prints_the_url_of_the_web_page(tmp_path: Path) -> None:
         "server-ext", "--data-dir", str(data), "serve", "--help",
     )  # fmt: skip
     assert "--https-port" in result.stdout
+
+
+def test_port_0_turns_direct_tls_and_https_off_for_the_run(tmp_path: Path) -> None:
+    """``--direct-tls-port 0`` used to be dropped with the options not given, so serve
+    listened on 5223 anyway (and failed when another server held it)."""
+    data = tmp_path / "server"
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(BIN / "server-ext"), "--data-dir", str(data), "serve",
+            "--port", str(port), "--direct-tls-port", "0", "--https-port", "0",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env={k: v for k, v in os.environ.items() if k != "SERVER_EXT_HTTPS_PORT"},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        banner = []
+        while not banner or not banner[-1].startswith("data:"):
+            line = proc.stdout.readline()
+            assert line, "serve ended"
+            banner.append(line.strip())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert banner[0] == f"listening on 127.0.0.1:{port} (STARTTLS)"
+    assert not any("direct TLS" in line or "HTTPS" in line for line in banner), banner
