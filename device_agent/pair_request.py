@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 _STATUS_TIMEOUT = 35.0
 
 _ENDINGS = {
-    wire.DENIED: "the owner denied this device",
     wire.EXPIRED: "nobody approved the request in time; run the command again",
     wire.UNKNOWN: "the server no longer knows this request (it restarted, or the request "
     "ended long ago); run the command again",
@@ -80,6 +79,8 @@ async def enroll_by_request(
     except APIRefused as refused:
         if created:
             store.remove()  # nothing was registered for this key
+        if refused.condition == wire.DENIED:  # the server says who denied or cancelled it
+            raise EnrollmentError(f"not enrolled: {refused.text}") from None
         ending = _ENDINGS.get(refused.condition)
         raise EnrollmentError(ending or str(refused)) from None
     except PairingError as exc:

@@ -404,11 +404,19 @@ class WebPages:
         self, request: web.Request, session: WebSession, fields: Mapping[str, str]
     ) -> web.StreamResponse:
         try:
-            self.server.pair_requests.cancel(
+            cancelled = self.server.pair_requests.cancel(
                 request.match_info["id"], session.account, is_admin=session.is_admin
             )
         except RequestRefused as exc:
             return self.message(request, "Not done", exc.text, 409)
+        self.server.context.audit(
+            "pair_request.cancelled",
+            actor=f"web:{session.account}",
+            subject=cancelled.certificate.fingerprint,
+            address=request.remote,
+            jid=str(cancelled.jid),
+            request=cancelled.id,
+        )
         self.changed()
         raise web.HTTPSeeOther("/devices?notice=request cancelled")
 
@@ -443,12 +451,6 @@ class WebPages:
                     fingerprint=context.fingerprint,
                 )
             )
-        context.audit(
-            "token.issued",
-            actor=f"web:{session.account}",
-            subject=str(issued.record.jid),
-            token=str(issued.record.id),
-        )
         return self.render(
             request,
             "pair.html",

@@ -314,7 +314,7 @@ async def test_a_denied_request_stops_the_bot_with_a_clear_message(
     await page.click("#deny")
     _, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 1
-    assert "the owner denied this device" in err.decode()
+    assert "not enrolled: the request was denied by alice@localhost" in err.decode()
     assert "Traceback" not in err.decode()
     assert server.registry.devices.all() == []
     assert not (tmp_path / "sensor" / "device.key").exists()  # the key made for it is gone
@@ -396,3 +396,20 @@ async def test_pages_carry_the_security_headers(web: tuple[RunningServer, Page])
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Cache-Control"] == "no-store"
     assert json.dumps(headers)  # plain strings
+
+
+async def test_a_pending_request_is_listed_on_my_devices_and_can_be_cancelled(
+    web: tuple[RunningServer, Page], tmp_path: Path
+) -> None:
+    server, page = web
+    process, lines = await start_request(server, tmp_path / "sensor")
+    await page.sign_in("alice")
+    await page.wait(lambda d: d.current_url.endswith("/devices"))
+    card = await page.text("li[data-request]")
+    assert "sensor" in card and shown(lines, "user code") in card
+    await page.click("li[data-request] button")
+    await page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "li[data-request]"))
+    _, err = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 1
+    assert "not enrolled: the request was cancelled by alice@localhost" in err.decode()
+    assert "pair_request.cancelled" in [e.event for e in server.registry.audit.events()]
