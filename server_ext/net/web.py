@@ -21,6 +21,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -385,7 +386,7 @@ class WebPages:
         except ServerExtError as exc:
             return self.message(request, "Changed, not applied", f"The XMPP server: {exc}", 502)
         self.changed()
-        raise web.HTTPSeeOther(f"{back}?notice={notice}")
+        raise web.HTTPSeeOther(f"{back}?notice={quote(notice)}")
 
     async def _cancel_token(
         self, request: web.Request, session: WebSession, fields: Mapping[str, str]
@@ -398,7 +399,7 @@ class WebPages:
             )
         except (RegistryError, ServerExtError) as exc:
             return self.message(request, "Not done", str(exc), 409)
-        raise web.HTTPSeeOther("/devices?notice=token cancelled")
+        raise web.HTTPSeeOther("/devices?notice=" + quote("token cancelled"))
 
     async def _cancel_request(
         self, request: web.Request, session: WebSession, fields: Mapping[str, str]
@@ -418,7 +419,7 @@ class WebPages:
             request=cancelled.id,
         )
         self.changed()
-        raise web.HTTPSeeOther("/devices?notice=request cancelled")
+        raise web.HTTPSeeOther("/devices?notice=" + quote("request cancelled"))
 
     # --- pair a new bot (the page shows the QR) --------------------------------------------
 
@@ -504,7 +505,7 @@ class WebPages:
                 log.error("the stock server was not brought in step: %s", exc)
         self.changed()
         notice = f"{decided.name} {decided.state.value}"
-        raise web.HTTPSeeOther(f"/devices?notice={notice}")
+        raise web.HTTPSeeOther(f"/devices?notice={quote(notice)}")
 
     # --- live updates -------------------------------------------------------------------------
 
@@ -591,7 +592,7 @@ class WebPages:
             "session.kicked", actor=f"web:{session.account}", subject=str(jid), closed=str(closed)
         )
         self.changed()
-        raise web.HTTPSeeOther(f"/admin?notice=closed {closed} session(s) of {jid}")
+        raise web.HTTPSeeOther("/admin?notice=" + quote(f"closed {closed} session(s) of {jid}"))
 
 
 def _request_view(pending: Any, server: Server) -> dict[str, Any]:
