@@ -590,3 +590,30 @@ def test_a_backup_taken_while_the_server_writes_serves_with_the_same_identity(
     refused = run("server-ext", "--data-dir", str(data), "backup", str(copies[0]), ok=False)
     assert refused.returncode == 1 and "already exists" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_direct_tls_port_zero_turns_direct_tls_off(tmp_path: Path) -> None:
+    """``--direct-tls-port 0`` is "off" (as in server.toml), never the default 5223: a test
+    server on a fixed port would collide with every other run on the machine."""
+    data = tmp_path / "srv"
+    init_server(data)
+    proc = subprocess.Popen(
+        [str(BIN / "server-ext"), "--data-dir", str(data), "serve", "--port", "0",
+         "--direct-tls-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert lines[0].startswith("listening on 127.0.0.1:") and "(STARTTLS)" in lines[0], lines
+    assert not any("direct TLS" in line for line in lines), lines
+    # And in the file: init with 0 writes 0 (off), which serve reads back as off.
+    other = tmp_path / "other"
+    run("server-ext", "--data-dir", str(other), "init", "--domain", "localhost",
+        "--direct-tls-port", "0")  # fmt: skip
+    assert re.search(r"^direct_tls_port\s+= 0\b", (other / "server.toml").read_text(), re.M)
