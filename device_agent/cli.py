@@ -156,12 +156,39 @@ def show(store: KeyStore, as_json: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Or a photo or screenshot of the QR code.",
 )
+@click.option(
+    "--request",
+    "by_request",
+    is_flag=True,
+    help="Or show a QR code for the owner to scan and approve on server-ext's web page "
+    "(needs --jid, --server HOST:PORT of the web page, --pin).",
+)
+@click.option(
+    "--jid", help="With --request: the full JID to log in as, e.g. alice@example.org/bot."
+)
+@click.option("--server", "server_text", help="With --request: server-ext's HTTPS HOST:PORT.")
+@click.option("--pin", help="With --request: its certificate's SHA-256 (`server-ext fingerprint`).")
+@click.option("--name", help="With --request: the device name to ask for [the resource].")
 @click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
 @click.pass_obj
-def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: int) -> None:
-    """Enroll this device from a pairing QR code: no password needed, ever."""
-    if (uri is None) == (qr_image is None):
-        raise click.UsageError("give exactly one of --uri or --qr-image")
+def enroll(
+    store: KeyStore,
+    uri: str | None,
+    qr_image: Path | None,
+    by_request: bool,
+    jid: str | None,
+    server_text: str | None,
+    pin: str | None,
+    name: str | None,
+    valid_days: int,
+) -> None:
+    """Enroll this device from a pairing QR code, or by showing one: no password, ever."""
+    if sum((uri is not None, qr_image is not None, by_request)) != 1:
+        raise click.UsageError("give exactly one of --uri, --qr-image or --request")
+    valid_for = dt.timedelta(days=valid_days)
+    if by_request:
+        _enroll_by_request(store, jid, server_text, pin, name, valid_for)
+        return
     if qr_image is not None:
         from pairing.qr import read_image
 
@@ -170,7 +197,6 @@ def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: 
     assert uri is not None
     parsed = parse_enrollment_uri(uri)
     protect(parsed.token)
-    valid_for = dt.timedelta(days=valid_days)
     if isinstance(parsed, HTTPSEnrollmentURI):
         # v2: enroll over server-ext's HTTPS API, then log in to the (stock) XMPP server.
         click.echo(
@@ -182,6 +208,53 @@ def enroll(store: KeyStore, uri: str | None, qr_image: Path | None, valid_days: 
     else:
         click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
         bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=valid_for))
+    click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
+
+
+def _enroll_by_request(
+    store: KeyStore,
+    jid_text: str | None,
+    server_text: str | None,
+    pin: str | None,
+    name: str | None,
+    valid_for: dt.timedelta,
+) -> None:
+    """``enroll --request``: parse the options once, then show the QR code and wait."""
+    from device_agent.https_client import HTTPSEndpoint
+    from device_agent.pair_request import enroll_by_request
+    from pairing import qr
+    from pairing.protocol.pair_request import PairRequestIssued, check_name
+
+    if jid_text is None or server_text is None or pin is None:
+        raise click.UsageError("--request needs --jid, --server HOST:PORT and --pin")
+    try:
+        jid = JID.parse(jid_text)
+    except InvalidJID as exc:
+        raise BadInput(f"--jid: {exc}") from None
+    if not jid.resource:
+        raise BadInput("--jid: give a full JID with a resource, e.g. alice@example.org/bot")
+    try:
+        address = ServerAddress.parse(server_text)
+        trust = TrustAnchor(fingerprint=pin)
+        device_name = check_name(name or jid.resource)
+    except PairingError as exc:
+        raise BadInput(str(exc)) from None
+    assert trust.fingerprint is not None
+    endpoint = HTTPSEndpoint(address.host, address.port, trust.fingerprint)
+
+    def show(issued: PairRequestIssued) -> None:
+        click.echo(qr.terminal(issued.approve_url))
+        click.echo(f"approve at: {issued.approve_url}")
+        click.echo(f"user code:  {issued.user_code}")
+        click.echo(
+            f"waiting for the owner of {jid.bare} (until "
+            f"{issued.expires.isoformat(timespec='seconds')}) ...",
+            nl=True,
+        )
+
+    bound = asyncio.run(
+        enroll_by_request(store, jid, endpoint, name=device_name, show=show, valid_for=valid_for)
+    )
     click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
 
 

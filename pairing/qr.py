@@ -82,6 +82,13 @@ def write_svg(text: str, path: Path) -> None:
     image.save(str(path))
 
 
+def svg(text: str) -> str:
+    """The QR code as an ``<svg>`` element, to put into a web page (no XML declaration)."""
+    image = _code(text).make_image(image_factory=qrcode.image.svg.SvgPathImage)
+    markup = image.to_string(encoding="unicode")
+    return str(markup[markup.index("<svg") :])
+
+
 def read_image(path: Path) -> str:
     """The text of the QR code in a photo or screenshot, or :class:`UnreadableQR`.
 

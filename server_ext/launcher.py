@@ -10,7 +10,7 @@ import importlib.util
 import sys
 
 #: Import names of what the ``server`` extra brings (pyproject.toml).
-SERVER_EXTRA = ("OpenSSL", "sqlite_utils", "scramp")
+SERVER_EXTRA = ("OpenSSL", "sqlite_utils", "scramp", "aiohttp", "jinja2")
 INSTALL_HINT = "pip install 'xmpp-device-pairing[server]'"
 
 

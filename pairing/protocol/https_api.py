@@ -120,6 +120,10 @@ STATUS: Mapping[str, int] = {
     "already-registered": 409,
     "rate-limited": 429,
     "internal-error": 500,
+    # Pairing requests (pairing.protocol.pair_request).
+    "request-denied": 403,
+    "request-expired": 403,
+    "request-unknown": 404,
 }
 
 

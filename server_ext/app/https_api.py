@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pairing.errors import InvalidJID
+from pairing.protocol import pair_request as pairing_wire
 from pairing.protocol.enrollment import EnrollCondition
 from pairing.protocol.https_api import (
     MAX_BODY_BYTES,
@@ -42,6 +43,13 @@ from pairing.protocol.proofs import InvalidProof, verify_by_certificate
 from pairing.protocol.renewal import RenewalRefused, RenewalRequest, RenewCondition
 from server_ext.app.enroll import redeem_token
 from server_ext.app.handlers import ServerContext
+from server_ext.app.pair_requests import (
+    POLL_INTERVAL,
+    PairingRequest,
+    PairingRequestBook,
+    RequestRefused,
+    RequestState,
+)
 from server_ext.app.renewal import register_successor
 from server_ext.errors import RegistryError
 from server_ext.model import RegistryChange
@@ -86,12 +94,16 @@ class HTTPSAPI:
         secret: str,
         throttle: LoginThrottle,
         nonces: NonceBook,
+        requests: PairingRequestBook | None = None,
+        web_origin: str = "",
     ) -> None:
         self.context = context
         self.xmpp = xmpp
         self._secret = secret
         self.throttle = throttle
         self.nonces = nonces
+        self.requests = requests
+        self.web_origin = web_origin  # https://host:port, where owners approve requests
 
     # --- device requests ------------------------------------------------------------------
 
@@ -222,6 +234,91 @@ class HTTPSAPI:
             return refusal(APIRefused(APICondition.INTERNAL_ERROR, "retry later"))
         answer = Renewed(jid, registered.name, registered.fingerprint)
         return Reply(200, answer.to_json(), change=RegistryChange(via))
+
+    # --- pairing requests (section 9.6) --------------------------------------------------------
+
+    def pair_request(self, body: bytes, address: str) -> Reply:
+        """``POST /api/v1/pair-request``: a pending request bound to the device's key."""
+        try:
+            if self.requests is None:
+                raise APIRefused(APICondition.NOT_FOUND, "pairing requests are off here")
+            request = pairing_wire.PairRequest.from_json(self._json(body, address))
+            self._burn(request.nonce, address)
+            try:
+                verify_by_certificate(request.certificate.der, request.signature, request.message())
+            except InvalidProof:
+                self.throttle.failed(None, address)
+                raise APIRefused(
+                    APICondition.BAD_SIGNATURE,
+                    "the signature is not by the certificate's key over this request",
+                ) from None
+            try:
+                made = self.requests.create(request.certificate, request.name, address)
+            except RequestRefused as exc:
+                raise APIRefused(exc.condition, exc.text) from None
+        except APIRefused as refused:
+            self._audit_failure("pair_request.failed", address, refused)
+            return refusal(refused)
+        self.context.audit(
+            "pair_request.created",
+            actor="unknown",
+            subject=made.certificate.fingerprint,
+            address=address,
+            jid=str(made.jid),
+            name=made.name,
+            request=made.id,
+        )
+        issued = pairing_wire.PairRequestIssued(
+            made.id,
+            made.user_code,
+            self.approve_url(made),
+            made.expires_at,
+            POLL_INTERVAL,
+        )
+        return Reply(200, issued.to_json())
+
+    def approve_url(self, request: PairingRequest) -> str:
+        return f"{self.web_origin}{pairing_wire.APPROVE_PATH_PREFIX}{request.id}"
+
+    def pair_status(self, body: bytes, address: str) -> tuple[Reply, str | None]:
+        """``POST /api/v1/pair-request/status``: the answer now, and the request id to wait
+        on when it is still pending (the adapter holds the answer for a while)."""
+        try:
+            if self.requests is None:
+                raise APIRefused(APICondition.NOT_FOUND, "pairing requests are off here")
+            query = pairing_wire.PairStatusQuery.from_json(self._json(body, address))
+            self._burn(query.nonce, address)
+            request = self.requests.get(query.request)
+            if request is None:
+                raise APIRefused(pairing_wire.UNKNOWN, "this pairing request is not known")
+            try:
+                verify_by_certificate(request.certificate.der, query.signature, query.message())
+            except InvalidProof:
+                self.throttle.failed(None, address)
+                raise APIRefused(
+                    APICondition.BAD_SIGNATURE,
+                    "the signature is not by the requesting key over this query",
+                ) from None
+        except APIRefused as refused:
+            return refusal(refused), None
+        return self.pair_answer(request), (
+            request.id if request.state is RequestState.PENDING else None
+        )
+
+    def pair_answer(self, request: PairingRequest) -> Reply:
+        """How ``request`` stands, as the device is told."""
+        state = request.state
+        if state is RequestState.PENDING:
+            return Reply(200, pairing_wire.PairStatus(pairing_wire.PairState.PENDING).to_json())
+        if state is RequestState.APPROVED:
+            name = request.registered.name if request.registered else request.name
+            enrolled = Enrolled(request.jid, name, self.xmpp)
+            answer = pairing_wire.PairStatus(pairing_wire.PairState.APPROVED, enrolled)
+            return Reply(200, answer.to_json())
+        if state is RequestState.EXPIRED:
+            return refusal(APIRefused(pairing_wire.EXPIRED, "the request expired unapproved"))
+        who = request.decided_by or "the owner"
+        return refusal(APIRefused(pairing_wire.DENIED, f"the request was {state.value} by {who}"))
 
     # --- the stock servers' hooks ------------------------------------------------------------
 

@@ -55,8 +55,9 @@ def serve(settings: Settings, /, verbose: int, log_format: str, **options: Any) 
     try:
         run(config)
     except OSError as exc:
+        https = f" or HTTPS {config.https_host}:{config.https_port}" if config.https_port else ""
         raise click.ClickException(
-            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+            f"cannot listen on {config.host}:{config.port}{https}: {exc.strerror or exc}"
         ) from None
     except KeyboardInterrupt:  # pragma: no cover - signal handler normally wins
         pass

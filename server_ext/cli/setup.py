@@ -18,6 +18,9 @@ from server_ext.cli.settings import Settings, json_option, pass_settings, report
 from server_ext.config import ServerConfig
 from server_ext.config_file import config_path
 
+DEFAULT_HTTPS_PORT = 5443
+_OFF = object()  # --https-port 0, --direct-tls-port 0: a port turned off
+
 #: Settings ``init`` records and ``serve`` may override for one run; None = not given.
 _SERVER_OPTIONS: tuple[Callable[[Any], Any], ...] = (
     click.option(
@@ -34,6 +37,13 @@ _SERVER_OPTIONS: tuple[Callable[[Any], Any], ...] = (
         type=click.IntRange(0, 65535),
         envvar="SERVER_EXT_DIRECT_TLS_PORT",
         help="Direct TLS port, XEP-0368; 0 turns it off [server.toml; 5223].",
+    ),
+    click.option(
+        "--https-port",
+        type=click.IntRange(0, 65535),
+        envvar="SERVER_EXT_HTTPS_PORT",
+        help="The HTTPS face: the web page for owners and admins, and the enrollment API; "
+        "0 turns it off [server.toml; 5443 for a new data directory].",
     ),
     click.option(
         "--public-host",
@@ -86,16 +96,20 @@ def overrides(options: dict[str, Any]) -> dict[str, Any]:
         "key_file": options.get("key"),
         "max_stanza_bytes": options.get("max_stanza_bytes"),
     }
+    if options.get("direct_tls_port") is not None:
+        # 0 is "off" (None), which must survive the filter of options not given below.
+        fields["direct_tls_port"] = options["direct_tls_port"] or _OFF
+    https_port = options.get("https_port")
+    if https_port is not None:
+        # Given: a port, or 0 for off (ServerConfig's None; its 0 means "any free port").
+        fields["https_port"] = https_port or _OFF
     timeout = options.get("auth_timeout")
     if isinstance(timeout, dt.timedelta):
         if timeout.total_seconds() <= 0:
             raise BadInput("--auth-timeout must be longer than 0s")
         fields["auth_timeout"] = timeout.total_seconds()
-    given = {k: v for k, v in fields.items() if v is not None}
-    if options.get("direct_tls_port") is not None:
-        # Set after the filter above: 0 means "off", which the configuration spells None.
-        given["direct_tls_port"] = options["direct_tls_port"] or None
-    return given
+    chosen = {k: v for k, v in fields.items() if v is not None}
+    return {k: None if v is _OFF else v for k, v in chosen.items()}
 
 
 def initial_config(settings: Settings, domain: str | None, options: dict[str, Any]) -> ServerConfig:
@@ -104,7 +118,11 @@ def initial_config(settings: Settings, domain: str | None, options: dict[str, An
         chosen = prepare_domainpart(domain) if domain is not None else settings.domain_option
     except InvalidJID as exc:
         raise BadInput(f"--domain: {exc}") from None
-    base = ServerConfig(domain=chosen or "localhost", data_dir=settings.data_dir)
+    # A new server serves the web page (and the HTTPS API) on loopback by default, so the
+    # README's one command prints the URL to open (docs/web.md).
+    base = ServerConfig(
+        domain=chosen or "localhost", data_dir=settings.data_dir, https_port=DEFAULT_HTTPS_PORT
+    )
     return dataclasses.replace(base, **overrides(options))
 
 

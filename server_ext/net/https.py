@@ -10,22 +10,31 @@ for: enrollment proves possession of the key with a signature instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from pairing.protocol import https_api as paths
+from pairing.protocol import pair_request
 from pairing.protocol.https_api import MAX_BODY_BYTES, APICondition, APIRefused
 from server_ext.app.https_api import HTTPSAPI, Reply, refusal
+from server_ext.app.pair_requests import RequestState
 from server_ext.log_limits import CappedLog
 from server_ext.model import RegistryChange
 
+if TYPE_CHECKING:
+    from server_ext.net.web import WebPages
+
 log = logging.getLogger(__name__)
+#: How long a pairing request's status query is held while it is pending (seconds).
+LONG_POLL = 20.0
 peer_log = CappedLog(log)
 
 #: Brings the stock server in step; raises ``server_ext.stock.base.StockError`` on failure.
@@ -57,7 +66,9 @@ class HTTPSFace:
         *,
         host: str,
         port: int,
+        pages: WebPages | None = None,
     ) -> None:
+        self._web = pages
         self._api = api
         self._sync = sync
         self._tls = tls
@@ -75,6 +86,12 @@ class HTTPSFace:
         app.router.add_post(paths.PROSODY_CERTIFICATE_PATH, self._prosody)
         app.router.add_get(paths.MONGOOSEIM_GET_CERTS_PATH, self._get_certs)
         app.router.add_get(paths.MONGOOSEIM_USER_EXISTS_PATH, self._user_exists)
+        app.router.add_post(
+            pair_request.PAIR_REQUEST_PATH, self._device(lambda api: api.pair_request)
+        )
+        app.router.add_post(pair_request.PAIR_STATUS_PATH, self._pair_status)
+        if self._web is not None:
+            self._web.add_routes(app)
         return app
 
     async def start(self) -> HTTPSAddress:
@@ -117,6 +134,24 @@ class HTTPSFace:
             return await self._send(pick(self._api())(body, _address(request)))
 
         return handle
+
+    async def _pair_status(self, request: web.Request) -> web.StreamResponse:
+        """A long poll: a pending request's answer is held until it is decided (or a while)."""
+        body = await _body(request)
+        if isinstance(body, Reply):
+            return await self._send(body)
+        api = self._api()
+        reply, waiting = api.pair_status(body, _address(request))
+        if waiting is not None and self._web is not None and api.requests is not None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + LONG_POLL
+            while (left := deadline - loop.time()) > 0:
+                await self._web.pulse.wait(min(left, 1.0))
+                current = api.requests.get(waiting)
+                if current is None or current.state is not RequestState.PENDING:
+                    reply = api.pair_answer(current) if current is not None else reply
+                    break
+        return await self._send(reply)
 
     async def _prosody(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)

@@ -25,7 +25,9 @@ from server_ext.app.account_iq import account_handlers
 from server_ext.app.delivery import Dispatcher
 from server_ext.app.handlers import ServerContext
 from server_ext.app.https_api import HTTPSAPI
+from server_ext.app.pair_requests import PairingRequestBook
 from server_ext.app.router import SessionTable
+from server_ext.app.web_sessions import WebSessions
 from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
 from server_ext.errors import ConfigError, RegistryError, ServerExtError
@@ -40,6 +42,7 @@ from server_ext.net.server_certificate import (
     create_server_certificate,
     load_server_certificate,
 )
+from server_ext.net.web import WebPages
 from server_ext.policy.nonces import NonceBook
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.policy.tokens import TokenRules
@@ -134,6 +137,11 @@ class Server:
             window=config.failed_login_window,
         )
         self.https: HTTPSFace | None = None
+        # The web page (server_ext/net/web.py), on the HTTPS face: its logins and the
+        # pairing requests devices make for their owners to approve there.
+        self.web_sessions = WebSessions(registry.clock)
+        self.pair_requests = PairingRequestBook(registry, config.domain)
+        self.web = WebPages(self)
         # On a stock server, users reach the ad-hoc commands through this component.
         self.component: ComponentFace | None = None
         self.dispatcher = Dispatcher(self.context, account_handlers())
@@ -185,6 +193,7 @@ class Server:
                     make_tls_context(cert.cert_path, cert.key_path),
                     host=self.config.https_host,
                     port=self.config.https_port,
+                    pages=self.web,
                 )
                 bound = await self.https.start()
                 if not self.config.stock_kind.embedded:
@@ -254,7 +263,23 @@ class Server:
             secret=self._stock_secret,
             throttle=self.https_throttle,
             nonces=self.nonces,
+            requests=self.pair_requests,
+            web_origin=self.web_origin,
         )
+
+    @property
+    def web_origin(self) -> str:
+        """``https://host:port`` of the web page, as phones and devices reach it."""
+        address = self.https_address
+        if address is None:
+            return ""
+        host = self.config.https_connect_host
+        shown = f"[{host}]" if ":" in host else host
+        return f"https://{shown}:{address.port}"
+
+    async def live_sessions(self) -> list[dict[str, Any]]:
+        """Who is online now (the embedded table, or the stock server's answer)."""
+        return await self._sessions()
 
     def registry_changed(self, change: RegistryChange) -> None:
         """Told by the app layer's handlers (synchronous): apply it in the background."""
@@ -401,6 +426,7 @@ class Server:
             self._sweeper.cancel()
             self._sweeper = None
         if self.https is not None:
+            self.web.close()
             await self.https.stop()
             self.https = None
         if self.component is not None:
@@ -804,6 +830,9 @@ def run(config: ServerConfig) -> None:
         https = server.https_address
         if https is not None:
             print(f"HTTPS enrollment API on {https.host}:{https.port}", flush=True)
+            print(
+                f"web page: {server.web_origin}/  (sign in with an account's password)", flush=True
+            )
         if not server.config.stock_kind.embedded:
             print(f"stock server: {server.config.stock_kind.value}", flush=True)
         if server.component is not None:

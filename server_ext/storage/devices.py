@@ -323,6 +323,43 @@ class DeviceStore:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
+    def rename(self, device_id: int, name: str, *, actor: str) -> DeviceRecord:
+        """Give a device that is not revoked another name, unique within its account."""
+        device = self.get(device_id)
+        if device is None:
+            raise UnknownCertificate(f"no device with id {device_id}")
+        if device.state is DeviceState.REVOKED:
+            raise RegistryError(f"the device {device.name!r} was revoked")
+        if name == device.name:
+            return device
+        try:
+            with self._file.transaction("rename the device") as conn:
+                conn.execute("UPDATE devices SET name = ? WHERE id = ?", (name, device_id))
+                conn.execute(
+                    "UPDATE certificates SET name = ? WHERE device_id = ?", (name, device_id)
+                )
+                newest = conn.execute(
+                    "SELECT fingerprint FROM certificates WHERE device_id = ? "
+                    "ORDER BY id DESC LIMIT 1",
+                    (device_id,),
+                ).fetchone()
+                self._audit.write(
+                    "device.renamed",
+                    actor=actor,
+                    subject=str(newest["fingerprint"]) if newest else f"device:{device_id}",
+                    detail={
+                        "account": str(device.account),
+                        "device": str(device_id),
+                        "from": device.name,
+                        "to": name,
+                    },
+                )
+        except sqlite3.IntegrityError as exc:
+            raise _duplicate(exc, device.account, name) from None
+        updated = self.get(device_id)
+        assert updated is not None
+        return updated
+
     # --- states ---------------------------------------------------------------------------
 
     def set_state(
