@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 #: in the repository were made), else the test's own temporary directory.
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "web"
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.browser]
 
 
 class Page:
