@@ -157,6 +157,10 @@ class C2SStream:
                 break
             if self.closed:  # a handler above may have closed the stream
                 break
+        if self._phase is Phase.BOUND:
+            # Most bound device sessions then sit idle for hours: between stanzas the parser
+            # holds nothing worth its memory (docs/performance.md, "Connected fleet").
+            self._parser.park()
         return events
 
     def _on_stream_opened(self, opened: StreamOpened) -> None:
@@ -350,6 +354,7 @@ class C2SStream:
         self._require(Phase.AUTHENTICATED)
         self._bound = jid
         self._phase = Phase.BOUND
+        self._parser.park()  # the bind was read; a device often says nothing more for hours
         result = _iq_result(iq_id)
         bind = ET.SubElement(result, ns.clark(ns.BIND, "bind"))
         ET.SubElement(bind, ns.clark(ns.BIND, "jid")).text = str(jid)
