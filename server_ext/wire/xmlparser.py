@@ -58,6 +58,8 @@ _HOLD_BYTES: Final = 1024
 # pyexpat keeps every distinct element and attribute name it has seen; a long-lived stream full
 # of made-up names would grow that table without end, so it is emptied past this size.
 _INTERN_LIMIT: Final = 4096
+# XML's whitespace (XML 1.0 §2.3, production S).
+_WHITESPACE: Final = b" \t\r\n"
 # The first two bytes of UTF-16, with and without a byte order mark (XML 1.0 Appendix F.1).
 _UTF16_STARTS: Final = frozenset((b"\xfe\xff", b"\xff\xfe", b"\x00<", b"<\x00"))
 _UTF16_FIRST_BYTES: Final = frozenset(start[:1] for start in _UTF16_STARTS)
@@ -292,6 +294,13 @@ class StreamParser:
         return parser
 
     def _feed(self, data: bytes) -> None:
+        if self._parser is None and not data.strip(_WHITESPACE):
+            # A whitespace keepalive (RFC 6120 §4.6.1) on a parked stream: character data
+            # between stanzas means nothing, so the parser stays parked.
+            self._fed += len(data)
+            self._consumed = self._mark = self._fed
+            self._tail = (self._tail + data)[-2:]
+            return
         if len(self._head) < 2:
             self._check_encoding(data)
             if len(self._head) < 2 and self._head in _UTF16_FIRST_BYTES:

@@ -108,3 +108,16 @@ def test_a_parked_parser_holds_almost_no_memory() -> None:
         tracemalloc.stop()
     per_parser = sum(d.size_diff for d in after.compare_to(before, "filename")) / count
     assert per_parser < 4000, f"{per_parser:.0f} bytes per parked parser"
+
+
+def test_whitespace_keepalives_leave_a_parked_stream_parked() -> None:
+    """RFC 6120 §4.6.1: a device's keepalive every few minutes must not rebuild the parser."""
+    parser = opened()
+    assert parser.park()
+    assert parser.feed(b" ") == [] and parser.feed(b"\r\n\t ") == []
+    assert not parser.park()  # still parked: nothing to drop
+    assert elements(parser.feed(b" <presence/> ")) == [
+        b'<ns0:presence xmlns:ns0="jabber:client" />'
+    ]
+    assert parser.park()
+    assert parser.feed(b"\n</s:stream>") == [StreamClosed()]
