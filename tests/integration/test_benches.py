@@ -50,3 +50,17 @@ def test_registry_growth_bench_runs_every_operation(tmp_path: Path) -> None:
     assert [r["owner_devices"] for r in rows] == [50, 200]
     assert all(r[k]["p50_ms"] >= 0 for r in rows for k in ("lookup", "redeem", "revoke"))
     assert "redeem: p50 at 220 / at 70" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_storm_bench_restarts_the_server_under_enrolled_agents(tmp_path: Path) -> None:
+    out = tmp_path / "storm.json"
+    done = run_bench(
+        "storm_bench.py",
+        *("--devices", "6", "--agents-per-process", "3", "--downtime", "0.5"),
+        *("--timeout", "60", "--json", str(out)),
+        timeout=140,
+    )
+    result = json.loads(out.read_text())
+    assert (result["devices"], result["back_online"], result["early"]) == (6, 6, 0)
+    assert "ratio recovery after restart / cold start" in done.stdout
