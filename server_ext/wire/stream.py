@@ -418,6 +418,18 @@ class C2SStream:
         self._header_sent = True
 
     def _features(self) -> bytes:
+        # The features are the same for almost every stream of a phase: serialized once per
+        # distinct content, not three times per login (docs/performance.md, "Login cost").
+        key = (self._phase, self._mechanisms, tuple(_shape(e) for e in self._extra_features))
+        cached = _FEATURES.get(key)
+        if cached is None:
+            cached = self._build_features()
+            if len(_FEATURES) >= _FEATURES_CACHE_SIZE:
+                _FEATURES.clear()
+            _FEATURES[key] = cached
+        return cached
+
+    def _build_features(self) -> bytes:
         features = ET.Element(ns.clark(ns.STREAMS, "features"))
         phase = self._phase
         if phase is Phase.PLAINTEXT:
@@ -460,6 +472,25 @@ class C2SStream:
         log.debug("stream %s failed: %s", self.stream_id, condition)
         self.close(condition, text)
         return StreamFailed(condition, text)
+
+
+_Shape = tuple[str, tuple[tuple[str, str], ...], str | None, str | None, tuple["_Shape", ...]]
+# Serialized <stream:features/> by phase, mechanisms and extra features' content. A few
+# distinct keys exist in practice (with or without a client certificate, TLS 1.2 or 1.3); the
+# bound only keeps odd configurations from growing it.
+_FEATURES: dict[tuple[Phase, tuple[str, ...], tuple[_Shape, ...]], bytes] = {}
+_FEATURES_CACHE_SIZE = 64
+
+
+def _shape(element: ET.Element) -> _Shape:
+    """Everything that serializing ``element`` depends on, as a hashable value."""
+    return (
+        element.tag,
+        tuple(sorted(element.attrib.items())),
+        element.text,
+        element.tail,
+        tuple(_shape(child) for child in element),
+    )
 
 
 def _b64decode(text: str) -> bytes | None:
