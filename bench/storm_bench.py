@@ -166,8 +166,9 @@ class Reports:
     def _pump(self, number: int, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            kind, index, at = line.split()
-            self.lines.put((number, kind, int(index), float(at)))
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("online", "offline"):
+                self.lines.put((number, parts[0], int(parts[1]), float(parts[2])))
 
     def until_online(
         self, expected: int, deadline: float, sample: object = None
@@ -176,7 +177,11 @@ class Reports:
         the number of offline reports meanwhile."""
         online: dict[tuple[int, int], float] = {}
         offline = 0
+        said = time.monotonic()
         while len(online) < expected and time.monotonic() < deadline:
+            if time.monotonic() - said > 10:
+                print(f"  ... {len(online)} online, {offline} failed attempts", flush=True)
+                said = time.monotonic()
             if callable(sample):
                 sample()
             try:
