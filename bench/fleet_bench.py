@@ -509,6 +509,8 @@ def measure(
             result.held = sum(progress.values())  # the last progress each client gave
     finally:
         for proc in clients:
+            if result.stopped_because:
+                proc.terminate()  # still logging in: it would read stdin only when done
             try:
                 if proc.stdin is not None:
                     proc.stdin.close()
