@@ -72,6 +72,11 @@ def read_codes_file(path: Path) -> list[FleetEntry]:
             raw = handle.read(MAX_CODES_FILE_BYTES + 1)
     except OSError as exc:
         raise CodeListError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return parse_codes(raw, path)
+
+
+def parse_codes(raw: bytes, path: Path) -> list[FleetEntry]:
+    """The rows of a codes file's bytes (``path`` names it in errors); see read_codes_file."""
     if len(raw) > MAX_CODES_FILE_BYTES:
         raise CodeListError(
             f"{path} is larger than {MAX_CODES_FILE_BYTES // (1024 * 1024)} MiB; "

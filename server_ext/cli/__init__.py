@@ -12,6 +12,7 @@ from pairing.protocol.jid import prepare_domainpart
 from server_ext.cli import (
     accounts,
     audit,
+    backup,
     certificates,
     devices,
     serving,
@@ -87,6 +88,7 @@ main.add_command(audit.audit)
 main.add_command(tokens.token)
 main.add_command(devices.devices)
 main.add_command(stock.stock)
+main.add_command(backup.backup)
 
 
 def _name_environment_variables(command: click.Command, path: tuple[str, ...] = ()) -> None:

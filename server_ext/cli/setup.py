@@ -86,14 +86,16 @@ def overrides(options: dict[str, Any]) -> dict[str, Any]:
         "key_file": options.get("key"),
         "max_stanza_bytes": options.get("max_stanza_bytes"),
     }
-    if options.get("direct_tls_port") is not None:
-        fields["direct_tls_port"] = options["direct_tls_port"] or None
     timeout = options.get("auth_timeout")
     if isinstance(timeout, dt.timedelta):
         if timeout.total_seconds() <= 0:
             raise BadInput("--auth-timeout must be longer than 0s")
         fields["auth_timeout"] = timeout.total_seconds()
-    return {k: v for k, v in fields.items() if v is not None}
+    given = {k: v for k, v in fields.items() if v is not None}
+    if options.get("direct_tls_port") is not None:
+        # Set after the filter above: 0 means "off", which the configuration spells None.
+        given["direct_tls_port"] = options["direct_tls_port"] or None
+    return given
 
 
 def initial_config(settings: Settings, domain: str | None, options: dict[str, Any]) -> ServerConfig:

@@ -51,7 +51,13 @@ from server_ext.session.c2s import (
     SessionServices,
     StartTLS,
 )
-from server_ext.stock.base import StockServer, context_for, load_kind
+from server_ext.stock.base import (
+    StockError,
+    StockServer,
+    close_stale_sessions,
+    context_for,
+    load_kind,
+)
 from server_ext.stock.embedded import EmbeddedStock
 from server_ext.stock.options import component_settings
 from server_ext.storage.registry import Registry
@@ -176,6 +182,8 @@ class Server:
                 if not self.config.stock_kind.embedded:
                     self._replace_context(stock_enrollment=self.stock_enrollment(bound.port))
             await self.stock.start()
+            if not self.config.stock_kind.embedded:
+                await self._close_stale_sessions()
             settings = component_settings(self.config)
             if settings is not None:
                 # Attached in the background, and again whenever the stock server restarts:
@@ -191,6 +199,22 @@ class Server:
             self._replace_context(connect_port=self.port)
         self._sweeper = asyncio.create_task(self._sweep_tokens())
         return self.addresses
+
+    async def _close_stale_sessions(self) -> None:
+        """Sessions of devices revoked while server-ext was down end now (see
+        :func:`~server_ext.stock.base.close_stale_sessions`); a stock server that does not
+        answer yet is said and does not stop serving."""
+        try:
+            stale = await close_stale_sessions(self.stock, self.registry)
+        except StockError as exc:
+            log.error("could not check the stock server's sessions at start: %s", exc)
+            return
+        if stale:
+            log.warning(
+                "closed %d session(s) of devices revoked or disabled while server-ext was down: %s",
+                len(stale),
+                ", ".join(str(jid) for jid in stale),
+            )
 
     @property
     def https_address(self) -> HTTPSAddress | None:

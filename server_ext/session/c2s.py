@@ -206,6 +206,10 @@ class C2SSession:
 
     def _handle_all(self, events: list[Event], actions: list[Action]) -> None:
         for index, event in enumerate(events):
+            if self.stream.closed and not isinstance(event, StreamFailed):
+                # What came before the end of the stream in the same chunk is not acted on:
+                # no login is decided, audited or counted for a stream that is already over.
+                continue
             if self._held is not None:
                 self._held.extend(events[index:])  # answered in order, after the late failure
                 return

@@ -34,7 +34,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
 from server_ext.config import ServerConfig, StockKind
 from server_ext.errors import ConfigError, ServerExtError
-from server_ext.model import CertificateRecord, DeviceRecord, RegistryChange
+from server_ext.model import CertificateRecord, DeviceRecord, DeviceState, RegistryChange
 from server_ext.storage.registry import Registry
 
 
@@ -126,6 +126,39 @@ def trust_set(registry: Registry, account: JID | None = None) -> list[Certificat
     return registry.devices.usable(account, now=registry.clock())
 
 
+async def close_stale_sessions(stock: StockServer, registry: Registry) -> list[JID]:
+    """Close the live sessions that only a device no longer usable names; return their JIDs.
+
+    Run when ``serve`` starts: a device revoked or disabled while server-ext was down (the
+    admin CLI records the change in the registry; ``sync_trust`` at start then refuses its
+    next login) may still hold a session opened before, which nothing else would end. A
+    session is stale when its full JID is named by a revoked or disabled device's certificate
+    and by no usable one (an owner's own client under another resource is never touched).
+    Kinds that cannot list or close sessions (MongooseIM) are skipped.
+    """
+    try:
+        online = await stock.online()
+    except Unsupported:
+        return []
+    usable = set(device_jids(trust_set(registry)))
+    stale = [
+        jid
+        for jid in online
+        if jid.resource is not None
+        and jid not in usable
+        and any(
+            device.state in (DeviceState.REVOKED, DeviceState.DISABLED)
+            for device in registry.devices.for_jid(jid)
+        )
+    ]
+    if stale:
+        try:
+            await stock.close_sessions(stale, "revoked")
+        except Unsupported:
+            return []
+    return stale
+
+
 def context_for(config: ServerConfig, registry: Registry, secret: str = "") -> StockContext:
     """The :class:`StockContext` of ``config``'s kind (its own ``[stock.<kind>]`` table)."""
     options = config.stock_options.get(config.stock_kind.value, {})
@@ -152,6 +185,7 @@ __all__ = [
     "StockKind",
     "StockServer",
     "Unsupported",
+    "close_stale_sessions",
     "context_for",
     "device_jids",
     "load_kind",

@@ -91,6 +91,25 @@ class SQLiteFile:
     def close(self) -> None:
         self.conn.close()
 
+    def copy_to(self, destination: Path) -> None:
+        """A consistent copy of the whole file at ``destination`` (created 0600), taken with
+        SQLite's online backup while the server keeps writing: a snapshot of one moment,
+        never a file torn between two transactions as a plain copy of a WAL database can be."""
+        try:
+            fd = os.open(destination, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+            os.close(fd)
+            target = sqlite3.connect(str(destination))
+        except (OSError, sqlite3.Error) as exc:
+            raise RegistryError(f"cannot create {destination}: {exc}") from exc
+        try:
+            self.conn.backup(target)
+            # One self-contained file: no -wal beside it to lose when the copy is moved.
+            target.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.Error as exc:
+            raise storage_error(exc, f"copy the registry to {destination}") from exc
+        finally:
+            target.close()
+
     @contextmanager
     def transaction(self, action: str) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, or a rollback on any exception.

@@ -34,6 +34,10 @@ class Registry:
     def path(self) -> Path:
         return self._file.path
 
+    def copy_to(self, destination: Path) -> None:
+        """A consistent snapshot of the registry file (:meth:`SQLiteFile.copy_to`)."""
+        self._file.copy_to(destination)
+
     @property
     def clock(self) -> Clock:
         return self._file.clock

@@ -313,7 +313,8 @@ class C2SStream:
         self, *, mechanisms: Sequence[str], extra_features: Sequence[ET.Element] = ()
     ) -> None:
         """TLS is up: expect a new stream header and offer ``mechanisms`` (RFC 6120 §5.4.3.3)."""
-        self._require(Phase.TLS_PENDING)
+        if not self._answering(Phase.TLS_PENDING):
+            return
         self._phase = Phase.SECURED
         self._mechanisms = tuple(mechanisms)
         self._extra_features = tuple(extra_features)
@@ -327,12 +328,14 @@ class C2SStream:
         self._extra_features = tuple(extra_features)
 
     def auth_challenge(self, data: bytes) -> None:
-        self._require(Phase.AUTHENTICATING)
+        if not self._answering(Phase.AUTHENTICATING):
+            return
         self._out.append(_sasl_element("challenge", data))
 
     def auth_succeeded(self, identity: JID, additional_data: bytes | None = None) -> None:
         """SASL success (RFC 6120 §6.4.6): the peer must open a new stream."""
-        self._require(Phase.AUTHENTICATING)
+        if not self._answering(Phase.AUTHENTICATING):
+            return
         self._out.append(_sasl_element("success", additional_data))
         self._authenticated = identity.bare
         self._phase = Phase.AUTHENTICATED
@@ -346,12 +349,14 @@ class C2SStream:
         ``application`` is an element in an application namespace that says more than the
         RFC 6120 §6.5 condition can (a revoked device), for clients that know it.
         """
-        self._require(Phase.AUTHENTICATING)
+        if not self._answering(Phase.AUTHENTICATING):
+            return
         self._phase = Phase.SECURED
         self._sasl_failure(condition, text, application)
 
     def bind_succeeded(self, iq_id: str, jid: JID) -> None:
-        self._require(Phase.AUTHENTICATED)
+        if not self._answering(Phase.AUTHENTICATED):
+            return
         self._bound = jid
         self._phase = Phase.BOUND
         self._parser.park()  # the bind was read; a device often says nothing more for hours
@@ -361,7 +366,8 @@ class C2SStream:
         self._out.append(serialize(result))
 
     def bind_failed(self, iq_id: str, error_type: str, condition: str, text: str) -> None:
-        self._require(Phase.AUTHENTICATED)
+        if not self._answering(Phase.AUTHENTICATED):
+            return
         self._out.append(_iq_error_bytes(iq_id, None, error_type, condition, text))
 
     def send_element(self, element: ET.Element) -> None:
@@ -395,9 +401,18 @@ class C2SStream:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _require(self, phase: Phase) -> None:
+    def _answering(self, phase: Phase) -> bool:
+        """Whether an answer to an event may be given now.
+
+        A chunk of input can hold an event and, after it, what ends the stream (a stream
+        error, the peer's close): the caller answers the event after the stream closed, and
+        that answer is moot, so it is dropped. Any other phase is our bug.
+        """
+        if self._phase is Phase.CLOSED:
+            return False
         if self._phase is not phase:
             raise LocalProtocolError(f"not allowed in phase {self._phase.value}")
+        return True
 
     def _restart(self) -> None:
         self._parser.reset()

@@ -529,3 +529,91 @@ def test_a_lost_identity_is_reported_never_regenerated(tmp_path: Path) -> None:
         (line,) = result.stderr.strip().splitlines()
         assert "is missing; restore it from a backup" in line
     assert not (data / "server.crt").exists() and not (data / "server.key").exists()
+
+
+# --- backup ----------------------------------------------------------------------------------
+
+
+def test_a_backup_taken_while_the_server_writes_serves_with_the_same_identity(
+    tmp_path: Path, servers: list[Served]
+) -> None:
+    import sqlite3
+
+    data = tmp_path / "srv"
+    init_server(data)
+    add_user(data, tmp_path, "alice")
+    served = serve(servers, data)
+    stop = threading.Event()
+    added: list[str] = []
+
+    def keep_writing() -> None:  # accounts made while the backups are taken
+        while not stop.is_set():
+            name = f"user{len(added)}"
+            add_user(data, tmp_path, name)
+            added.append(name)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        copies = [tmp_path / f"backup{number}" for number in range(3)]
+        for copy in copies:
+            done = json.loads(
+                run("server-ext", "--data-dir", str(data), "backup", str(copy), "--json").stdout
+            )
+            assert done["backup"] == str(copy)
+            assert {"registry.sqlite3", "server.toml", "server.crt", "server.key"} <= set(
+                done["files"]
+            )
+    finally:
+        stop.set()
+        writer.join()
+    for copy in copies:
+        assert copy.stat().st_mode & 0o777 == 0o700
+        assert (copy / "server.key").stat().st_mode & 0o777 == 0o600
+        assert not list(copy.glob("*-wal"))  # one self-contained file
+        with sqlite3.connect(copy / "registry.sqlite3") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert not list(tmp_path.glob(".backup*"))  # no partial folder left behind
+    # The last copy is a data directory: it serves, with the identity devices pinned, and
+    # holds every account made before it was taken.
+    served.stop()
+    listed = json.loads(
+        run("server-ext", "--data-dir", str(copies[-1]), "user", "list", "--json").stdout
+    )
+    names = {str(row["jid"]).split("@")[0] for row in listed}
+    assert "alice" in names and names <= {"alice", *added}
+    restored = serve(servers, copies[-1])
+    tls, seen = tls_session(restored.port)
+    tls.close()
+    assert seen == served.fingerprint
+    # A second backup into an existing folder is refused, and changes nothing.
+    refused = run("server-ext", "--data-dir", str(data), "backup", str(copies[0]), ok=False)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_direct_tls_port_zero_turns_direct_tls_off(tmp_path: Path) -> None:
+    """``--direct-tls-port 0`` is "off" (as in server.toml), never the default 5223: a test
+    server on a fixed port would collide with every other run on the machine."""
+    data = tmp_path / "srv"
+    init_server(data)
+    proc = subprocess.Popen(
+        [str(BIN / "server-ext"), "--data-dir", str(data), "serve", "--port", "0",
+         "--direct-tls-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert lines[0].startswith("listening on 127.0.0.1:") and "(STARTTLS)" in lines[0], lines
+    assert not any("direct TLS" in line for line in lines), lines
+    # And in the file: init with 0 writes 0 (off), which serve reads back as off.
+    other = tmp_path / "other"
+    run("server-ext", "--data-dir", str(other), "init", "--domain", "localhost",
+        "--direct-tls-port", "0")  # fmt: skip
+    assert re.search(r"^direct_tls_port\s+= 0\b", (other / "server.toml").read_text(), re.M)

@@ -291,3 +291,22 @@ def test_the_deadline_closes_only_a_session_that_never_bound(tmp_path: Path, bou
     assert session.closed is not bound
     if not bound:
         assert b"<connection-timeout" in session.data_to_send()
+
+
+def test_an_auth_and_what_ends_the_stream_in_one_chunk_is_no_internal_error(
+    tmp_path: Path,
+) -> None:
+    """Found by fuzzing (fuzz/stream.py): the stream closed on the second element while the
+    session still answered the first, and the answer raised (a traceback in the server's log,
+    which any peer could cause at will)."""
+    world = World(tmp_path)
+    session, _ = secured(world, None)
+    session.data_to_send()
+    session.receive_data(
+        f"<auth xmlns='{SASL}' mechanism='PLAIN'>AGFsaWNlAHBlbmNpbA==</auth>".encode()
+        + b"<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>"
+    )
+    out = session.data_to_send()
+    assert session.closed
+    assert b"<unsupported-stanza-type" in out and out.endswith(b"</stream:stream>")
+    assert b"<success" not in out  # the stream was over before the answer
