@@ -29,7 +29,13 @@ from pairing.errors import (
     ServerIdentityMismatch,
     StreamClosed,
 )
-from pairing.xmpp.connection import PairingClient, login, on_stream_error
+from pairing.xmpp.connection import (
+    STREAM_MANAGEMENT,
+    PairingClient,
+    can_resume,
+    login,
+    on_stream_error,
+)
 
 __all__ = ["AgentState", "LoginRefused", "Status", "client_for", "connect", "run"]
 
@@ -241,6 +247,34 @@ def announce(client: PairingClient, state_dir: Path) -> None:
     client.send_presence(pstatus=ServerSettings.load(state_dir).presence_status)
 
 
+@dataclass
+class _Link:
+    """A client and what its handlers tell the loop: the link is gone, the device revoked."""
+
+    client: PairingClient
+    gone: asyncio.Event
+    revoked: list[str]
+
+    @classmethod
+    def of(cls, client: PairingClient) -> _Link:
+        link = cls(client, asyncio.Event(), [])
+        client.add_event_handler("disconnected", lambda _: link.gone.set())
+
+        def on_closed(error: StreamClosed) -> None:
+            # Only the typed condition counts: a text that merely says "revoked" (a device's
+            # name, a kick's reason, another server's wording) must not stop it for good.
+            if error.revoked:
+                link.revoked.append(error.text or "this device was revoked")
+
+        on_stream_error(client, on_closed)
+        return link
+
+    @property
+    def resumable(self) -> bool:
+        """The server may still hold this client's session (XEP-0198 §5)."""
+        return can_resume(self.client) and not self.revoked
+
+
 async def _run(
     state_dir: Path,
     report: Callable[[str], None],
@@ -250,8 +284,10 @@ async def _run(
     rotate_before: dt.timedelta | None,
 ) -> None:
     delay = min_delay
+    link: _Link | None = None  # after a lost link: the client whose session may resume
     while not stop.is_set():
         if renewal.expired(state_dir):
+            link = None
             try:
                 if not await _renew_expired(state_dir, report, stop, max_delay):
                     continue
@@ -262,21 +298,14 @@ async def _run(
             except ConnectionFailed as exc:
                 delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
                 continue
-        client = client_for(state_dir)
-        gone = asyncio.Event()
-        revoked: list[str] = []
-        client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
-
-        def on_closed(error: StreamClosed, revoked: list[str] = revoked) -> None:
-            # Only the typed condition counts: a text that merely says "revoked" (a device's
-            # name, a kick's reason, another server's wording) must not stop it for good.
-            if error.revoked:
-                revoked.append(error.text or "this device was revoked")
-
-        on_stream_error(client, on_closed)
+        if link is None:
+            link = _Link.of(client_for(state_dir, plugins=(STREAM_MANAGEMENT,)))
+        client, gone, revoked = link.client, link.gone, link.revoked
+        gone.clear()
         try:
             bound = await login(client)
         except (AuthenticationFailed, StreamClosed) as exc:
+            link = None
             if exc.revoked:
                 report(f"refused: {exc}")
                 record_status(state_dir, AgentState.REVOKED, exc.text)
@@ -298,9 +327,11 @@ async def _run(
             delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay
-        announce(client, state_dir)
+        if not client.resumed:
+            announce(client, state_dir)
         record_status(state_dir, AgentState.ONLINE, str(bound))
-        report(f"online as {bound}")
+        # A resumed session kept its presence and what the server queued meanwhile.
+        report(f"online as {bound}" + (" (session resumed)" if client.resumed else ""))
         margin = rotate_before if rotate_before is not None else rotation.default_margin(state_dir)
         not_before = 0.0  # after a failed rotation: when to try again (monotonic clock)
         while True:
@@ -330,9 +361,8 @@ async def _run(
                 report(f"rotation failed, will retry in {retry:.0f} s: {exc}")
                 not_before = time.monotonic() + max(min_delay, retry)
                 continue
-            client, gone = successor, asyncio.Event()
-            client.add_event_handler("disconnected", lambda _, gone=gone: gone.set())
-            on_stream_error(client, on_closed)
+            link = _Link.of(successor)
+            client, gone, revoked = link.client, link.gone, link.revoked
             announce(client, state_dir)
             identity = KeyStore(state_dir).load()
             report(
@@ -347,6 +377,8 @@ async def _run(
             record_status(state_dir, AgentState.REVOKED, revoked[0])
             report(f"refused: {revoked[0]}")
             raise LoginRefused(revoked[0])
+        if not link.resumable:
+            link = None
         report("connection lost; reconnecting")
         await _sleep_or_stop(stop, random.uniform(0, min_delay))
 
@@ -359,9 +391,11 @@ async def _rotate(state_dir: Path, client: PairingClient) -> PairingClient:
     way the new login takes the resource over (RFC 6120 §7.7.2.2) without going offline.
     """
     if not ServerSettings.load(state_dir).over_https:
-        return await rotation.rotate(state_dir, client, lambda: client_for(state_dir))
+        return await rotation.rotate(
+            state_dir, client, lambda: client_for(state_dir, plugins=(STREAM_MANAGEMENT,))
+        )
     await renewal.successor_over_https(state_dir, expired=False)
-    successor = client_for(state_dir)
+    successor = client_for(state_dir, plugins=(STREAM_MANAGEMENT,))
     await login(successor)
     return successor
 

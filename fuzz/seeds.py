@@ -44,6 +44,19 @@ def stream_seeds() -> dict[str, bytes]:
             ]
         ),
         "utf-8": SPLIT.join([HEADER, "<message><body>\u00e9\u4e2d</body></message>".encode()]),
+        # XEP-0198 after bind: enable, stanzas, an ack request and an ack.
+        "stream-management": SPLIT.join(
+            [
+                *secured,
+                AUTH,
+                HEADER,
+                BIND,
+                b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>",
+                STANZAS,
+                b"<r xmlns='urn:xmpp:sm:3'/><a xmlns='urn:xmpp:sm:3' h='0'/>",
+                b"</stream:stream>",
+            ]
+        ),
     }
 
 

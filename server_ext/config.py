@@ -47,6 +47,10 @@ class ServerConfig:
     key_file: Path | None = None
     max_stanza_bytes: int = 256 * 1024
     auth_timeout: float = 20.0  # seconds an unauthenticated stream may live
+    # XEP-0198: how long a session whose link dropped waits for its client to resume ('max'),
+    # and how many unacknowledged stanzas one session may hold.
+    resume_timeout: float = 300.0
+    max_unacked_stanzas: int = 500
     max_unauthenticated_per_address: int = 64
     # Password throttling (docs/server.md, "Throttling"): the failing address waits, never the
     # account as a whole, so nobody can lock an owner out by failing on purpose.

@@ -57,6 +57,20 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("limits", "auth_timeout", "auth_timeout", "seconds", "unauthenticated streams end"),
     _Setting(
         "limits",
+        "resume_timeout",
+        "resume_timeout",
+        "seconds",
+        "XEP-0198: a dropped session waits this long for its device",
+    ),
+    _Setting(
+        "limits",
+        "max_unacked_stanzas",
+        "max_unacked_stanzas",
+        "int",
+        "XEP-0198: more unacknowledged: the session ends",
+    ),
+    _Setting(
+        "limits",
         "max_unauthenticated_per_address",
         "max_unauthenticated_per_address",
         "int",

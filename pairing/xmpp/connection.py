@@ -122,6 +122,9 @@ class PairingClient(slixmpp.ClientXMPP):
         # Where the device-management commands go: None for the account's own server (the
         # embedded one offers them), else server-ext's component on a stock server.
         self.service: str | None = None
+        # True when the last login resumed the previous session (XEP-0198 §5) instead of
+        # binding a new one: the server kept its presence and what it had queued.
+        self.resumed = False
 
 
 #: What a password login may use, strongest first (RFC 5802 §6: -PLUS binds to the channel).
@@ -173,8 +176,22 @@ def make_client(
     return client
 
 
+#: slixmpp's XEP-0198 plugin: acks, and resumption of a session whose link dropped.
+STREAM_MANAGEMENT = "xep_0198"
+
+
+def can_resume(client: slixmpp.ClientXMPP) -> bool:
+    """The server gave this client a session it may resume (XEP-0198 §3 ``<enabled id/>``)."""
+    plugin: Any = client.plugin.get(STREAM_MANAGEMENT, None)
+    return plugin is not None and bool(plugin.sm_id)
+
+
 async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
-    """Connect, authenticate and bind; returns the bound full JID or raises a PairingError."""
+    """Connect, authenticate and bind; returns the bound full JID or raises a PairingError.
+
+    A client with slixmpp's ``xep_0198`` plugin that logged in before resumes its session
+    when the server still holds it (``client.resumed`` says which happened).
+    """
     loop = asyncio.get_running_loop()
     client.loop = loop
     done: asyncio.Future[JID] = loop.create_future()
@@ -209,6 +226,14 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         settle(authentication_failed(stanza))
 
     def on_session_start(_: Any) -> None:
+        client.resumed = False
+        settle_bound()
+
+    def on_session_resumed(_: Any) -> None:
+        client.resumed = True
+        settle_bound()
+
+    def settle_bound() -> None:
         bound = str(client.boundjid.full)
         try:
             jid = JID.parse(bound)
@@ -239,6 +264,7 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         "ssl_cert": on_cert,
         "failed_auth": on_failed_auth,
         "session_start": on_session_start,
+        "session_resumed": on_session_resumed,
         "connection_failed": on_connection_failed,
         "ssl_invalid_chain": on_invalid_chain,
         "disconnected": on_disconnected,

@@ -13,6 +13,7 @@ from pairing.cli_output import (
 from server_ext.admin import admin_channel
 from server_ext.auth.credentials import credentials_for
 from server_ext.cli.settings import PASSWORD_ENV, Settings, json_option, pass_settings, report
+from server_ext.cli.stock_changes import ready_to_tell, tell_stock_server
 from server_ext.errors import ServerNotRunning, UnknownAccount
 from server_ext.model import (
     CertState,
@@ -116,20 +117,35 @@ def user_delete(settings: Settings, jid: str, yes: bool, as_json: bool) -> None:
     account = settings.jid(jid)
     if not yes:
         click.confirm(f"Delete {account} and revoke its certificates?", abort=True)
+    ready_to_tell(settings)
     with settings.registry() as registry:
         revoked = registry.accounts.delete(account, actor="cli")
-    try:
-        for device_id in sorted({record.device.id for record in revoked}):
-            admin_channel.request(settings.data_dir, {"op": "device-changed", "device": device_id})
-        admin_channel.request(
-            settings.data_dir,
-            {"op": "kick", "jid": str(account), "reason": "the account was deleted"},
-        )
-    except admin_channel.AdminChannelError as exc:
-        raise admin_channel.AdminChannelError(
-            f"deleted {account} and revoked {len(revoked)} certificate(s), but the running "
-            f"server was not told ({exc}); its live sessions stay open until it restarts"
-        ) from None
+        device_ids = sorted({record.device.id for record in revoked})
+        try:
+            running = True
+            for device_id in device_ids:
+                reply = admin_channel.request(
+                    settings.data_dir, {"op": "device-changed", "device": device_id}
+                )
+                running = running and reply is not None
+            reply = admin_channel.request(
+                settings.data_dir,
+                {"op": "kick", "jid": str(account), "reason": "the account was deleted"},
+            )
+            running = running and reply is not None
+        except admin_channel.AdminChannelError as exc:
+            raise admin_channel.AdminChannelError(
+                f"deleted {account} and revoked {len(revoked)} certificate(s), but the running "
+                f"server was not told ({exc}); its live sessions stay open until it restarts"
+            ) from None
+        if not running:
+            # serve is down: a stock server hears of the revoked devices from here.
+            tell_stock_server(
+                settings,
+                registry,
+                device_ids,
+                what=f"deleted {account} and revoked {len(revoked)} certificate(s)",
+            )
     report(
         {"jid": str(account), "deleted": True, "certificates_revoked": len(revoked)},
         f"deleted {account}; {len(revoked)} certificate(s) revoked",

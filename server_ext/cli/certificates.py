@@ -159,7 +159,12 @@ def certs_add(
         )
     from server_ext.admin.inventory import tell_trust_changed
 
-    tell_trust_changed(settings.data_dir, "certs add")
+    if not tell_trust_changed(settings.data_dir, "certs add"):
+        # serve is down: a stock server trusts the certificate from now, not from its start.
+        from server_ext.cli.stock_changes import tell_stock_server
+
+        with settings.registry() as registry:
+            tell_stock_server(settings, registry, [], what=f"{name!r} is registered")
     report(
         _cert_row(record),
         f"registered {name!r} for {account}: {format_fingerprint(record.fingerprint)}",

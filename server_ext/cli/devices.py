@@ -10,6 +10,7 @@ from pairing.cli_output import (
 )
 from server_ext.admin import inventory
 from server_ext.cli.settings import Settings, jid_option, json_option, pass_settings, report
+from server_ext.cli.stock_changes import ready_to_tell, tell_stock_server
 from server_ext.model import (
     DeviceRecord,
     DeviceState,
@@ -96,11 +97,20 @@ def _change(
     reason: str,
     as_json: bool,
 ) -> None:
+    kind = settings.config.stock_kind
+    ready_to_tell(settings)
     with settings.registry() as registry:
         device = _resolve(settings, registry, target, user_jid)
         updated, changed, closed = inventory.change_state(
             registry, settings.data_dir, device, state, actor="cli", reason=reason
         )
+        running = closed is not None
+        if not running and not kind.embedded:
+            # serve is down: tell the stock server from here, or a revoked device would
+            # keep logging in (ejabberd's trust file) until serve starts again.
+            closed = tell_stock_server(
+                settings, registry, [updated.id], what=f"device {updated.id} is {updated.state}"
+            )
     verb = {"revoked": "revoked", "disabled": "disabled", "active": "enabled"}[state.value]
     if changed:
         lines = [f"{verb} device {updated.id} ({updated.name}, {updated.account})"]
@@ -110,15 +120,18 @@ def _change(
         lines = [f"{who} was already {verb}{note}"]
     if closed is None:
         lines.append("the server is not running; the change applies when it starts")
-    elif state is DeviceState.REVOKED:
-        lines.append(f"closed {closed} live session(s)")
+    else:
+        if not running:
+            lines.append(f"server-ext serve is not running; told {kind.value} directly")
+        if state is DeviceState.REVOKED:
+            lines.append(f"closed {closed} live session(s)")
     record = {
         "id": updated.id,
         "account": str(updated.account),
         "name": updated.name,
         "state": updated.state.value,
         "changed": changed,
-        "server_running": closed is not None,
+        "server_running": running,
         "sessions_closed": closed,
     }
     report(record, "\n".join(lines), as_json=as_json)

@@ -30,9 +30,10 @@ from server_ext.auth.scram import ChannelBindings
 from server_ext.config import ServerConfig
 from server_ext.errors import ConfigError, RegistryError, ServerExtError
 from server_ext.log_limits import CappedLog
-from server_ext.model import DeviceState, RegistryChange
+from server_ext.model import RegistryChange
 from server_ext.net.component import ComponentFace
 from server_ext.net.data_directory import certificate_for, stock_secret
+from server_ext.net.detached import DetachedSessions
 from server_ext.net.https import HTTPSAddress, HTTPSFace, make_tls_context
 from server_ext.net.server_certificate import (
     ServerCertificate,
@@ -48,7 +49,9 @@ from server_ext.session.c2s import (
     Bound,
     C2SSession,
     HoldFailure,
+    ResumeRequested,
     SessionServices,
+    SMEnabled,
     StartTLS,
 )
 from server_ext.stock.base import (
@@ -58,6 +61,7 @@ from server_ext.stock.base import (
     context_for,
     load_kind,
 )
+from server_ext.stock.changes import apply_device_change
 from server_ext.stock.embedded import EmbeddedStock
 from server_ext.stock.options import component_settings
 from server_ext.storage.registry import Registry
@@ -139,7 +143,11 @@ class Server:
             self.throttle,
             config.max_stanza_bytes,
             registry.accounts.server_secret("scram-fake-salt"),
+            resume_timeout=int(config.resume_timeout),
+            max_unacked=config.max_unacked_stanzas,
         )
+        # XEP-0198: resumable sessions by id, and the detached ones' deadlines (one timer).
+        self.detached: DetachedSessions[C2SConnection] = DetachedSessions(lambda conn: conn.drop())
         self.addresses: list[ListeningAddress] = []
         self._listeners: list[asyncio.Server] = []
         self.connections: set[C2SConnection] = set()
@@ -266,20 +274,12 @@ class Server:
 
     async def apply_change(self, change: RegistryChange, *, from_handler: bool = False) -> int:
         """Bring the stock server in step with ``change``; how many sessions were closed."""
-        closed = 0
-        device = self.registry.devices.get(change.device) if change.device is not None else None
         # The embedded server's handlers close a revoked device's sessions themselves, at
         # once; a stock server's sessions are closed here.
         handled = from_handler and self.stock.kind.embedded
-        if device is not None and device.state is DeviceState.REVOKED and not handled:
-            reason = f"the device {device.name!r} was revoked: " + (
-                device.revoked_reason or "no reason given"
-            )
-            closed = await self.stock.close_device(
-                device, self.registry.devices.chain(device.id), reason
-            )
-        await self.stock.sync_trust()
-        return closed
+        return await apply_device_change(
+            self.stock, self.registry, change.device, close=not handled
+        )
 
     def _replace_context(self, **changes: Any) -> None:
         """New sessions get a context with ``changes``; live ones keep the one they have."""
@@ -416,6 +416,8 @@ class Server:
             listener.close()
         for conn in list(self.connections):
             conn.shutdown("system-shutdown", "the server is shutting down")
+        for conn in self.detached.close():
+            conn.drop()
         for listener in self._listeners:
             await listener.wait_closed()
         self._listeners.clear()
@@ -444,6 +446,7 @@ class C2SConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._hold: asyncio.TimerHandle | None = None
         self._closing = False
+        self._superseded = False  # its session continues on another connection (XEP-0198)
         self.available = False
         self.priority = 0
 
@@ -469,8 +472,20 @@ class C2SConnection(asyncio.Protocol):
         self.priority = priority
 
     def deliver(self, element: ET.Element) -> None:
-        if self.session is not None:
-            self.session.deliver(element)
+        session = self.session
+        if session is None or self._superseded:
+            return
+        session.deliver(element)
+        if session.detached:
+            if session.over_quota:
+                self.drop()  # the client would not get them all back: end the session now
+            return
+        self._flush()
+
+    def request_ack(self) -> None:
+        """XEP-0198 §4: ask the client to acknowledge what it has received."""
+        if self.session is not None and not self._superseded:
+            self.session.request_ack()
             self._flush()
 
     def terminate(self, condition: str, text: str, application: ET.Element | None = None) -> None:
@@ -480,9 +495,17 @@ class C2SConnection(asyncio.Protocol):
     def shutdown(
         self, condition: str | None, text: str | None, application: ET.Element | None = None
     ) -> None:
-        if self._closing or self.session is None:
+        session = self.session
+        if self._superseded or session is None:
             return
-        self.session.close(condition, text, application)
+        if session.detached:
+            # A detached session ends at once (a revocation, a new login of its resource);
+            # there is no stream to say why on.
+            self.drop()
+            return
+        if self._closing:
+            return
+        session.close(condition, text, application)
         self._flush()
 
     # --- asyncio.Protocol -----------------------------------------------------------------
@@ -531,10 +554,37 @@ class C2SConnection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._timer = self._hold = None
+        self._closing = True
         session = self.session
-        if session is not None and session.jid is not None:
+        if self._superseded or session is None:
+            return
+        management = session.sm
+        if session.resumable and management is not None and management.resume_id is not None:
+            # XEP-0198 §5: the link dropped without a closing tag; keep the session (still
+            # routed to, still available) for its client to resume within 'max' seconds.
+            session.detach()
+            server.detached.detach(management.resume_id, management.timeout)
+            # What a detached session keeps is its SM queue and routing facts: the TLS
+            # engine and the transport of the dead link go now.
+            self.tls = None
+            self.transport = None
+            return
+        self.drop()
+
+    def drop(self) -> None:
+        """End the session for good: unroute it and tell the account's other resources."""
+        server, session = self.server, self.session
+        if session is None or self._superseded:
+            return
+        self._superseded = True  # nothing more happens on this object
+        if session.sm is not None and session.sm.resume_id is not None:
+            server.detached.forget(session.sm.resume_id, self)
+        if session.jid is not None:
             jid = session.jid
-            if server.sessions.remove(self) and self.available:
+            removed = server.sessions.remove(self)
+            if session.detached:
+                session.bounce_unacked()  # its client is not coming back for them
+            if removed and self.available:
                 # RFC 6121 §4.5.2: the user's other resources learn this one is gone.
                 for peer in server.sessions.available_resources(jid.bare):
                     peer.deliver(
@@ -543,7 +593,6 @@ class C2SConnection(asyncio.Protocol):
                             {"from": str(jid), "to": str(peer.jid), "type": "unavailable"},
                         )
                     )
-        self._closing = True
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self.session is None:
@@ -600,9 +649,37 @@ class C2SConnection(asyncio.Protocol):
                 if self._timer is not None:
                     self._timer.cancel()
                     self._timer = None
+            elif isinstance(action, SMEnabled):
+                self.server.detached.register(action.resume_id, self)
+            elif isinstance(action, ResumeRequested):
+                self._resume(action)
             elif isinstance(action, HoldFailure) and self.transport is not None:
                 self.transport.pause_reading()
                 self._hold = asyncio.get_running_loop().call_later(action.delay, self._release)
+
+    def _resume(self, request: ResumeRequested) -> None:
+        """XEP-0198 §5: take over the session ``request.previd`` names, if it is ours."""
+        session = self.session
+        assert session is not None
+        server = self.server
+        previous = server.detached.get(request.previd)
+        if previous is None or previous is self or previous.session is None:
+            session.refuse_resume()
+            return
+        actions = session.resume(previous.session, request.previd, request.h)
+        if not actions:
+            return  # refused: the session stays where it was
+        # This connection is the session now: routing, presence and the resume id move here;
+        # the old link, if the server had not noticed it died, is cut without a word.
+        self.available, self.priority = previous.available, previous.priority
+        previous._superseded = True
+        server.sessions.add(self)
+        server.detached.register(request.previd, self)
+        if previous.transport is not None and not previous.transport.is_closing():
+            previous._closing = True
+            previous.transport.abort()
+        log.debug("session %s resumed from %s", session.jid, self.address)
+        self._carry_out(actions)
 
     def _release(self) -> None:
         self._hold = None

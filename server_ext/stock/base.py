@@ -165,12 +165,18 @@ def context_for(config: ServerConfig, registry: Registry, secret: str = "") -> S
     return StockContext(config, registry, options, secret)
 
 
-def load_kind(kind: StockKind, context: StockContext) -> StockServer:
-    """The :class:`StockServer` for ``kind``: ``server_ext.stock.<kind>.create(context)``."""
+def kind_module(kind: StockKind) -> Any:
+    """The module of ``kind`` (imported on first use: aiohttp alone takes a good part of a
+    second to import)."""
     try:
-        module = importlib.import_module(f"server_ext.stock.{kind.value}")
+        return importlib.import_module(f"server_ext.stock.{kind.value}")
     except ModuleNotFoundError:
         raise ConfigError(f"[stock] kind = {kind.value!r} is not available in this build") from None
+
+
+def load_kind(kind: StockKind, context: StockContext) -> StockServer:
+    """The :class:`StockServer` for ``kind``: ``server_ext.stock.<kind>.create(context)``."""
+    module = kind_module(kind)
     create = getattr(module, "create", None)
     if create is None:
         raise ConfigError(f"server_ext.stock.{kind.value} has no create(context)")

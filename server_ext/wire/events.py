@@ -53,7 +53,8 @@ class BindRequested:
 
 @dataclass(frozen=True, slots=True)
 class NonzaReceived:
-    """A pre-authentication element in an extension namespace the caller advertised."""
+    """An element outside jabber:client in a namespace the caller advertised: before
+    authentication (enrollment, renewal), or after it (XEP-0198 stream management)."""
 
     element: ET.Element
 

@@ -18,6 +18,7 @@ ROSTER = "jabber:iq:roster"
 REGISTER = "jabber:iq:register"
 SASLCERT = "urn:xmpp:saslcert:1"  # XEP-0257
 VERSION = "jabber:iq:version"
+SM = "urn:xmpp:sm:3"  # XEP-0198
 
 
 def clark(namespace: str, tag: str) -> str:

@@ -10,6 +10,7 @@ negotiation: STARTTLS (required), SASL, resource binding, then stanzas.
     PLAINTEXT --starttls--> TLS_PENDING --tls_established--> SECURED
     SECURED --auth--> AUTHENTICATING --auth_failed--> SECURED
     AUTHENTICATING --auth_succeeded--> AUTHENTICATED --bind_succeeded--> BOUND
+    AUTHENTICATED --resumed (XEP-0198 §5)--> BOUND
     any --stream error / close--> CLOSED
 """
 
@@ -21,6 +22,7 @@ import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 from pairing.errors import InvalidJID, LocalProtocolError
 from pairing.protocol.jid import JID, prepare_domainpart
@@ -66,6 +68,14 @@ _SESSION = ns.clark(ns.SESSION, "session")
 _IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 
+class StanzaObserver(Protocol):
+    """Told of every stanza of a bound stream, both ways (XEP-0198 §4 counts them)."""
+
+    def stanza_received(self) -> None: ...
+
+    def stanza_sent(self, data: bytes) -> None: ...
+
+
 class _StreamError(Exception):
     def __init__(self, condition: str, text: str) -> None:
         super().__init__(text)
@@ -84,6 +94,8 @@ class C2SStream:
         mechanisms: Sequence[str] = (),
         max_stanza_bytes: int = 256 * 1024,
         extension_namespaces: Iterable[str] = (),
+        session_namespaces: Iterable[str] = (),
+        session_features: Sequence[ET.Element] = (),
     ) -> None:
         self.domain = domain
         self.stream_id = ""
@@ -95,6 +107,11 @@ class C2SStream:
         self._mechanisms: tuple[str, ...] = tuple(mechanisms)
         self._extra_features: tuple[ET.Element, ...] = ()
         self._extension_namespaces = frozenset(extension_namespaces)
+        # After authentication: nonzas the caller handles (XEP-0198) and features it offers.
+        self._session_namespaces = frozenset(session_namespaces)
+        self._session_features = tuple(session_features)
+        #: Set by the caller to count stanzas (XEP-0198); None counts nothing.
+        self.observer: StanzaObserver | None = None
         self._auth_attempts = 0
         self._authenticated: JID | None = None
         self._bound: JID | None = None
@@ -201,6 +218,10 @@ class C2SStream:
             raise _StreamError("policy-violation", "STARTTLS is required before anything else")
         if phase is Phase.SECURED or phase is Phase.AUTHENTICATING:
             return self._on_sasl_element(el)
+        if (phase is Phase.AUTHENTICATED or phase is Phase.BOUND) and (
+            _namespace(tag) in self._session_namespaces
+        ):
+            return NonzaReceived(el)
         if phase is Phase.AUTHENTICATED:
             return self._on_bind_element(el)
         if phase is Phase.BOUND:
@@ -249,8 +270,7 @@ class C2SStream:
                 return AuthAborted()
             # Gajim's nbxmpp sends <abort/> after a failure; there is nothing left to abort.
             return None
-        namespace = tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
-        if namespace in self._extension_namespaces and self._phase is Phase.SECURED:
+        if _namespace(tag) in self._extension_namespaces and self._phase is Phase.SECURED:
             return NonzaReceived(el)
         if tag in (_IQ, _MESSAGE, _PRESENCE):
             # RFC 6120 §6.4.1 / §4.9.3.12: no stanzas before authentication.
@@ -277,6 +297,9 @@ class C2SStream:
             raise _StreamError("unsupported-stanza-type", "only message, presence and iq here")
         bound = self._bound
         assert bound is not None
+        if self.observer is not None:
+            # XEP-0198 §4: every stanza counts as handled, those answered here included.
+            self.observer.stanza_received()
         claimed = el.get("from")
         if claimed is not None and claimed not in (str(bound), str(bound.bare)):
             # RFC 6120 §8.1.2.1: a 'from' that is not this session's JID is refused.
@@ -298,7 +321,7 @@ class C2SStream:
                 return None
             if iq_type == "set" and el[0].tag == _SESSION:
                 # RFC 3921 §3 session establishment, kept as a no-op for old clients.
-                self._out.append(serialize(_iq_result(el.get("id", ""))))
+                self._stanza(serialize(_iq_result(el.get("id", ""))))
                 return None
         return StanzaReceived(el)
 
@@ -370,16 +393,32 @@ class C2SStream:
             return
         self._out.append(_iq_error_bytes(iq_id, None, error_type, condition, text))
 
+    def resumed(self, jid: JID, answer: ET.Element, retransmit: Sequence[bytes]) -> None:
+        """XEP-0198 §5: the session of ``jid`` continues on this stream instead of a bind;
+        ``retransmit`` (stanzas the client never acknowledged) follows ``<resumed/>`` as is,
+        counted already."""
+        if not self._answering(Phase.AUTHENTICATED):
+            return
+        self._bound = jid
+        self._phase = Phase.BOUND
+        self._out.append(serialize(answer))
+        self._out.extend(retransmit)
+
     def send_element(self, element: ET.Element) -> None:
         """Queue a stanza for a bound session."""
         if self._phase is Phase.CLOSED:
             return
-        self._out.append(serialize(element))
+        self._stanza(serialize(element))
 
     def send_nonza(self, element: ET.Element) -> None:
         """Queue a top-level element outside jabber:client (an answer to a nonza)."""
         if self._phase is not Phase.CLOSED:
             self._out.append(serialize(element))
+
+    def send_nonza_bytes(self, data: bytes) -> None:
+        """Queue a serialized nonza (XEP-0198 ``<a/>``, sent often)."""
+        if self._phase is not Phase.CLOSED:
+            self._out.append(data)
 
     def close(
         self,
@@ -435,7 +474,12 @@ class C2SStream:
     def _features(self) -> bytes:
         # The features are the same for almost every stream of a phase: serialized once per
         # distinct content, not three times per login (docs/performance.md, "Login cost").
-        key = (self._phase, self._mechanisms, tuple(_shape(e) for e in self._extra_features))
+        key = (
+            self._phase,
+            self._mechanisms,
+            tuple(_shape(e) for e in self._extra_features),
+            tuple(_shape(e) for e in self._session_features),
+        )
         cached = _FEATURES.get(key)
         if cached is None:
             cached = self._build_features()
@@ -459,6 +503,7 @@ class C2SStream:
             ET.SubElement(features, ns.clark(ns.BIND, "bind"))
             session = ET.SubElement(features, ns.clark(ns.SESSION, "session"))
             ET.SubElement(session, ns.clark(ns.SESSION, "optional"))
+            features.extend(self._session_features)
         return serialize(features)
 
     def _sasl_failure(
@@ -481,7 +526,12 @@ class C2SStream:
     def _send_iq_error(self, el: ET.Element, error_type: str, condition: str, text: str) -> None:
         if el.get("type") in ("error", "result"):
             return  # RFC 6120 §8.3.1: never answer an error or a result with an error.
-        self._out.append(_iq_error_bytes(el.get("id"), el.get("from"), error_type, condition, text))
+        self._stanza(_iq_error_bytes(el.get("id"), el.get("from"), error_type, condition, text))
+
+    def _stanza(self, data: bytes) -> None:
+        self._out.append(data)
+        if self.observer is not None:
+            self.observer.stanza_sent(data)
 
     def _fail(self, condition: str, text: str) -> StreamFailed:
         log.debug("stream %s failed: %s", self.stream_id, condition)
@@ -490,10 +540,10 @@ class C2SStream:
 
 
 _Shape = tuple[str, tuple[tuple[str, str], ...], str | None, str | None, tuple["_Shape", ...]]
-# Serialized <stream:features/> by phase, mechanisms and extra features' content. A few
-# distinct keys exist in practice (with or without a client certificate, TLS 1.2 or 1.3); the
-# bound only keeps odd configurations from growing it.
-_FEATURES: dict[tuple[Phase, tuple[str, ...], tuple[_Shape, ...]], bytes] = {}
+# Serialized <stream:features/> by phase, mechanisms and the content of the extra features
+# (before and after SASL). A few distinct keys exist in practice (with or without a client
+# certificate, TLS 1.2 or 1.3); the bound only keeps odd configurations from growing it.
+_FEATURES: dict[tuple[Phase, tuple[str, ...], tuple[_Shape, ...], tuple[_Shape, ...]], bytes] = {}
 _FEATURES_CACHE_SIZE = 64
 
 
@@ -506,6 +556,10 @@ def _shape(element: ET.Element) -> _Shape:
         element.tail,
         tuple(_shape(child) for child in element),
     )
+
+
+def _namespace(tag: str) -> str:
+    return tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
 
 
 def _b64decode(text: str) -> bytes | None:

@@ -299,6 +299,10 @@ class EjabberdConfig:
     http_api: bool = True  # an ejabberd_http listener with mod_http_api on /api (loopback)
     # The commands loopback may call through mod_http_api; empty: all of them ("*").
     api_commands: Sequence[str] = ()
+    # (c2s, component, HTTP API) ports chosen beforehand, e.g. those a server-ext snippet
+    # names; None: picked free at each start. Fixed ports suit a private network namespace,
+    # where no other program can take them meanwhile.
+    ports: tuple[int, int, int] | None = None
 
     @property
     def component_domain(self) -> str:
@@ -434,7 +438,7 @@ class EjabberdNode:
         _with_fresh_ports(self._start_once, self.stop, self.log_path)
 
     def _start_once(self) -> None:
-        self.c2s_port, self.component_port, self.http_port = _free_ports(3)
+        self.c2s_port, self.component_port, self.http_port = self.config.ports or _free_ports(3)
         self.config_path.write_text(self.render())
         began = time.monotonic()
         self.process = ManagedProcess(
@@ -599,6 +603,7 @@ class ProsodyConfig:
     plugin_paths: Sequence[Path] = ()
     component_secret: str | None = None
     http: bool = False  # Prosody's HTTP server on a loopback port of its own (http_port)
+    ports: tuple[int, int, int] | None = None  # (c2s, component, HTTP), as EjabberdConfig's
 
     @property
     def component_domain(self) -> str:
@@ -669,6 +674,12 @@ class ProsodyInstance:
         ]
         if cfg.plugin_paths:
             lines.append("plugin_paths = { " + ", ".join(_lua(p) for p in cfg.plugin_paths) + " }")
+        # A global option set twice stops Prosody 0.12.3 at start when the config file's path
+        # is longer than Lua's chunk names (about 60 characters, as a test's tmp dir is): the
+        # duplicate warning finds no line number and fails to format. An option in
+        # global_lines (a snippet) replaces ours instead.
+        given = {line.split("=")[0].strip() for line in cfg.global_lines if "=" in line}
+        lines = [line for line in lines if line.split("=")[0].strip() not in given]
         lines += cfg.global_lines
         lines.append(f'VirtualHost "{cfg.domain}"')
         lines += [f"    {line}" for line in cfg.host_lines]
@@ -687,7 +698,7 @@ class ProsodyInstance:
 
     def _start_once(self) -> None:
         prosody, _ = self.binaries()
-        self.c2s_port, self.component_port, self.http_port = _free_ports(3)
+        self.c2s_port, self.component_port, self.http_port = self.config.ports or _free_ports(3)
         self.config_path.write_text(self.render())
         began = time.monotonic()
         self.process = ManagedProcess(
