@@ -22,8 +22,10 @@ def features_of(stream: C2SStream) -> bytes:
     return out[out.index(b"<stream:features") :]
 
 
-def through_every_phase(extra: ET.Element | None = None) -> list[bytes]:
-    stream = C2SStream("example.org")
+def through_every_phase(
+    extra: ET.Element | None = None, session: tuple[ET.Element, ...] = ()
+) -> list[bytes]:
+    stream = C2SStream("example.org", session_features=session)
     stream.receive_data(HEADER)
     seen = [features_of(stream)]
     stream.receive_data(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
@@ -68,3 +70,13 @@ def test_cached_features_equal_freshly_built_ones() -> None:
     assert through_every_phase() == fresh
     assert b"<starttls" in fresh[0] and b"<mechanism>EXTERNAL</mechanism>" in fresh[1]
     assert b"urn:ietf:params:xml:ns:xmpp-bind" in fresh[2]
+
+
+def test_features_after_sasl_follow_the_session_features() -> None:
+    """XEP-0198's <sm/> is offered after SASL only where configured: never from the cache of
+    a stream without it, nor the reverse."""
+    getattr(stream_module, "_FEATURES", {}).clear()
+    plain = through_every_phase()
+    with_sm = through_every_phase(session=(ET.Element("{urn:xmpp:sm:3}sm"),))
+    assert b"urn:xmpp:sm:3" in with_sm[2] and b"urn:xmpp:sm:3" not in plain[2]
+    assert through_every_phase()[2] == plain[2]
