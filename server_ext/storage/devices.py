@@ -146,10 +146,10 @@ class DeviceStore:
     def for_jid(self, jid: JID) -> list[DeviceRecord]:
         """Devices with a certificate naming ``jid`` exactly, newest first."""
         rows = self._file.conn.execute(
-            f"SELECT DISTINCT {DEVICE_COLUMNS} FROM devices d "
-            "JOIN certificates c ON c.device_id = d.id, json_each(c.subject_jids) j "
-            "WHERE d.account = ? AND j.value = ? ORDER BY d.id DESC",
-            (str(jid.bare), str(jid)),
+            f"SELECT DISTINCT {DEVICE_COLUMNS} FROM certificate_jids j "
+            "JOIN certificates c ON c.id = j.certificate_id JOIN devices d ON d.id = c.device_id "
+            "WHERE j.jid = ? AND d.account = ? ORDER BY d.id DESC",
+            (str(jid), str(jid.bare)),
         ).fetchall()
         return [device_from_row(r) for r in rows]
 
@@ -271,10 +271,13 @@ class DeviceStore:
         if jid.is_bare:
             return None
         rows = self._file.conn.execute(
-            f"SELECT {DEVICE_COLUMNS} FROM devices d JOIN certificates c ON c.device_id = d.id, "
-            "json_each(c.subject_jids) j WHERE d.account = ? AND d.state != 'revoked' "
-            "AND c.state != 'revoked' AND j.value = ? LIMIT 1",
-            (str(jid.bare), str(jid)),
+            # certificate_jids (migration m008) makes this an index lookup, whatever the
+            # number of devices of the account.
+            f"SELECT {DEVICE_COLUMNS} FROM certificate_jids j "
+            "JOIN certificates c ON c.id = j.certificate_id JOIN devices d ON d.id = c.device_id "
+            "WHERE j.jid = ? AND d.account = ? AND d.state != 'revoked' "
+            "AND c.state != 'revoked' LIMIT 1",
+            (str(jid), str(jid.bare)),
         ).fetchall()
         return device_from_row(rows[0]) if rows else None
 

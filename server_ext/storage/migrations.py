@@ -253,3 +253,38 @@ def m006_prepare_identifiers(db: Database) -> None:
 def m007_server_secrets(db: Database) -> None:
     """Secrets the server keeps across restarts (the key behind unknown users' SCRAM salts)."""
     db.executescript("CREATE TABLE server_secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);")
+
+
+@migrations()
+def m008_certificate_jids(db: Database) -> None:
+    """An index of the JIDs each certificate names, kept by triggers.
+
+    Enrolling a device checks that no live device already logs in as its full JID; a scan of
+    ``json_each(subject_jids)`` over every certificate of the account made that O(devices):
+    about 100 ms per redemption at 100,000 devices of one owner (docs/performance.md,
+    "Registry growth"). The triggers keep the index exact however a row is written.
+    """
+    db.executescript(
+        """
+        CREATE TABLE certificate_jids (
+            jid TEXT NOT NULL,
+            certificate_id INTEGER NOT NULL REFERENCES certificates(id) ON DELETE CASCADE,
+            PRIMARY KEY (jid, certificate_id)
+        ) WITHOUT ROWID;
+        INSERT OR IGNORE INTO certificate_jids (jid, certificate_id)
+            SELECT j.value, c.id FROM certificates c, json_each(c.subject_jids) j;
+        CREATE TRIGGER certificate_jids_insert AFTER INSERT ON certificates BEGIN
+            INSERT OR IGNORE INTO certificate_jids (jid, certificate_id)
+                SELECT value, NEW.id FROM json_each(NEW.subject_jids);
+        END;
+        CREATE TRIGGER certificate_jids_update AFTER UPDATE OF subject_jids ON certificates
+        BEGIN
+            DELETE FROM certificate_jids WHERE certificate_id = OLD.id;
+            INSERT OR IGNORE INTO certificate_jids (jid, certificate_id)
+                SELECT value, NEW.id FROM json_each(NEW.subject_jids);
+        END;
+        CREATE TRIGGER certificate_jids_delete AFTER DELETE ON certificates BEGIN
+            DELETE FROM certificate_jids WHERE certificate_id = OLD.id;
+        END;
+        """
+    )

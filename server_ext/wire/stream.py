@@ -174,6 +174,10 @@ class C2SStream:
                 break
             if self.closed:  # a handler above may have closed the stream
                 break
+        if self._phase is Phase.BOUND:
+            # Most bound device sessions then sit idle for hours: between stanzas the parser
+            # holds nothing worth its memory (docs/performance.md, "Connected fleet").
+            self._parser.park()
         return events
 
     def _on_stream_opened(self, opened: StreamOpened) -> None:
@@ -378,6 +382,7 @@ class C2SStream:
             return
         self._bound = jid
         self._phase = Phase.BOUND
+        self._parser.park()  # the bind was read; a device often says nothing more for hours
         result = _iq_result(iq_id)
         bind = ET.SubElement(result, ns.clark(ns.BIND, "bind"))
         ET.SubElement(bind, ns.clark(ns.BIND, "jid")).text = str(jid)
@@ -467,6 +472,23 @@ class C2SStream:
         self._header_sent = True
 
     def _features(self) -> bytes:
+        # The features are the same for almost every stream of a phase: serialized once per
+        # distinct content, not three times per login (docs/performance.md, "Login cost").
+        key = (
+            self._phase,
+            self._mechanisms,
+            tuple(_shape(e) for e in self._extra_features),
+            tuple(_shape(e) for e in self._session_features),
+        )
+        cached = _FEATURES.get(key)
+        if cached is None:
+            cached = self._build_features()
+            if len(_FEATURES) >= _FEATURES_CACHE_SIZE:
+                _FEATURES.clear()
+            _FEATURES[key] = cached
+        return cached
+
+    def _build_features(self) -> bytes:
         features = ET.Element(ns.clark(ns.STREAMS, "features"))
         phase = self._phase
         if phase is Phase.PLAINTEXT:
@@ -515,6 +537,25 @@ class C2SStream:
         log.debug("stream %s failed: %s", self.stream_id, condition)
         self.close(condition, text)
         return StreamFailed(condition, text)
+
+
+_Shape = tuple[str, tuple[tuple[str, str], ...], str | None, str | None, tuple["_Shape", ...]]
+# Serialized <stream:features/> by phase, mechanisms and the content of the extra features
+# (before and after SASL). A few distinct keys exist in practice (with or without a client
+# certificate, TLS 1.2 or 1.3); the bound only keeps odd configurations from growing it.
+_FEATURES: dict[tuple[Phase, tuple[str, ...], tuple[_Shape, ...], tuple[_Shape, ...]], bytes] = {}
+_FEATURES_CACHE_SIZE = 64
+
+
+def _shape(element: ET.Element) -> _Shape:
+    """Everything that serializing ``element`` depends on, as a hashable value."""
+    return (
+        element.tag,
+        tuple(sorted(element.attrib.items())),
+        element.text,
+        element.tail,
+        tuple(_shape(child) for child in element),
+    )
 
 
 def _namespace(tag: str) -> str:

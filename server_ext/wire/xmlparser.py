@@ -15,6 +15,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NoReturn
 from xml.parsers import expat
+from xml.sax.saxutils import quoteattr
 
 from server_ext.errors import ServerExtError
 
@@ -57,6 +58,8 @@ _HOLD_BYTES: Final = 1024
 # pyexpat keeps every distinct element and attribute name it has seen; a long-lived stream full
 # of made-up names would grow that table without end, so it is emptied past this size.
 _INTERN_LIMIT: Final = 4096
+# XML's whitespace (XML 1.0 §2.3, production S).
+_WHITESPACE: Final = b" \t\r\n"
 # The first two bytes of UTF-16, with and without a byte order mark (XML 1.0 Appendix F.1).
 _UTF16_STARTS: Final = frozenset((b"\xfe\xff", b"\xff\xfe", b"\x00<", b"<\x00"))
 _UTF16_FIRST_BYTES: Final = frozenset(start[:1] for start in _UTF16_STARTS)
@@ -133,7 +136,7 @@ class StreamParser:
     """
 
     # Per-stream state, set by _start_stream.
-    _parser: expat.XMLParserType
+    _parser: expat.XMLParserType | None  # None while parked (see park)
     _intern: dict[str, str]
     _events: list[ParserEvent]
     _stack: list[ET.Element]
@@ -146,6 +149,9 @@ class StreamParser:
     _held: bytearray  # input held back from expat while a long token is unfinished
     _head: bytes  # the stream's first two bytes, to recognise UTF-16
     _tail: bytes  # the last bytes handed to expat, to look around an error position
+    _declarations: dict[str | None, str]  # the namespaces the stream header declared
+    _offset: int  # stream position of the current expat parser's byte 0 (see park)
+    _priming: bool  # a parser being brought back is reading the replayed stream header
 
     def __init__(self, *, max_stanza_bytes: int = 262144, max_depth: int = 32) -> None:
         if max_stanza_bytes < 1 or max_depth < 1:
@@ -165,6 +171,60 @@ class StreamParser:
         if self._error is not None:
             raise self._error
         self._start_stream()
+
+    def park(self) -> bool:
+        """Drop the expat parser between two top-level elements; True if it was dropped.
+
+        An idle stream then holds no parser state at all (about 21 KB of expat tables and
+        buffers per connection, docs/performance.md); the next :meth:`feed` builds a new
+        parser and replays the stream header's namespace declarations into it without
+        reporting them, so what follows is read exactly as before. Nothing is dropped
+        mid-token, inside a stanza, or when the header is not one that can be replayed.
+        """
+        if (
+            self._parser is None
+            or self._error is not None
+            or self._depth != 1
+            or self._held
+            or self._fed != self._consumed
+            or self._events
+            or self._root_prefix() is None
+        ):
+            return False
+        self._parser = None
+        self._intern = {}
+        return True
+
+    def _root_prefix(self) -> str | None:
+        # The prefix the stream element was opened with: expat compares the end tag's raw
+        # name with the start tag's, so the replayed header must use the same one. Only a
+        # header with exactly one prefix bound to the streams namespace tells it for sure.
+        prefixes = [p for p, uri in self._declarations.items() if uri == STREAMS_NS and p]
+        return prefixes[0] if len(prefixes) == 1 else None
+
+    def _unpark(self) -> expat.XMLParserType:
+        prefix = self._root_prefix()
+        assert prefix is not None
+        parser = self._new_expat()
+        header = f"<{prefix}:stream" + "".join(
+            f" xmlns={quoteattr(uri)}" if p is None else f" xmlns:{p}={quoteattr(uri)}"
+            for p, uri in self._declarations.items()
+        )
+        replay = (header + ">").encode()
+        self._priming = True
+        self._depth = 0
+        try:
+            parser.Parse(replay, False)
+        finally:
+            self._priming = False
+        parser.StartNamespaceDeclHandler = None  # as _open_stream leaves it
+        # Stream positions go on from where the dropped parser stopped.
+        self._offset = self._fed - len(replay)
+        self._parser = parser
+        return parser
+
+    def _position(self, parser: expat.XMLParserType) -> int:
+        return parser.CurrentByteIndex + self._offset
 
     def feed(self, data: bytes) -> list[ParserEvent]:
         """Parse ``data``; returns the events it completes, in order.
@@ -188,30 +248,10 @@ class StreamParser:
     # --- feeding and limits ---------------------------------------------------------------
 
     def _start_stream(self) -> None:
-        parser = expat.ParserCreate("UTF-8", _SEPARATOR)
-        # expat 2.6 and later defer reparsing an unfinished token until "enough" new input
-        # arrives, which on a stream can hold a complete stanza back until the peer sends
-        # something else. The hold-back in _feed gives the same protection without the delay.
-        disable_deferral = getattr(parser, "SetReparseDeferralEnabled", None)
-        if disable_deferral is not None:
-            disable_deferral(False)
-        # RFC 6120 §11.1: no external or parameter entities, ever (the DOCTYPE that could
-        # declare them is refused as soon as it starts, below).
-        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-        parser.buffer_text = True
-        parser.StartElementHandler = self._start
-        parser.EndElementHandler = self._end
-        parser.CharacterDataHandler = self._text
-        parser.StartNamespaceDeclHandler = self._namespace_declared
-        parser.XmlDeclHandler = self._xml_declaration
-        parser.StartDoctypeDeclHandler = self._doctype
-        parser.EntityDeclHandler = self._entity_declared
-        parser.ExternalEntityRefHandler = self._external_entity
-        parser.SkippedEntityHandler = self._skipped_entity
-        parser.CommentHandler = self._comment
-        parser.ProcessingInstructionHandler = self._processing_instruction
-        self._parser = parser
-        self._intern = parser.intern
+        self._declarations = {}
+        self._offset = 0
+        self._priming = False
+        self._parser = self._new_expat()
         self._events = []
         self._stack = []
         self._text_pieces = []
@@ -224,7 +264,43 @@ class StreamParser:
         self._head = b""
         self._tail = b""
 
+    def _new_expat(self) -> expat.XMLParserType:
+        parser = expat.ParserCreate("UTF-8", _SEPARATOR)
+        # expat 2.6 and later defer reparsing an unfinished token until "enough" new input
+        # arrives, which on a stream can hold a complete stanza back until the peer sends
+        # something else. The hold-back in _feed gives the same protection without the delay.
+        disable_deferral = getattr(parser, "SetReparseDeferralEnabled", None)
+        if disable_deferral is not None:
+            disable_deferral(False)
+        # RFC 6120 §11.1: no external or parameter entities, ever (the DOCTYPE that could
+        # declare them is refused as soon as it starts, below).
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        # Text is joined in _store_text anyway; a small buffer only saves handler calls, and
+        # the default 8 KB one would stay allocated for the whole life of the stream.
+        parser.buffer_size = 512
+        parser.buffer_text = True
+        parser.StartElementHandler = self._start
+        parser.EndElementHandler = self._end
+        parser.CharacterDataHandler = self._text
+        parser.StartNamespaceDeclHandler = self._namespace_declared
+        parser.XmlDeclHandler = self._xml_declaration
+        parser.StartDoctypeDeclHandler = self._doctype
+        parser.EntityDeclHandler = self._entity_declared
+        parser.ExternalEntityRefHandler = self._external_entity
+        parser.SkippedEntityHandler = self._skipped_entity
+        parser.CommentHandler = self._comment
+        parser.ProcessingInstructionHandler = self._processing_instruction
+        self._intern = parser.intern
+        return parser
+
     def _feed(self, data: bytes) -> None:
+        if self._parser is None and not data.strip(_WHITESPACE):
+            # A whitespace keepalive (RFC 6120 §4.6.1) on a parked stream: character data
+            # between stanzas means nothing, so the parser stays parked.
+            self._fed += len(data)
+            self._consumed = self._mark = self._fed
+            self._tail = (self._tail + data)[-2:]
+            return
         if len(self._head) < 2:
             self._check_encoding(data)
             if len(self._head) < 2 and self._head in _UTF16_FIRST_BYTES:
@@ -248,14 +324,15 @@ class StreamParser:
 
     def _parse(self, chunk: bytes | memoryview) -> None:
         base = self._fed
+        parser = self._parser if self._parser is not None else self._unpark()
         try:
-            self._parser.Parse(chunk, False)
+            parser.Parse(chunk, False)
         except expat.ExpatError as exc:
             raise self._translate(exc.code, base, chunk) from None
         end = base + len(chunk)
         self._fed = end
         self._tail = bytes(chunk[-2:])
-        consumed = self._parser.CurrentByteIndex
+        consumed = self._position(parser)
         self._consumed = consumed
         if self._depth <= 1:
             # Between top-level elements everything up to here has been dealt with (whitespace
@@ -295,8 +372,9 @@ class StreamParser:
             return StreamXMLError(
                 XMLCondition.UNSUPPORTED_ENCODING, "streams must be UTF-8 (RFC 6120 §11.6)"
             )
+        assert self._parser is not None
         if code in _TOKEN_ERRORS and self._markup_declaration_at(
-            self._parser.ErrorByteIndex - base, chunk
+            self._parser.ErrorByteIndex + self._offset - base, chunk
         ):
             # "<!ENTITY", "<!ELEMENT" or "<!DOCTYPE" where expat expects no DTD (inside the
             # stream, or before the root without a DOCTYPE around it): a DTD all the same.
@@ -336,7 +414,8 @@ class StreamParser:
                 attrs = {("{" + k if _SEPARATOR in k else k): v for k, v in attrs.items()}
         tag = "{" + name if _SEPARATOR in name else name
         if depth == 1:
-            self._mark = self._parser.CurrentByteIndex
+            assert self._parser is not None
+            self._mark = self._position(self._parser)
             self._stack.append(ET.Element(tag, attrs))
         else:
             self._stack.append(ET.SubElement(self._stack[-1], tag, attrs))
@@ -351,7 +430,8 @@ class StreamParser:
             self._stack.pop()
         elif depth == 1:
             # The caps are also checked per slice; this catches a whole stanza in one slice.
-            if self._parser.CurrentByteIndex - self._mark > self._max_stanza_bytes:
+            assert self._parser is not None
+            if self._position(self._parser) - self._mark > self._max_stanza_bytes:
                 self._too_big()
             self._events.append(ElementReceived(self._stack.pop()))
             if len(self._intern) > _INTERN_LIMIT:
@@ -379,6 +459,10 @@ class StreamParser:
             element.text = text
 
     def _open_stream(self, name: str, attrs: dict[str, str]) -> None:
+        assert self._parser is not None or self._priming
+        if self._priming:  # a parked stream's header, replayed: it was checked the first time
+            self._depth = 1
+            return
         # RFC 6120 §4.8.1 and §4.9.3.10: the root is <stream> in the streams namespace, and
         # §4.8.2: the content namespace of a client stream (the default one) is jabber:client.
         if name != _STREAM_NAME:
@@ -394,6 +478,7 @@ class StreamParser:
         if len(attrs) > MAX_ATTRIBUTES:
             raise StreamXMLError(XMLCondition.POLICY_VIOLATION, "too many attributes")
         # Namespace declarations inside stanzas need no attention.
+        assert self._parser is not None
         self._parser.StartNamespaceDeclHandler = None
         attributes: dict[str, str] = {}
         for key, value in attrs.items():
@@ -405,8 +490,11 @@ class StreamParser:
         self._events.append(StreamOpened(MappingProxyType(attributes)))
 
     def _namespace_declared(self, prefix: str | None, uri: str) -> None:
+        if self._priming:
+            return
         if prefix is None:
             self._content_namespace = uri
+        self._declarations[prefix] = uri
 
     def _xml_declaration(self, version: str, encoding: str | None, standalone: int) -> None:
         # RFC 6120 §11.6: the stream is UTF-8; a declaration naming anything else is refused

@@ -1,0 +1,338 @@
+"""Reconnect storm: the server restarts under N devices running device-agent's reconnect loop.
+
+Run:  python bench/storm_bench.py [--devices 1000] [--agents-per-process 250] [--downtime 5]
+
+N devices are enrolled for real (a one-time token each, redeemed by ``device_agent``'s
+``enroll``), then each runs ``device_agent.runtime.run`` (the library API behind
+``device-agent run``: slixmpp, SASL EXTERNAL, presence, reconnect with full-jitter backoff),
+spread over client processes of ``--agents-per-process`` agents. When all are online the
+server is stopped (SIGTERM: every stream gets ``<system-shutdown/>``), kept down for
+``--downtime`` seconds and started again on the same port and data.
+
+Measured: the time from the restart until every device is online again, the failed attempts
+on the way (the agents' "offline" reports), the server's peak CPU (over 0.5 s windows) and
+peak RSS during the storm, and a histogram of the moments devices came back, in 1-second bins
+from the restart: jittered backoff shows as a spread, synchronised retries as spikes at the
+same offsets. The reference, in the same run, is the cold start: the same agents started
+together against a running server; the ratio recovery / cold start says what the restart
+cost beyond logging everyone in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.fleet_bench import raise_fd_limit, tree_cpu_seconds, tree_rss_kib  # noqa: E402
+
+OWNER = "alice@localhost"
+
+
+# --- the server: `storm_bench.py --serve DATA PORT` ----------------------------------------------
+
+
+def serve(data: Path, port: int) -> None:
+    from server_ext.config import ServerConfig
+    from server_ext.net.server import serve as run_server
+
+    raise_fd_limit()
+    config = ServerConfig(
+        domain="localhost",
+        data_dir=data,
+        port=port,
+        direct_tls_port=None,
+        max_unauthenticated_per_address=100_000,  # every device comes from 127.0.0.1
+    )
+    asyncio.run(run_server(config, ready=lambda s: print(f"ready {s.port}", flush=True)))
+
+
+def start_server(data: Path, port: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve", str(data), str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if not line or line[0] != "ready":
+        proc.kill()
+        raise SystemExit("the server did not start")
+    return proc, int(line[1])
+
+
+# --- agents: `storm_bench.py --agents DIR...` (state directories on stdin) --------------------
+
+
+async def run_agents(state_dirs: list[Path]) -> None:
+    from device_agent.runtime import run
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reporter(index: int) -> object:
+        def report(line: str) -> None:
+            if line.startswith("online as"):
+                print(f"online {index} {time.time():.3f}", flush=True)
+            elif line.startswith("offline"):
+                print(f"offline {index} {time.time():.3f}", flush=True)
+
+        return report
+
+    tasks = [
+        asyncio.create_task(run(d, report=reporter(i), min_delay=1.0, max_delay=30.0, stop=stop))  # type: ignore[arg-type]
+        for i, d in enumerate(state_dirs)
+    ]
+    await loop.run_in_executor(None, sys.stdin.readline)  # a line or EOF: stop
+    stop.set()
+    await asyncio.wait(tasks, timeout=30)
+
+
+def agents_main(listing: Path) -> None:
+    raise_fd_limit()
+    import logging
+
+    logging.disable(logging.CRITICAL)  # slixmpp's warnings about the restart, N times over
+    dirs = [Path(p) for p in json.loads(listing.read_text())]
+    asyncio.run(run_agents(dirs))
+
+
+# --- enrollment ----------------------------------------------------------------------------------
+
+
+async def enroll_all(data: Path, folder: Path, port: int, count: int) -> list[Path]:
+    import logging
+
+    from device_agent.enrollment import enroll
+    from device_agent.keystore import KeyStore
+    from pairing.protocol.jid import JID
+    from server_ext.admin.token_issuer import issue_token
+    from server_ext.net.server_certificate import create_server_certificate
+    from server_ext.policy.tokens import TokenRules
+    from server_ext.storage.registry import Registry
+
+    # slixmpp leaves a pending filter task behind per enrollment client: noise, N times over.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    cert = create_server_certificate(data, "localhost")  # the one already made: never replaced
+    rules = TokenRules(max_outstanding=count + 1)
+    gate = asyncio.Semaphore(20)
+    dirs: list[Path] = []
+    with Registry.open(data / "registry.sqlite3") as registry:
+        uris = [
+            issue_token(
+                registry,
+                rules,
+                account=JID.parse(OWNER),
+                resource=f"s{i}",
+                name=None,
+                ttl=None,
+                created_by="bench",
+            ).uri(host="127.0.0.1", port=port, fingerprint=cert.fingerprint)
+            for i in range(count)
+        ]
+
+    async def one(i: int) -> None:
+        async with gate:
+            store = KeyStore(folder / f"s{i}")
+            await enroll(store, uris[i])
+            dirs.append(store.state_dir)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return sorted(dirs)
+
+
+# --- the storm -----------------------------------------------------------------------------------
+
+
+class Reports:
+    """Every line the agent processes print, with the moment it was read."""
+
+    def __init__(self, procs: list[subprocess.Popen[str]]) -> None:
+        self.lines: queue.Queue[tuple[int, str, int, float]] = queue.Queue()
+        for number, proc in enumerate(procs):
+            threading.Thread(target=self._pump, args=(number, proc), daemon=True).start()
+
+    def _pump(self, number: int, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] in ("online", "offline"):
+                self.lines.put((number, parts[0], int(parts[1]), float(parts[2])))
+
+    def until_online(
+        self, expected: int, deadline: float, sample: object = None
+    ) -> tuple[dict[tuple[int, int], float], int]:
+        """Wait until ``expected`` distinct devices reported online; returns their times and
+        the number of offline reports meanwhile."""
+        online: dict[tuple[int, int], float] = {}
+        offline = 0
+        said = time.monotonic()
+        while len(online) < expected and time.monotonic() < deadline:
+            if time.monotonic() - said > 10:
+                print(f"  ... {len(online)} online, {offline} failed attempts", flush=True)
+                said = time.monotonic()
+            if callable(sample):
+                sample()
+            try:
+                number, kind, index, at = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "online":
+                online.setdefault((number, index), at)
+            else:
+                offline += 1
+        return online, offline
+
+
+def histogram(offsets: list[float], width: int = 50) -> list[str]:
+    if not offsets:
+        return []
+    bins: dict[int, int] = {}
+    for offset in offsets:
+        bins[int(offset)] = bins.get(int(offset), 0) + 1
+    top = max(bins.values())
+    return [
+        f"  {second:4d}-{second + 1:<4d}s {bins.get(second, 0):6d} "
+        + "#" * round(width * bins.get(second, 0) / top)
+        for second in range(0, max(bins) + 1)
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--agents-per-process", type=int, default=250)
+    parser.add_argument("--downtime", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--agents", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(Path(args.serve[0]), int(args.serve[1]))
+        return
+    if args.agents:
+        agents_main(Path(args.agents))
+        return
+
+    from pairing.protocol.jid import JID
+    from server_ext.auth.credentials import credentials_for
+    from server_ext.net.server_certificate import create_server_certificate
+    from server_ext.storage.registry import Registry
+
+    raise_fd_limit()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        data = folder / "server"
+        create_server_certificate(data, "localhost")
+        with Registry.open(data / "registry.sqlite3") as registry:
+            registry.accounts.add(JID.parse(OWNER), credentials_for("bench-password"))
+        server, port = start_server(data, 0)
+        procs: list[subprocess.Popen[str]] = []
+        try:
+            began = time.monotonic()
+            dirs = asyncio.run(enroll_all(data, folder / "devices", port, args.devices))
+            print(f"{len(dirs)} devices enrolled in {time.monotonic() - began:.1f} s", flush=True)
+            # Cold start, the reference: every agent started at once, the server up.
+            cold_began = time.time()
+            for start in range(0, len(dirs), args.agents_per_process):
+                listing = folder / f"agents-{start}.json"
+                part = dirs[start : start + args.agents_per_process]
+                listing.write_text(json.dumps([str(d) for d in part]))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--agents", str(listing)],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            reports = Reports(procs)
+            cold, cold_failures = reports.until_online(len(dirs), time.monotonic() + args.timeout)
+            cold_seconds = max(cold.values()) - cold_began if cold else float("nan")
+            print(f"cold start: {len(cold)} online in {cold_seconds:.1f} s", flush=True)
+            time.sleep(2)
+
+            # The storm: stop, wait, start again on the same port.
+            down_at = time.time()
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+            time.sleep(args.downtime)
+            server, _ = start_server(data, port)
+            up_at = time.time()
+            peak = {"cpu": 0.0, "rss": 0}
+            last = [time.monotonic(), tree_cpu_seconds(server.pid)]
+
+            def sample() -> None:
+                now = time.monotonic()
+                if now - last[0] >= 0.5:
+                    cpu = tree_cpu_seconds(server.pid)
+                    peak["cpu"] = max(peak["cpu"], (cpu - last[1]) / (now - last[0]))
+                    last[0], last[1] = now, cpu
+                    peak["rss"] = max(peak["rss"], tree_rss_kib(server.pid))
+
+            cpu_before = tree_cpu_seconds(server.pid)
+            back, failures = reports.until_online(
+                len(dirs), time.monotonic() + args.timeout, sample
+            )
+            storm_cpu = tree_cpu_seconds(server.pid) - cpu_before
+        finally:
+            for proc in procs:
+                try:
+                    if proc.stdin is not None:
+                        proc.stdin.write("stop\n")
+                        proc.stdin.close()
+                except OSError:
+                    pass
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            server.terminate()
+            server.wait(timeout=30)
+    offsets = sorted(at - up_at for at in back.values())
+    recovery = offsets[-1] if offsets else float("nan")
+    early = [o for o in offsets if o < 0]  # reconnected before the restart finished: none
+    bins: dict[int, int] = {}
+    for offset in offsets:
+        bins[int(offset)] = bins.get(int(offset), 0) + 1
+    result = {
+        "devices": len(dirs),
+        "cold_start_s": round(cold_seconds, 2),
+        "cold_start_failures": cold_failures,
+        "downtime_s": round(up_at - down_at, 2),
+        "back_online": len(back),
+        "recovery_s": round(recovery, 2),
+        "failed_attempts": failures,
+        "peak_cpu_pct": round(100 * peak["cpu"], 1),
+        "peak_rss_mib": round(peak["rss"] / 1024, 1),
+        "storm_cpu_ms_per_device": round(1000 * storm_cpu / max(len(back), 1), 2),
+        "largest_1s_bin": max(bins.values()) if bins else 0,
+        "early": len(early),
+    }
+    print(json.dumps(result))
+    print(f"devices back online after the restart, per second ({len(back)} of {len(dirs)}):")
+    for line in histogram([max(o, 0.0) for o in offsets]):
+        print(line)
+    print(f"ratio recovery after restart / cold start: {recovery / cold_seconds:.2f}")
+    share = result["largest_1s_bin"] / max(len(back), 1)  # type: ignore[operator]
+    print(f"largest 1-second bin: {share:.0%} of the devices")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

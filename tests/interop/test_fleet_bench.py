@@ -1,0 +1,37 @@
+"""bench/fleet_bench.py against private ejabberd and Prosody instances, with a tiny fleet:
+the EXTERNAL configurations it records (ejabberd: the device CA in c2s_cafile; Prosody:
+mod_auth_ccert with the CA in c2s_ssl) keep working. No figure is asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_fleet_bench_logs_a_small_fleet_into_both_stock_servers(tmp_path: Path) -> None:
+    out = tmp_path / "fleet.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "fleet_bench.py"),
+            *("--sessions", "6", "--servers", "ejabberd,prosody", "--idle", "0.3"),
+            *("--probes", "2", "--per-client", "3", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {row["server"]: row for row in json.loads(out.read_text())}
+    for server in ("ejabberd", "prosody"):
+        row = rows[server]
+        assert (row["held"], row["errors"], row["probe_errors"]) == (6, 0, 0), row
