@@ -292,8 +292,6 @@ def _write_settings(data: Path, kind: str, world: World, ports: dict[str, Any]) 
     setting("xmpp_host", '""', f'"{LOOPBACK}"')
     setting("xmpp_port", "5222", str(world.c2s_port))
     setting("xmpp_pin", '""', f'"{world.stock_pin}"')
-    # [https] port (the only `port = 0` line: [listen]'s is 5222).
-    setting("port", "= 0", f"= {world.https_port}")
     # Rotation at any time, so a test can rotate right after enrolling.
     setting("interval", '"1h"', '"1s"')
     if kind == "ejabberd":
@@ -391,7 +389,10 @@ def stock_world(kind: str, folder: Path, *, nodes: int = 1) -> Iterator[World]:
         picked[-1],
         {},
     )
-    cli("server-ext", "--data-dir", data, "init", "--domain", DOMAIN)
+    cli(
+        "server-ext", "--data-dir", data, "init", "--domain", DOMAIN,
+        "--https-port", str(world.https_port),
+    )  # fmt: skip
     _write_settings(data, kind, world, ports)
     world.snippet = json.loads(world.admin("stock", "snippet", "--json").stdout)
     with contextlib.ExitStack() as stack:
