@@ -123,14 +123,13 @@ class HTTPSAPI:
         try:
             request = EnrollRequest.from_json(self._json(body, address))
             self._burn(request.nonce, address)
-            try:
-                verify_by_certificate(request.certificate.der, request.signature, request.message())
-            except InvalidProof:
-                self.throttle.failed(None, address)
-                raise APIRefused(
-                    APICondition.BAD_SIGNATURE,
-                    "the signature is not by the certificate's key over this enrollment",
-                ) from None
+            self._require_signature(
+                request.certificate.der,
+                request.signature,
+                request.message(),
+                address,
+                "the signature is not by the certificate's key over this enrollment",
+            )
             try:
                 record, registered = redeem_token(
                     request.token,
@@ -186,14 +185,13 @@ class HTTPSAPI:
                 renewal = RenewalRequest.parse(request.current, request.signature)
             except RenewalRefused as exc:
                 raise APIRefused(exc.condition.value, exc.text) from None
-            try:
-                verify_by_certificate(request.certificate.der, request.proof, request.possession())
-            except InvalidProof:
-                self.throttle.failed(None, address)
-                raise APIRefused(
-                    APICondition.BAD_SIGNATURE,
-                    "the proof is not by the new certificate's key over this request",
-                ) from None
+            self._require_signature(
+                request.certificate.der,
+                request.proof,
+                request.possession(),
+                address,
+                "the proof is not by the new certificate's key over this request",
+            )
             replaces = renewal.expired.fingerprint
             try:
                 jid, registered = register_successor(
@@ -244,14 +242,13 @@ class HTTPSAPI:
                 raise APIRefused(APICondition.NOT_FOUND, "pairing requests are off here")
             request = pairing_wire.PairRequest.from_json(self._json(body, address))
             self._burn(request.nonce, address)
-            try:
-                verify_by_certificate(request.certificate.der, request.signature, request.message())
-            except InvalidProof:
-                self.throttle.failed(None, address)
-                raise APIRefused(
-                    APICondition.BAD_SIGNATURE,
-                    "the signature is not by the certificate's key over this request",
-                ) from None
+            self._require_signature(
+                request.certificate.der,
+                request.signature,
+                request.message(),
+                address,
+                "the signature is not by the certificate's key over this request",
+            )
             try:
                 made = self.requests.create(request.certificate, request.name, address)
             except RequestRefused as exc:
@@ -291,14 +288,13 @@ class HTTPSAPI:
             request = self.requests.get(query.request)
             if request is None:
                 raise APIRefused(pairing_wire.UNKNOWN, "this pairing request is not known")
-            try:
-                verify_by_certificate(request.certificate.der, query.signature, query.message())
-            except InvalidProof:
-                self.throttle.failed(None, address)
-                raise APIRefused(
-                    APICondition.BAD_SIGNATURE,
-                    "the signature is not by the requesting key over this query",
-                ) from None
+            self._require_signature(
+                request.certificate.der,
+                query.signature,
+                query.message(),
+                address,
+                "the signature is not by the requesting key over this query",
+            )
         except APIRefused as refused:
             return refusal(refused), None
         return self.pair_answer(request), (
@@ -434,6 +430,17 @@ class HTTPSAPI:
         if not isinstance(data, dict):
             raise APIRefused(APICondition.MALFORMED, "the body must be a JSON object")
         return data
+
+    def _require_signature(
+        self, der: bytes, signature: bytes, message: bytes, address: str, refusal_text: str
+    ) -> None:
+        """The key of the certificate ``der`` signed ``message``; else a refusal that counts as
+        a failed attempt of ``address`` (the same throttle as XMPP logins)."""
+        try:
+            verify_by_certificate(der, signature, message)
+        except InvalidProof:
+            self.throttle.failed(None, address)
+            raise APIRefused(APICondition.BAD_SIGNATURE, refusal_text) from None
 
     def _burn(self, nonce: str, address: str) -> None:
         if not self.nonces.take(nonce):
