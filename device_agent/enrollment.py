@@ -154,7 +154,7 @@ async def enroll(
     completes the enrollment: the server answers a repeated redemption by the certificate that
     redeemed the token with ``already-registered`` (docs/protocol.md, section 3).
     """
-    identity, created = _identity_for(store, uri.jid, valid_for)
+    identity, created = identity_for(store, uri.jid, valid_for)
     settings = ServerSettings(uri.host, uri.port, uri.fingerprint, str(uri.jid))
     client = make_client(
         str(uri.jid),
@@ -186,7 +186,7 @@ async def enroll(
                 f"{exc}; check that the server is running and reachable"
             ) from None
         raise EnrollmentError(str(exc)) from None
-    _record_enrolled(store.state_dir, _named(settings, offer))
+    record_enrolled(store.state_dir, _named(settings, offer))
     await logout(client)
     return bound
 
@@ -209,7 +209,7 @@ async def enroll_https(
     """
     from device_agent.https_client import AnswerLost, HTTPSEndpoint
 
-    identity, created = _identity_for(store, uri.jid, valid_for)
+    identity, created = identity_for(store, uri.jid, valid_for)
     endpoint = HTTPSEndpoint(uri.https_host, uri.https_port, uri.https_fingerprint)
     settings = ServerSettings(
         uri.xmpp_host,
@@ -270,9 +270,26 @@ async def enroll_https(
         fingerprint=enrolled.xmpp.pin or "",
         name=enrolled.name,
     )
-    _record_enrolled(store.state_dir, settings)
+    return await first_login(store, settings, identity, uri.jid, timeout=timeout, done="enrolled")
+
+
+async def first_login(
+    store: KeyStore,
+    settings: ServerSettings,
+    identity: DeviceIdentity,
+    jid: JID,
+    *,
+    timeout: float,
+    done: str,
+) -> JID:
+    """Record the enrollment, then log in once with EXTERNAL; returns the bound JID.
+
+    Recorded first: from here on the device is enrolled whatever the login does, and a
+    failed first login says so (``done``: how it was enrolled) instead of undoing anything.
+    """
+    record_enrolled(store.state_dir, settings)
     client = make_client(
-        str(uri.jid),
+        str(jid),
         server=ServerAddress(settings.host, settings.port),
         trust=settings.trust,
         certfile=identity.cert_path,
@@ -282,16 +299,14 @@ async def enroll_https(
         bound = await login(client, timeout=timeout)
     except PairingError as exc:
         raise EnrollmentError(
-            f"enrolled as {uri.jid}, but the first login at {settings.host}:{settings.port} "
+            f"{done} as {jid}, but the first login at {settings.host}:{settings.port} "
             f"failed: {exc}; `device-agent run` logs in from now on"
         ) from None
     await logout(client)
     return bound
 
 
-def _identity_for(
-    store: KeyStore, jid: JID, valid_for: dt.timedelta
-) -> tuple[DeviceIdentity, bool]:
+def identity_for(store: KeyStore, jid: JID, valid_for: dt.timedelta) -> tuple[DeviceIdentity, bool]:
     """The device's identity for ``jid`` (made now if there is none) and whether it is new."""
     if store.exists():
         identity = store.load()
@@ -311,7 +326,7 @@ def _named(settings: ServerSettings, offer: TokenOffer) -> ServerSettings:
     return replace(settings, name=offer.outcome.result().name or settings.name)
 
 
-def _record_enrolled(state_dir: Path, settings: ServerSettings) -> None:
+def record_enrolled(state_dir: Path, settings: ServerSettings) -> None:
     settings.save(state_dir)
     PENDING.remove(state_dir)
 
@@ -322,7 +337,7 @@ def _settle_failure(
     """Keep exactly what a retry needs after a failed attempt, and nothing else."""
     if offer.registered:
         # The server said so: we are enrolled.
-        _record_enrolled(store.state_dir, _named(settings, offer))
+        record_enrolled(store.state_dir, _named(settings, offer))
     elif offer.refusal is None and offer.sent:
         # The token left, the answer did not arrive: the server may hold this certificate
         # now, with the token burned. Deleting the key would brick the device for good.

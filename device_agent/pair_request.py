@@ -15,19 +15,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
-from device_agent.enrollment import EnrollmentError, ServerSettings, _identity_for
-from device_agent.enrollment import _record_enrolled as record_enrolled
+from device_agent.enrollment import EnrollmentError, ServerSettings, first_login, identity_for
 from device_agent.https_client import AnswerLost, HTTPSEndpoint
 from device_agent.keystore import KeyStore
 from pairing.errors import ConnectionFailed, PairingError
 from pairing.protocol import https_api
 from pairing.protocol import pair_request as wire
-from pairing.protocol.address import ServerAddress
 from pairing.protocol.https_api import APIRefused, Challenge, Enrolled
 from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import SigningKey, sign
-from pairing.xmpp.connection import login, logout, make_client
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,7 @@ async def enroll_by_request(
     """Ask for a pairing request, ``show`` it, wait for the owner, then log in with EXTERNAL;
     returns the bound JID. Denial, expiry and an unknown request raise :class:`EnrollmentError`
     (and a key made for this attempt is removed, as nothing was registered)."""
-    identity, created = _identity_for(store, jid, valid_for)
+    identity, created = identity_for(store, jid, valid_for)
     certificate = PeerCertificate.parse(identity.certificate_der)
     key = store.private_key()
     try:
@@ -99,23 +96,7 @@ async def enroll_by_request(
         https_pin=endpoint.pin,
     )
     settings = replace(settings, name=enrolled.name)
-    record_enrolled(store.state_dir, settings)
-    client = make_client(
-        str(jid),
-        server=ServerAddress(settings.host, settings.port),
-        trust=settings.trust,
-        certfile=identity.cert_path,
-        keyfile=identity.key_path,
-    )
-    try:
-        bound = await login(client, timeout=timeout)
-    except PairingError as exc:
-        raise EnrollmentError(
-            f"approved as {jid}, but the first login at {settings.host}:{settings.port} "
-            f"failed: {exc}; `device-agent run` logs in from now on"
-        ) from None
-    await logout(client)
-    return bound
+    return await first_login(store, settings, identity, jid, timeout=timeout, done="approved")
 
 
 async def _nonce(endpoint: HTTPSEndpoint, timeout: float) -> str:
