@@ -17,6 +17,8 @@ from tests.interop.conftest import ProsodyFactory
 from tests.support.certificates import CertificateFiles
 from tests.support.stock_clients import PASSWORD
 
+pytestmark = pytest.mark.interop
+
 ALICE = JID.parse("alice@localhost")
 
 
