@@ -54,6 +54,8 @@ class Page:
         await self.do(lambda d: d.get(self.origin + path))
 
     async def text(self, css: str) -> str:
+        """The element's text once it is on the page (a click's navigation may still run)."""
+        await self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, css))
         return str(await self.do(lambda d: browser.text_of(d, css)))
 
     async def click(self, css: str) -> None:
