@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -86,7 +88,8 @@ async def run_agents(state_dirs: list[Path]) -> None:
             if line.startswith("online as"):
                 print(f"online {index} {time.time():.3f}", flush=True)
             elif line.startswith("offline"):
-                print(f"offline {index} {time.time():.3f}", flush=True)
+                reason = line.removeprefix("offline: ").split("; retrying", 1)[0]
+                print(f"offline {index} {time.time():.3f} {reason}", flush=True)
 
         return report
 
@@ -160,14 +163,18 @@ class Reports:
 
     def __init__(self, procs: list[subprocess.Popen[str]]) -> None:
         self.lines: queue.Queue[tuple[int, str, int, float]] = queue.Queue()
+        self.reasons: collections.Counter[str] = collections.Counter()  # why attempts failed
         for number, proc in enumerate(procs):
             threading.Thread(target=self._pump, args=(number, proc), daemon=True).start()
 
     def _pump(self, number: int, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            parts = line.split()
-            if len(parts) == 3 and parts[0] in ("online", "offline"):
+            parts = line.split(maxsplit=3)
+            if len(parts) >= 3 and parts[0] in ("online", "offline"):
+                if len(parts) == 4:
+                    # The address and port vary per attempt; the reason is what counts.
+                    self.reasons[re.sub(r"127\.0\.0\.1:\d+", "the server", parts[3])] += 1
                 self.lines.put((number, parts[0], int(parts[1]), float(parts[2])))
 
     def until_online(
@@ -262,6 +269,8 @@ def main() -> None:
             cold, cold_failures = reports.until_online(len(dirs), time.monotonic() + args.timeout)
             cold_seconds = max(cold.values()) - cold_began if cold else float("nan")
             print(f"cold start: {len(cold)} online in {cold_seconds:.1f} s", flush=True)
+            cold_reasons = dict(reports.reasons.most_common(5))
+            reports.reasons.clear()
             time.sleep(2)
 
             # The storm: stop, wait, start again on the same port.
@@ -322,6 +331,8 @@ def main() -> None:
         "storm_cpu_ms_per_device": round(1000 * storm_cpu / max(len(back), 1), 2),
         "largest_1s_bin": max(bins.values()) if bins else 0,
         "early": len(early),
+        "cold_start_failure_reasons": cold_reasons,
+        "storm_failure_reasons": dict(reports.reasons.most_common(5)),
     }
     print(json.dumps(result))
     print(f"devices back online after the restart, per second ({len(back)} of {len(dirs)}):")

@@ -30,12 +30,17 @@ from pairing.errors import (
     StreamClosed,
 )
 from pairing.xmpp.connection import (
+    CLIENT_STATE,
     STREAM_MANAGEMENT,
     PairingClient,
     can_resume,
     login,
     on_stream_error,
+    say_inactive,
 )
+
+#: The agent's slixmpp plugins: resumption after a short drop, and client state indication.
+_PLUGINS = (STREAM_MANAGEMENT, CLIENT_STATE)
 
 __all__ = ["AgentState", "LoginRefused", "Status", "client_for", "connect", "run"]
 
@@ -243,7 +248,13 @@ async def _renew_expired(
 
 def announce(client: PairingClient, state_dir: Path) -> None:
     """Initial presence (RFC 6121 §4.2) with the device's name as its status: the owner's
-    own clients list the device among the account's online resources."""
+    own clients list the device among the account's online resources.
+
+    First the device says it is inactive (XEP-0352), as nobody looks at its screen: the
+    server then spares it the presence of the account's other resources (every other
+    device of a fleet), while its own presence still reaches the owner's clients.
+    """
+    say_inactive(client)
     client.send_presence(pstatus=ServerSettings.load(state_dir).presence_status)
 
 
@@ -299,7 +310,7 @@ async def _run(
                 delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
                 continue
         if link is None:
-            link = _Link.of(client_for(state_dir, plugins=(STREAM_MANAGEMENT,)))
+            link = _Link.of(client_for(state_dir, plugins=_PLUGINS))
         client, gone, revoked = link.client, link.gone, link.revoked
         gone.clear()
         try:
@@ -392,10 +403,10 @@ async def _rotate(state_dir: Path, client: PairingClient) -> PairingClient:
     """
     if not ServerSettings.load(state_dir).over_https:
         return await rotation.rotate(
-            state_dir, client, lambda: client_for(state_dir, plugins=(STREAM_MANAGEMENT,))
+            state_dir, client, lambda: client_for(state_dir, plugins=_PLUGINS)
         )
     await renewal.successor_over_https(state_dir, expired=False)
-    successor = client_for(state_dir, plugins=(STREAM_MANAGEMENT,))
+    successor = client_for(state_dir, plugins=_PLUGINS)
     await login(successor)
     return successor
 

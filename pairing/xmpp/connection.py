@@ -172,12 +172,35 @@ def make_client(
     client.enable_plaintext = False
     client.whitespace_keepalive = False
     for plugin in plugins:
-        client.register_plugin(plugin)
+        client.register_plugin(plugin, pconfig=_PLUGIN_CONFIG.get(plugin))
     return client
 
 
 #: slixmpp's XEP-0198 plugin: acks, and resumption of a session whose link dropped.
 STREAM_MANAGEMENT = "xep_0198"
+
+
+#: slixmpp's XEP-0352 plugin: client state indication.
+CLIENT_STATE = "xep_0352"
+
+
+#: slixmpp reads the ``<csi/>`` feature after the bind by default, so a client could come
+#: online before it knew it may say inactive; read it first (it only notes the offer).
+_PLUGIN_CONFIG: dict[str, dict[str, Any]] = {CLIENT_STATE: {"order": 8000}}
+
+
+def say_inactive(client: slixmpp.ClientXMPP) -> bool:
+    """Tell the server nobody is looking at this client (XEP-0352 §3), if it offered that.
+
+    A headless device never shows the presence of its account's other resources; an inactive
+    client is spared them, which is what keeps an account with thousands of devices from
+    costing N² presence stanzas when they all come online (docs/scaling.md).
+    """
+    plugin: Any = client.plugin.get(CLIENT_STATE, None)
+    if plugin is None or not plugin.enabled:
+        return False
+    plugin.send_inactive()
+    return True
 
 
 def can_resume(client: slixmpp.ClientXMPP) -> bool:
@@ -276,6 +299,10 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
     try:
         return await asyncio.wait_for(done, timeout)
     except TimeoutError:
+        # Close the half-done stream: the caller retries with this client, and a stream
+        # left running would go on beside the next one (two binds on one parser).
+        client.cancel_connection_attempt()
+        client.abort()
         raise ConnectionFailed(
             f"no login at {server.host}:{server.port} within {timeout:.0f} s"
         ) from None

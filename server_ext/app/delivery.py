@@ -22,6 +22,7 @@ from server_ext.wire.stanzas import ErrorType, StanzaError, error_reply, local_n
 log = logging.getLogger(__name__)
 
 _PRIORITY = ns.clark(ns.CLIENT, "priority")
+_PRESENCE = ns.clark(ns.CLIENT, "presence")
 
 
 class Sender(Requester, Session, Protocol):
@@ -154,14 +155,17 @@ class Dispatcher:
             sender.set_presence(available, _priority(presence))
             self._remember(sender, presence if available else None)
             # RFC 6121 §4.2.2 and §4.5.2: broadcast to the user's other available resources,
-            # and on initial presence tell the new resource about the others.
+            # and on initial presence tell the new resource about the others (unless it said
+            # it is not looking, XEP-0352: it gets them when it becomes active).
+            tell_sender = available and sender.csi_known is None
             for peer in sessions.available_resources(sender.jid.bare):
                 if peer is sender:
                     continue
-                copy = _copy(presence)
-                copy.set("to", str(peer.jid))
-                peer.deliver(copy)
-                if available:
+                if _reaches(peer, sender.jid, available):
+                    copy = _copy(presence)
+                    copy.set("to", str(peer.jid))
+                    peer.deliver(copy)
+                if tell_sender:
                     sender.deliver(self._presence_of(peer, to=sender.jid))
             return
         if to.domain != self._ctx.domain or presence_type not in (None, "unavailable"):
@@ -170,6 +174,53 @@ class Dispatcher:
         for target in targets:
             if target is not None:
                 target.deliver(presence)
+
+    def went_offline(self, gone: Session) -> None:
+        """RFC 6121 §4.5.2: the account's other resources learn that ``gone`` (unbound,
+        without saying unavailable itself) is no longer available."""
+        jid = gone.jid
+        self._last_presence.pop(jid, None)
+        for peer in self._ctx.sessions.available_resources(jid.bare):
+            if peer is not gone and _reaches(peer, jid, available=False):
+                peer.deliver(
+                    ET.Element(
+                        _PRESENCE, {"from": str(jid), "to": str(peer.jid), "type": "unavailable"}
+                    )
+                )
+
+    # --- XEP-0352 client state indication ---------------------------------------------------
+
+    def client_state(self, sender: Sender, *, active: bool) -> None:
+        """The client says whether anyone is looking at it (XEP-0352 §3).
+
+        An inactive client is not sent the presence of the account's other resources: a
+        headless device never shows it, and with thousands of devices on one account that
+        broadcast is what costs (each of N devices coming online would otherwise reach the
+        N - 1 others). It is not queued either: the client learns the current presence of
+        every available resource when it becomes active again, which is what a queue that
+        keeps only each resource's latest presence (XEP-0352 §4) would deliver. It still
+        hears that a resource it knew to be available went away.
+        """
+        if not active:
+            if sender.csi_known is None:
+                sender.csi_known = (
+                    {
+                        peer.jid
+                        for peer in self._ctx.sessions.available_resources(sender.jid.bare)
+                        if peer is not sender
+                    }
+                    if sender.available
+                    else set()
+                )
+            return
+        if sender.csi_known is None:
+            return
+        sender.csi_known = None
+        if not sender.available:
+            return
+        for peer in self._ctx.sessions.available_resources(sender.jid.bare):
+            if peer is not sender:
+                sender.deliver(self._presence_of(peer, to=sender.jid))
 
     def _remember(self, sender: Sender, presence: ET.Element | None) -> None:
         jid = sender.jid
@@ -194,7 +245,7 @@ class Dispatcher:
             element = _copy(remembered[1])
             element.attrib.pop("id", None)  # that id belongs to the original broadcast
         else:
-            element = ET.Element(ns.clark(ns.CLIENT, "presence"))
+            element = ET.Element(_PRESENCE)
         element.set("from", str(peer.jid))
         element.set("to", str(to))
         return element
@@ -206,6 +257,19 @@ class Dispatcher:
         if reply is not None:
             reply.set("to", str(sender.jid))
             sender.deliver(reply)
+
+
+def _reaches(peer: Session, sender: JID, available: bool) -> bool:
+    """Whether a broadcast presence of ``sender`` goes to ``peer`` now (XEP-0352)."""
+    known = peer.csi_known
+    if known is None:
+        return True  # an active client gets every broadcast
+    if available:
+        return False  # held back; the current presence follows when it becomes active
+    if sender in known:
+        known.discard(sender)
+        return True
+    return False  # it never learnt that this one was available
 
 
 def _priority(presence: ET.Element) -> int:

@@ -24,6 +24,10 @@ class Session(Protocol):
     @property
     def priority(self) -> int: ...
 
+    #: XEP-0352: None while the client is active; while it is inactive, the resources of
+    #: its account it last knew to be available (their going away still reaches it).
+    csi_known: set[JID] | None
+
     def deliver(self, element: ET.Element) -> None: ...
 
     def terminate(

@@ -475,6 +475,7 @@ class C2SConnection(asyncio.Protocol):
         self._superseded = False  # its session continues on another connection (XEP-0198)
         self.available = False
         self.priority = 0
+        self.csi_known: set[JID] | None = None  # XEP-0352, see Dispatcher.client_state
 
     # --- Session protocol (what the session table routes to) ------------------------------
 
@@ -606,19 +607,11 @@ class C2SConnection(asyncio.Protocol):
         if session.sm is not None and session.sm.resume_id is not None:
             server.detached.forget(session.sm.resume_id, self)
         if session.jid is not None:
-            jid = session.jid
             removed = server.sessions.remove(self)
             if session.detached:
                 session.bounce_unacked()  # its client is not coming back for them
             if removed and self.available:
-                # RFC 6121 §4.5.2: the user's other resources learn this one is gone.
-                for peer in server.sessions.available_resources(jid.bare):
-                    peer.deliver(
-                        ET.Element(
-                            "{jabber:client}presence",
-                            {"from": str(jid), "to": str(peer.jid), "type": "unavailable"},
-                        )
-                    )
+                server.dispatcher.went_offline(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self.session is None:
@@ -698,6 +691,7 @@ class C2SConnection(asyncio.Protocol):
         # This connection is the session now: routing, presence and the resume id move here;
         # the old link, if the server had not noticed it died, is cut without a word.
         self.available, self.priority = previous.available, previous.priority
+        self.csi_known = previous.csi_known
         previous._superseded = True
         server.sessions.add(self)
         server.detached.register(request.previd, self)

@@ -34,6 +34,7 @@ from server_ext.log_limits import CappedLog
 from server_ext.policy.throttle import LoginThrottle
 from server_ext.session import sm
 from server_ext.session.sm import HandledCountTooHigh, SMCondition, SMPhase, StreamManagement
+from server_ext.wire import namespaces as ns
 from server_ext.wire.events import (
     AuthAborted,
     AuthRequested,
@@ -58,6 +59,8 @@ peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to f
 PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"  # XEP-0440
+_CSI_FEATURE = ET.Element(ns.clark(ns.CSI, "csi"))  # XEP-0352 §2, offered after SASL
+_CSI_PREFIX = "{" + ns.CSI + "}"
 REQUEST_ACK = f"<r xmlns='{sm.SM_NS}'/>".encode()
 # What the unacknowledged queue (stanzas this server serialized) is read back within.
 _REPLAY_HEADER = (
@@ -142,8 +145,8 @@ class C2SSession:
             tls=direct_tls,
             max_stanza_bytes=services.max_stanza_bytes,
             extension_namespaces=(ENROLL_NS,),
-            session_namespaces=(sm.SM_NS,),
-            session_features=(sm.feature(),),
+            session_namespaces=(sm.SM_NS, ns.CSI),
+            session_features=(sm.feature(), _CSI_FEATURE),
         )
         self._direct_tls = direct_tls
         #: What the client presented in its TLS handshake, parsed once.
@@ -284,6 +287,11 @@ class C2SSession:
         if self.stream.closed:
             # The same chunk ended this stream after <resume/>: the session stays detached.
             return []
+        if self.jid is not None:
+            # A bind in the chunk after <resume/> was answered first: this stream has its
+            # session now (§5: resumption is instead of a bind, never after one).
+            self.stream.send_nonza(sm.failed(SMCondition.UNEXPECTED_REQUEST))
+            return []
         if (
             management is None
             or previous.jid is None
@@ -393,6 +401,8 @@ class C2SSession:
         elif isinstance(event, NonzaReceived):
             if event.element.tag.startswith("{" + sm.SM_NS + "}"):
                 self._stream_management(event.element, actions)
+            elif event.element.tag.startswith(_CSI_PREFIX):
+                self._client_state(event.element)
             elif event.element.tag == renewal.RENEW_TAG:
                 self._renew(event.element)
             else:
@@ -620,6 +630,20 @@ class C2SSession:
             displaced.terminate("conflict", "replaced by a new session for the same resource")
         actions.append(Bound())
         self.stream.bind_succeeded(event.iq_id, jid)
+
+    # --- XEP-0352 client state indication ---------------------------------------------------
+
+    def _client_state(self, element: ET.Element) -> None:
+        name = element.tag.rsplit("}", 1)[-1]
+        if name not in ("active", "inactive"):
+            self.stream.close("unsupported-stanza-type", "XEP-0352 defines active and inactive")
+            return
+        active = name == "active"
+        if self.jid is None:
+            # Before the bind: nothing is available or known yet, the state just holds.
+            self._owner.csi_known = None if active else set()
+        else:
+            self._services.dispatcher.client_state(self._owner, active=active)
 
     # --- XEP-0198 stream management ---------------------------------------------------------
 

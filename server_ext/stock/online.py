@@ -28,6 +28,7 @@ class OnlineSession:
     ended: list[tuple[JID, str]] = field(repr=False, default_factory=list)
     available: bool = True
     priority: int = 0
+    csi_known: set[JID] | None = None  # never sent presence from here (XEP-0352 is moot)
 
     def deliver(self, element: ET.Element) -> None:
         """Stanzas between users are the stock server's business, never routed here."""

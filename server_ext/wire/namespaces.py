@@ -19,6 +19,7 @@ REGISTER = "jabber:iq:register"
 SASLCERT = "urn:xmpp:saslcert:1"  # XEP-0257
 VERSION = "jabber:iq:version"
 SM = "urn:xmpp:sm:3"  # XEP-0198
+CSI = "urn:xmpp:csi:0"  # XEP-0352
 
 
 def clark(namespace: str, tag: str) -> str:

@@ -115,6 +115,7 @@ class C2SStream:
         self._auth_attempts = 0
         self._authenticated: JID | None = None
         self._bound: JID | None = None
+        self._binding = False  # a BindRequested is out and not answered yet
         self._phase = Phase.SECURED if tls else Phase.PLAINTEXT
 
     # --- state ----------------------------------------------------------------------------
@@ -285,8 +286,16 @@ class C2SStream:
                 if not iq_id or el.get("type") != "set":
                     self._send_iq_error(el, "modify", "bad-request", "bind needs an id and set")
                     return None
+                if self._binding:
+                    # A second bind in the chunk that carried the first (a client that retried
+                    # on a stream it thought lost): one resource per stream (RFC 6120 §7.1).
+                    self._send_iq_error(
+                        el, "cancel", "not-allowed", "a resource is being bound already"
+                    )
+                    return None
                 resource_el = bind.find(_RESOURCE)
                 resource = (resource_el.text or "").strip() if resource_el is not None else ""
+                self._binding = True
                 return BindRequested(iq_id, resource or None)
         # RFC 6120 §7.1: a client MUST NOT send stanzas before binding a resource.
         raise _StreamError("not-authorized", "bind a resource before sending stanzas")
@@ -380,6 +389,7 @@ class C2SStream:
     def bind_succeeded(self, iq_id: str, jid: JID) -> None:
         if not self._answering(Phase.AUTHENTICATED):
             return
+        self._binding = False
         self._bound = jid
         self._phase = Phase.BOUND
         self._parser.park()  # the bind was read; a device often says nothing more for hours
@@ -391,6 +401,7 @@ class C2SStream:
     def bind_failed(self, iq_id: str, error_type: str, condition: str, text: str) -> None:
         if not self._answering(Phase.AUTHENTICATED):
             return
+        self._binding = False
         self._out.append(_iq_error_bytes(iq_id, None, error_type, condition, text))
 
     def resumed(self, jid: JID, answer: ET.Element, retransmit: Sequence[bytes]) -> None:

@@ -224,3 +224,35 @@ async def test_a_revoked_device_stops_at_once_with_the_reason(
     assert "login.failed" not in events  # it never tried again
     status = agent_status(store)
     assert status["state"] == "revoked" and "stolen from the shed" in status["reason"]
+
+
+async def test_a_login_that_times_out_closes_its_connection() -> None:
+    """A server that accepts and never answers (overloaded, or a stuck middlebox): the login
+    gives up after its timeout and closes the stream it opened, so the agent's next attempt
+    does not run beside a stale one (in the reconnect storm the stale stream's bind arrived
+    on the next one)."""
+    from pairing.errors import ConnectionFailed
+
+    closed = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(4096):
+            pass  # reads the header and never answers
+        closed.set()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    client = make_client(
+        "alice@localhost/bot",
+        server=ServerAddress("127.0.0.1", port),
+        trust=TrustAnchor(fingerprint="00" * 32),
+        password="unused",
+    )
+    try:
+        with pytest.raises(ConnectionFailed, match=r"no login at 127\.0\.0\.1"):
+            await login(client, timeout=0.5)
+        await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -52,6 +52,7 @@ class Owner:
         self.terminated: list[tuple[str, str, ET.Element | None]] = []
         self.available = False
         self.priority = 0
+        self.csi_known: set[JID] | None = None
 
     @property
     def jid(self) -> JID:
@@ -310,3 +311,28 @@ def test_an_auth_and_what_ends_the_stream_in_one_chunk_is_no_internal_error(
     assert session.closed
     assert b"<unsupported-stanza-type" in out and out.endswith(b"</stream:stream>")
     assert b"<success" not in out  # the stream was over before the answer
+
+
+def test_two_binds_in_one_chunk_bind_once_and_refuse_the_second(tmp_path: Path) -> None:
+    """Seen in the reconnect storm (bench/storm_bench.py): a client that retried on a stream
+    it thought lost sent its bind twice in one chunk, and answering the second raised in the
+    server (a traceback per device). One resource per stream (RFC 6120 §7.1)."""
+    world = World(tmp_path)
+    cert = device()
+    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
+    session, owner = secured(world, cert)
+    session.data_to_send()
+    auth(session, "EXTERNAL")
+    session.receive_data(HEADER)
+    session.data_to_send()
+    bind = b"<iq type='set' id='%s'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"
+    actions = session.receive_data(bind % b"b1" + bind % b"b2")
+    assert actions == [Bound()]
+    replies = [
+        ET.fromstring(r) for r in session.data_to_send().replace(b"><iq", b">\n<iq").split(b"\n")
+    ]
+    by_id = {r.get("id"): r for r in replies}
+    assert by_id["b1"].get("type") == "result"
+    assert by_id["b2"].get("type") == "error"
+    assert by_id["b2"].find("error/{urn:ietf:params:xml:ns:xmpp-stanzas}not-allowed") is not None
+    assert world.sessions.get(BOT) is owner and not session.closed

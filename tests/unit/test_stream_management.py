@@ -215,3 +215,21 @@ def test_the_server_asks_for_acks_so_a_client_that_only_answers_stays(tmp_path: 
             session.receive_data(f"<a xmlns='{SM}' h='{received}'/>".encode())
     assert not session.closed and requests >= 200 // ACK_WINDOW - 1
     assert session.sm is not None and session.sm.unacked < ACK_WINDOW
+
+
+def test_a_resume_and_a_bind_in_one_chunk_keep_the_bind(tmp_path: Path) -> None:
+    """§5: resumption is instead of a bind. A client that sends both at once gets the bind
+    (answered first) and <unexpected-request/> for the resume; the old session stays
+    detached and resumable, and nothing raises."""
+    world = World(tmp_path)
+    cert = device()
+    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
+    old, _ = bound(world, cert)
+    resume_id = enable(old)
+    old.detach()
+    new, _ = authenticated(world, cert)
+    actions = new.receive_data(f"<resume xmlns='{SM}' previd='{resume_id}' h='0'/>".encode() + BIND)
+    assert actions == [ResumeRequested(resume_id, 0), Bound()]
+    assert new.resume(old, resume_id, 0) == []
+    assert b"<unexpected-request" in new.data_to_send()
+    assert new.jid == BOT and old.sm is not None and old.resumable
