@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import queue
 import re
 import signal
@@ -50,6 +51,10 @@ def serve(data: Path, port: int) -> None:
     from server_ext.net.server import serve as run_server
 
     raise_fd_limit()
+    if os.environ.get("BENCH_SERVER_LOG"):  # the server's log on stderr, at that level
+        import logging
+
+        logging.basicConfig(level=os.environ["BENCH_SERVER_LOG"].upper())
     config = ServerConfig(
         domain="localhost",
         data_dir=data,
