@@ -335,11 +335,6 @@ async def _run(
             record_status(state_dir, AgentState.REFUSED, str(exc))
             raise LoginRefused(str(exc)) from None
         except ConnectionFailed as exc:
-            if not link.resumable:
-                # Nothing to resume: the next attempt starts from a fresh client, with no
-                # queue or parser state left from this one (slixmpp writes what it had
-                # queued to the next connection, before STARTTLS).
-                link = None
             delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay

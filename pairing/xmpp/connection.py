@@ -299,19 +299,29 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
     try:
         return await asyncio.wait_for(done, timeout)
     except TimeoutError:
-        # Close the half-done stream: the caller retries with this client, and a stream
-        # left running would go on beside the next one (two binds on one parser).
-        client.cancel_connection_attempt()
-        client.abort()
+        _give_up(client)
         raise ConnectionFailed(
             f"no login at {server.host}:{server.port} within {timeout:.0f} s"
         ) from None
     except PairingError:
-        client.abort()
+        _give_up(client)
         raise
     finally:
         for event, handler in handlers.items():
             client.del_event_handler(event, handler)
+
+
+def _give_up(client: PairingClient) -> None:
+    """Leave nothing of a failed login running: the caller decides when to try again.
+
+    slixmpp retries a refused connection on its own (``reschedule_connection_attempt``), and
+    that attempt connected behind the caller's back while it waited; the caller's next login
+    then ran a second stream on the same client (in the reconnect storm: streams refused
+    before STARTTLS, two binds at once, a session replacing itself). A half-done stream is
+    closed for the same reason.
+    """
+    client.cancel_connection_attempt()
+    client.abort()
 
 
 def _connection_failure(server: ServerAddress, error: Any) -> PairingError:

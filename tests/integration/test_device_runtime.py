@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,40 @@ async def test_a_login_that_times_out_closes_its_connection() -> None:
         with pytest.raises(ConnectionFailed, match=r"no login at 127\.0\.0\.1"):
             await login(client, timeout=0.5)
         await asyncio.wait_for(closed.wait(), 5)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_refused_login_leaves_no_attempt_of_its_own_behind() -> None:
+    """slixmpp retries a refused connection by itself a few seconds later; after a failed
+    login nothing may connect behind the agent's back (its own backoff decides), or the
+    agent's next login runs a second stream on the same client."""
+    from pairing.errors import ServerUnreachable
+
+    spare = socket.socket()
+    spare.bind(("127.0.0.1", 0))
+    port = spare.getsockname()[1]
+    spare.close()  # nothing listens there now
+    client = make_client(
+        "alice@localhost/bot",
+        server=ServerAddress("127.0.0.1", port),
+        trust=TrustAnchor(fingerprint="00" * 32),
+        password="unused",
+    )
+    with pytest.raises(ServerUnreachable):
+        await login(client, timeout=5)
+    arrived = asyncio.Event()
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        writer.close()
+
+    listener = await asyncio.start_server(count, "127.0.0.1", port)
+    try:
+        # slixmpp's own retry comes 3 s after the first refusal (its back-off: twice 1 s, plus 1 s).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), 4.5)
     finally:
         listener.close()
         await listener.wait_closed()
