@@ -485,12 +485,16 @@ class C2SStream:
     def _features(self) -> bytes:
         # The features are the same for almost every stream of a phase: serialized once per
         # distinct content, not three times per login (docs/performance.md, "Login cost").
-        key = (
-            self._phase,
-            self._mechanisms,
-            tuple(_shape(e) for e in self._extra_features),
-            tuple(_shape(e) for e in self._session_features),
-        )
+        # Each phase's features depend on what that phase offers only, so only that part of
+        # the content is read for the key (one or two small elements, not every feature).
+        phase = self._phase
+        key: _FeaturesKey
+        if phase is Phase.SECURED:
+            key = (phase, self._mechanisms, tuple(_shape(e) for e in self._extra_features))
+        elif phase is Phase.AUTHENTICATED:
+            key = (phase, (), tuple(_shape(e) for e in self._session_features))
+        else:
+            key = (phase, (), ())
         cached = _FEATURES.get(key)
         if cached is None:
             cached = self._build_features()
@@ -554,7 +558,8 @@ _Shape = tuple[str, tuple[tuple[str, str], ...], str | None, str | None, tuple["
 # Serialized <stream:features/> by phase, mechanisms and the content of the extra features
 # (before and after SASL). A few distinct keys exist in practice (with or without a client
 # certificate, TLS 1.2 or 1.3); the bound only keeps odd configurations from growing it.
-_FEATURES: dict[tuple[Phase, tuple[str, ...], tuple[_Shape, ...], tuple[_Shape, ...]], bytes] = {}
+_FeaturesKey = tuple[Phase, tuple[str, ...], tuple[_Shape, ...]]
+_FEATURES: dict[_FeaturesKey, bytes] = {}
 _FEATURES_CACHE_SIZE = 64
 
 

@@ -7,6 +7,7 @@ namespace change as a default ``xmlns='…'`` declaration (never an ``ns0:`` pre
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 from typing import Final
@@ -162,12 +163,22 @@ def stream_header(
     """The receiving entity's response stream header (RFC 6120 §4.7)."""
     to_attribute = f" to='{_escape_attribute(to)}'" if to else ""
     return (
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
-        " xmlns:stream='http://etherx.jabber.org/streams'"
-        f" id='{_escape_attribute(stream_id)}' from='{_escape_attribute(from_domain)}'"
-        f"{to_attribute} version='{_escape_attribute(version)}'"
-        f" xml:lang='{_escape_attribute(lang)}'>"
+        f"{_HEADER_START}{_escape_attribute(stream_id)}' from='{_escaped(from_domain)}'"
+        f"{to_attribute} version='{_escaped(version)}' xml:lang='{_escaped(lang)}'>"
     ).encode()
+
+
+_HEADER_START = (
+    "<?xml version='1.0'?><stream:stream xmlns='jabber:client'"
+    " xmlns:stream='http://etherx.jabber.org/streams' id='"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _escaped(value: str) -> str:
+    """An attribute value that repeats on every stream (the domain, version, language),
+    escaped once."""
+    return _escape_attribute(value)
 
 
 def stream_error(
