@@ -48,16 +48,22 @@ class Owner:
         raise AssertionError(f"no {kind} presence from {sender}: {self.seen}")
 
 
+async def start_agent(state_dir: Path, stop: asyncio.Event) -> asyncio.Task[None]:
+    """`device-agent run` for ``state_dir``, once it reports that it is online."""
+    lines: list[str] = []
+    task = asyncio.create_task(run(state_dir, report=lines.append, min_delay=0.1, stop=stop))
+    await wait_for_line(lines, "online as alice@localhost/sensor")
+    return task
+
+
 async def test_the_owner_sees_the_device_come_online_with_its_name(
     xmpp_server: RunningServer, tmp_path: Path
 ) -> None:
     store = await enrolled_agent(xmpp_server, tmp_path / "sensor", name="Kitchen sensor")
     owner = Owner(xmpp_server)
     await owner.online()
-    lines: list[str] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1, stop=stop))
-    await wait_for_line(lines, "online as alice@localhost/sensor")
+    task = await start_agent(store.state_dir, stop)
     _, _, status = await owner.wait_for("alice@localhost/sensor")
     assert status == "Kitchen sensor"
     stop.set()
@@ -70,10 +76,8 @@ async def test_an_owner_who_comes_later_sees_the_running_device_with_its_name(
     xmpp_server: RunningServer, tmp_path: Path
 ) -> None:
     store = await enrolled_agent(xmpp_server, tmp_path / "sensor", name="Kitchen sensor")
-    lines: list[str] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1, stop=stop))
-    await wait_for_line(lines, "online as alice@localhost/sensor")
+    task = await start_agent(store.state_dir, stop)
     owner = Owner(xmpp_server)
     await owner.online()
     _, _, status = await owner.wait_for("alice@localhost/sensor")
@@ -109,10 +113,8 @@ async def test_an_inactive_client_is_spared_the_fleet_s_presence_and_catches_up(
     assert say_inactive(kiosk.client)  # the server offered XEP-0352
     kiosk.client.send_presence()
     await laptop.wait_for("alice@localhost/kiosk")  # the active one hears the inactive one
-    lines: list[str] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(run(store.state_dir, report=lines.append, min_delay=0.1, stop=stop))
-    await wait_for_line(lines, "online as alice@localhost/sensor")
+    task = await start_agent(store.state_dir, stop)
     _, _, status = await laptop.wait_for("alice@localhost/sensor")
     assert status == "Kitchen sensor"
     await ping_server(kiosk.client)

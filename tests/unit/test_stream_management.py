@@ -181,7 +181,9 @@ def test_a_zero_timeout_turns_resumption_off(tmp_path: Path) -> None:
     assert not session.resumable
 
 
-def test_a_stream_that_ends_in_the_same_chunk_does_not_take_the_session(tmp_path: Path) -> None:
+def detached_and_back(tmp_path: Path) -> tuple[C2SSession, str, C2SSession]:
+    """A device's session left detached with resumption on, and the same device's new
+    stream, authenticated: (old session, its resume id, new session)."""
     world = World(tmp_path)
     cert = device()
     world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
@@ -189,6 +191,11 @@ def test_a_stream_that_ends_in_the_same_chunk_does_not_take_the_session(tmp_path
     resume_id = enable(old)
     old.detach()
     new, _ = authenticated(world, cert)
+    return old, resume_id, new
+
+
+def test_a_stream_that_ends_in_the_same_chunk_does_not_take_the_session(tmp_path: Path) -> None:
+    old, resume_id, new = detached_and_back(tmp_path)
     actions = new.receive_data(
         f"<resume xmlns='{SM}' previd='{resume_id}' h='0'/></stream:stream>".encode()
     )
@@ -221,13 +228,7 @@ def test_a_resume_and_a_bind_in_one_chunk_keep_the_bind(tmp_path: Path) -> None:
     """§5: resumption is instead of a bind. A client that sends both at once gets the bind
     (answered first) and <unexpected-request/> for the resume; the old session stays
     detached and resumable, and nothing raises."""
-    world = World(tmp_path)
-    cert = device()
-    world.registry.devices.add(ALICE, "bot", cert, added_by="t", added_via="t")
-    old, _ = bound(world, cert)
-    resume_id = enable(old)
-    old.detach()
-    new, _ = authenticated(world, cert)
+    old, resume_id, new = detached_and_back(tmp_path)
     actions = new.receive_data(f"<resume xmlns='{SM}' previd='{resume_id}' h='0'/>".encode() + BIND)
     assert actions == [ResumeRequested(resume_id, 0), Bound()]
     assert new.resume(old, resume_id, 0) == []
