@@ -324,6 +324,8 @@ def ejabberd(folder: Path, count: int) -> Target:
             c2s_listener={"tls_verify": True},
             top_level={"c2s_cafile": str(ca)},
             ports=ports,
+            # XEP-0352, as ejabberd's default configuration has it (queue_presence: true).
+            modules=("mod_client_state",),
         ),
     )
 
@@ -371,6 +373,7 @@ def prosody(folder: Path, count: int) -> Target:
             ],
             host_lines=['authentication = "ccert"'],
             ports=ports,
+            modules=("csi_simple",),  # XEP-0352, in Prosody 0.12's default configuration
         ),
     )
     instance.start()

@@ -303,6 +303,8 @@ class EjabberdConfig:
     # names; None: picked free at each start. Fixed ports suit a private network namespace,
     # where no other program can take them meanwhile.
     ports: tuple[int, int, int] | None = None
+    # More modules, with their default options (e.g. mod_client_state for XEP-0352).
+    modules: Sequence[str] = ()
 
     @property
     def component_domain(self) -> str:
@@ -427,6 +429,7 @@ class EjabberdNode:
         ]
         if cfg.http_api:
             lines.append("  mod_http_api: {}")
+        lines += [f"  {module}: {{}}" for module in cfg.modules]
         lines += [f"{key}: {_yaml(value)}" for key, value in cfg.top_level.items()]
         return "\n".join(lines) + "\n"
 
