@@ -24,6 +24,7 @@ from device_agent.state_files import MalformedRecord, StateFile
 from pairing.errors import (
     AuthenticationFailed,
     ConnectionFailed,
+    LoginTimedOut,
     PairingError,
     RequestFailed,
     ServerIdentityMismatch,
@@ -38,6 +39,9 @@ from pairing.xmpp.connection import (
     on_stream_error,
     say_inactive,
 )
+
+#: How long a login may take at first (see :func:`run`).
+LOGIN_TIMEOUT = 10.0
 
 #: The agent's slixmpp plugins: resumption after a short drop, and client state indication.
 _PLUGINS = (STREAM_MANAGEMENT, CLIENT_STATE)
@@ -202,6 +206,7 @@ async def run(
     max_delay: float = 60.0,
     stop: asyncio.Event | None = None,
     rotate_before: dt.timedelta | None = None,
+    login_timeout: float = LOGIN_TIMEOUT,
 ) -> None:
     """Stay online until ``stop`` is set; raises :class:`LoginRefused` when retrying is futile.
 
@@ -210,6 +215,10 @@ async def run(
     expired while it was off renews it first (docs/admin.md, "Renewal after expiry"). Online,
     it sends presence with its name, so its owner's clients show it among the account's
     resources. One agent per state directory: a second one raises :class:`AlreadyRunning`.
+
+    A login gets ``login_timeout`` seconds; one that ran out of it doubles the time the next
+    attempt gets, up to ``max_delay``, until a login succeeds: a server that is slow under
+    load gets more time from its devices, not more abandoned handshakes.
     """
     stop = stop or asyncio.Event()
     if rotate_before is not None:
@@ -219,7 +228,7 @@ async def run(
         report(f"refused: this device was revoked ({previous.reason}); run device-agent reset")
         raise LoginRefused(previous.reason or "revoked")
     with agent_lock(state_dir):
-        await _run(state_dir, report, min_delay, max_delay, stop, rotate_before)
+        await _run(state_dir, report, min_delay, max_delay, stop, rotate_before, login_timeout)
 
 
 async def _renew_expired(
@@ -293,8 +302,10 @@ async def _run(
     max_delay: float,
     stop: asyncio.Event,
     rotate_before: dt.timedelta | None,
+    login_timeout: float,
 ) -> None:
     delay = min_delay
+    timeout = login_timeout  # doubled after a login that ran out of it, up to max_delay
     link: _Link | None = None  # after a lost link: the client whose session may resume
     while not stop.is_set():
         if renewal.expired(state_dir):
@@ -314,7 +325,7 @@ async def _run(
         client, gone, revoked = link.client, link.gone, link.revoked
         gone.clear()
         try:
-            bound = await login(client)
+            bound = await login(client, timeout=timeout)
         except (AuthenticationFailed, StreamClosed) as exc:
             link = None
             if exc.revoked:
@@ -335,9 +346,12 @@ async def _run(
             record_status(state_dir, AgentState.REFUSED, str(exc))
             raise LoginRefused(str(exc)) from None
         except ConnectionFailed as exc:
+            if isinstance(exc, LoginTimedOut):
+                timeout = min(2 * timeout, max(login_timeout, max_delay))
             delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
             continue
         delay = min_delay
+        timeout = login_timeout
         if not client.resumed:
             announce(client, state_dir)
         record_status(state_dir, AgentState.ONLINE, str(bound))

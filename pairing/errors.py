@@ -23,6 +23,11 @@ class ConnectionFailed(PairingError):
     """The server could not be reached or the connection dropped before login finished."""
 
 
+class LoginTimedOut(ConnectionFailed):
+    """The server took the connection but the login did not finish in time (a server under
+    load, a link that stalls)."""
+
+
 class ServerUnreachable(ConnectionFailed):
     """No server answered at the address (nothing listens, no route, no such host).
 

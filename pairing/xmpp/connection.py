@@ -28,6 +28,7 @@ from pairing.errors import (
     AuthenticationFailed,
     ConnectionFailed,
     CredentialFileError,
+    LoginTimedOut,
     PairingError,
     ServerIdentityMismatch,
     ServerUnreachable,
@@ -300,8 +301,8 @@ async def login(client: PairingClient, *, timeout: float = 10.0) -> JID:
         return await asyncio.wait_for(done, timeout)
     except TimeoutError:
         _give_up(client)
-        raise ConnectionFailed(
-            f"no login at {server.host}:{server.port} within {timeout:.0f} s"
+        raise LoginTimedOut(
+            f"no login at {server.host}:{server.port} within {timeout:g} s"
         ) from None
     except PairingError:
         _give_up(client)

@@ -291,3 +291,52 @@ async def test_a_refused_login_leaves_no_attempt_of_its_own_behind() -> None:
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+async def test_a_server_too_slow_to_log_in_gets_more_time_not_more_connections(
+    xmpp_server: RunningServer, tmp_path: Path
+) -> None:
+    """Against a server that accepts and then does not finish the login in time (under load),
+    each attempt that ran out of time doubles the next one's, up to the slowest backoff: an
+    overloaded ejabberd or Prosody in the reconnect storm (docs/performance.md) spent its
+    time on handshakes the devices then abandoned."""
+    import dataclasses
+
+    from device_agent.enrollment import ServerSettings
+
+    store = await enrolled_agent(xmpp_server, tmp_path / "sensor")
+    accepted: list[float] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(asyncio.get_running_loop().time())
+        while await reader.read(4096):
+            pass
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    settings = ServerSettings.load(store.state_dir)
+    dataclasses.replace(settings, port=port).save(store.state_dir)
+    lines: list[str] = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(
+            store.state_dir,
+            report=lines.append,
+            min_delay=0.05,
+            max_delay=1.0,
+            stop=stop,
+            login_timeout=0.25,
+        )
+    )
+    try:
+        await wait_for_line(lines, "within 1 s", timeout=15)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        listener.close()
+        await listener.wait_closed()
+    waits = [line.split("within ")[1].split(";")[0] for line in lines if "no login at" in line]
+    assert waits[:3] == ["0.25 s", "0.5 s", "1 s"], lines
+    # One connection per attempt (and perhaps the one the stop interrupted).
+    assert len(waits) <= len(accepted) <= len(waits) + 1
