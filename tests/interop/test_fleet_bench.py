@@ -35,3 +35,27 @@ def test_the_fleet_bench_logs_a_small_fleet_into_both_stock_servers(tmp_path: Pa
     for server in ("ejabberd", "prosody"):
         row = rows[server]
         assert (row["held"], row["errors"], row["probe_errors"]) == (6, 0, 0), row
+
+
+def test_the_storm_bench_restarts_both_stock_servers_under_device_agents(tmp_path: Path) -> None:
+    """bench/storm_bench.py's stock side: device-agent state directories with CA-signed
+    certificates log in to ejabberd (c2s_cafile) and Prosody (mod_auth_ccert), with XEP-0352,
+    and come back after the server restarts on the same port."""
+    out = tmp_path / "storm.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "storm_bench.py"),
+            *("--devices", "4", "--agents-per-process", "2", "--downtime", "0.5"),
+            *("--timeout", "60", "--servers", "ejabberd,prosody", "--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = {row["server"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"ejabberd 23.01", "Prosody 0.12.3"}, done.stdout[-2000:]
+    for row in rows.values():
+        assert (row["cold_start_online"], row["back_online"], row["early"]) == (4, 4, 0), row
