@@ -1,4 +1,5 @@
-"""EXTERNAL logins on ejabberd beside our embedded server, and enrollment through the HTTPS face.
+"""EXTERNAL logins on ejabberd and Prosody beside our embedded server, and enrollment through
+the HTTPS face.
 
 Run:  python bench/stock_bench.py [--clients 50] [--seconds 10] [--devices 50]
                                   [--enrollments 1000] [--parallel 50]
@@ -12,7 +13,9 @@ Everything runs on 127.0.0.1 in one run, on the same machine, with the same clie
         (docs/server.md, "Stock servers"),
       - ejabberd with a device CA in ``c2s_cafile`` and CA-signed device certificates (the
         "CA mode" the issue names, which ``server-ext`` does not use because ejabberd cannot
-        revoke such a certificate);
+        revoke such a certificate),
+      - Prosody 0.12 with ``mod_auth_ccert`` and the same device CA (bench/fleet_bench.py's
+        configuration);
     server CPU per login is read from /proc around the measured window (for ejabberd, every
     process of the node's process group);
   * enrollment: ``--enrollments`` devices, each with its own key and token (v2 URI), enroll
@@ -232,6 +235,21 @@ def logins(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[Result, Resul
                 node.stop()
     finally:
         world.stop()
+    # Prosody checks a client certificate only against a CA (mod_auth_ccert), as in the
+    # fleet bench; how server-ext runs it (its own module asking the registry) adds an HTTP
+    # round trip to server-ext per login and is measured by the interop tests, not here.
+    from bench.fleet_bench import start_prosody
+
+    prosody = start_prosody(tmp / "prosody", ca.cert_path)
+    try:
+        both(
+            "Prosody, device CA (ccert)",
+            prosody.port,
+            prosody.pid,
+            contexts(prosody.server_cert, signed),
+        )
+    finally:
+        prosody.stop()  # type: ignore[operator]
     return results
 
 

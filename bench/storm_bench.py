@@ -184,7 +184,7 @@ class Reports:
     def _pump(self, number: int, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            parts = line.split(maxsplit=3)
+            parts = line.rstrip("\n").split(maxsplit=3)
             if len(parts) >= 3 and parts[0] in ("online", "offline"):
                 if len(parts) == 4:
                     # The address and port vary per attempt; the reason is what counts.
