@@ -238,15 +238,18 @@ def logins(args: argparse.Namespace, tmp: Path) -> dict[str, tuple[Result, Resul
     # Prosody checks a client certificate only against a CA (mod_auth_ccert), as in the
     # fleet bench; how server-ext runs it (its own module asking the registry) adds an HTTP
     # round trip to server-ext per login and is measured by the interop tests, not here.
-    from bench.fleet_bench import start_prosody
+    # Its certificates carry no extended key usage: Prosody 0.12 checks client chains with a
+    # server's purpose (bench/fleet_bench.py, make_devices).
+    from bench.fleet_bench import make_devices, start_prosody
 
-    prosody = start_prosody(tmp / "prosody", ca.cert_path)
+    prosody_ca, prosody_devices = make_devices(tmp / "prosody-devices", args.devices)
+    prosody = start_prosody(tmp / "prosody", prosody_ca)
     try:
         both(
             "Prosody, device CA (ccert)",
             prosody.port,
             prosody.pid,
-            contexts(prosody.server_cert, signed),
+            [client_context(prosody.server_cert, d.cert, d.key) for d in prosody_devices],
         )
     finally:
         prosody.stop()  # type: ignore[operator]
