@@ -191,7 +191,7 @@ _PLUGIN_CONFIG: dict[str, dict[str, Any]] = {CLIENT_STATE: {"order": 8000}}
 
 
 def say_inactive(client: slixmpp.ClientXMPP) -> bool:
-    """Tell the server nobody is looking at this client (XEP-0352 §3), if it offered that.
+    """Tell the server nobody is looking at this client (XEP-0352 §4.2), if it offered that.
 
     A headless device never shows the presence of its account's other resources; an inactive
     client is spared them, which is what keeps an account with thousands of devices from

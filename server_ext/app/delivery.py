@@ -191,14 +191,14 @@ class Dispatcher:
     # --- XEP-0352 client state indication ---------------------------------------------------
 
     def client_state(self, sender: Sender, *, active: bool) -> None:
-        """The client says whether anyone is looking at it (XEP-0352 §3).
+        """The client says whether anyone is looking at it (XEP-0352 §4.2).
 
         An inactive client is not sent the presence of the account's other resources: a
         headless device never shows it, and with thousands of devices on one account that
         broadcast is what costs (each of N devices coming online would otherwise reach the
         N - 1 others). It is not queued either: the client learns the current presence of
         every available resource when it becomes active again, which is what a queue that
-        keeps only each resource's latest presence (XEP-0352 §4) would deliver. It still
+        keeps only each resource's latest presence (XEP-0352 §3.2) would deliver. It still
         hears that a resource it knew to be available went away.
         """
         if not active:

@@ -59,7 +59,7 @@ peer_log = CappedLog(log)  # for what peers do wrong: they must not be able to f
 PASSWORD_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN")
 PLUS_MECHANISMS = ("SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS")
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"  # XEP-0440
-_CSI_FEATURE = ET.Element(ns.clark(ns.CSI, "csi"))  # XEP-0352 §2, offered after SASL
+_CSI_FEATURE = ET.Element(ns.clark(ns.CSI, "csi"))  # XEP-0352 §4.1, offered after SASL
 _CSI_PREFIX = "{" + ns.CSI + "}"
 REQUEST_ACK = f"<r xmlns='{sm.SM_NS}'/>".encode()
 # What the unacknowledged queue (stanzas this server serialized) is read back within.
