@@ -34,6 +34,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -333,16 +334,13 @@ def ejabberd(folder: Path, count: int) -> Target:
         if node.log_path.exists():  # its readiness is read from the log: a fresh one
             node.log_path.rename(node.log_path.with_suffix(f".{time.time():.0f}"))
         node.start()
-        try:
-            node.register("alice", "bench-password")
-        except Exception:
-            pass  # already registered: mnesia kept it across the restart
 
     def close() -> None:
         node.stop()
         world.stop()
 
     start()
+    node.register("alice", "bench-password")  # mnesia keeps it across the restart
     assert node.process is not None
     return Target(
         "ejabberd 23.01",
@@ -390,6 +388,18 @@ def prosody(folder: Path, count: int) -> Target:
     )
 
 
+def _first_accept(port: int, accepted: list[float], timeout: float = 60.0) -> None:
+    """Append the time the port first accepts a TCP connection (polled every 5 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                accepted.append(time.time())
+                return
+        except OSError:
+            time.sleep(0.005)
+
+
 SERVERS: dict[str, Callable[[Path, int], Target]] = {
     "ours": ours,
     "ejabberd": ejabberd,
@@ -428,8 +438,14 @@ def storm(target: Target, folder: Path, args: argparse.Namespace) -> dict[str, o
         down_at = time.time()
         target.stop()
         time.sleep(args.downtime)
+        # "Up" is the first moment the port accepts a connection: a server's own readiness
+        # signal (a log line, a registration after it) can come after devices got in.
+        accepted: list[float] = []
+        watcher = threading.Thread(target=_first_accept, args=(target.port, accepted))
+        watcher.start()
         target.start()
-        up_at = time.time()
+        watcher.join(timeout=60)
+        up_at = min(accepted[0], time.time()) if accepted else time.time()
         pid = target.pid()
         peak = {"cpu": 0.0, "rss": 0}
         last = [time.monotonic(), tree_cpu_seconds(pid)]
