@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -347,20 +348,42 @@ def start_ours(folder: Path, devices: list[Device], probe: Device) -> Running:
     return Running(proc.pid, int(line[1]), server_cert, stop)
 
 
+def ejabberd_ca_config(server_cert: Any, ca: Path, **more: Any) -> Any:
+    """ejabberd trusting the device CA for EXTERNAL (``c2s_cafile``, ``tls_verify``)."""
+    from tests.support.stock_servers import EjabberdConfig
+
+    return EjabberdConfig(
+        server_cert=server_cert,
+        c2s_listener={"tls_verify": True},
+        top_level={"c2s_cafile": str(ca)},
+        **more,
+    )
+
+
+def prosody_ccert_config(folder: Path, server_cert: Any, ca: Path, **more: Any) -> Any:
+    """Prosody with ``mod_auth_ccert`` and the device CA as the trust anchor."""
+    from tests.support.stock_servers import ProsodyConfig
+
+    return ProsodyConfig(
+        server_cert=server_cert,
+        global_lines=[
+            # mod_auth_ccert needs a verified chain: the device CA is the trust anchor.
+            f'c2s_ssl = {{ verify = {{ "peer", "client_once" }}; cafile = "{ca}" }}',
+            # info, not debug: a debug line per stanza would be the cost measured.
+            f'log = {{ info = "{folder / "prosody" / "prosody.log"}"; error = "*stderr" }}',
+        ],
+        host_lines=['authentication = "ccert"'],
+        **more,
+    )
+
+
 def start_ejabberd(folder: Path, ca: Path) -> Running:
     from tests.support.certificates import server_certificate
-    from tests.support.stock_servers import EjabberdConfig, ErlangWorld
+    from tests.support.stock_servers import ErlangWorld
 
     server_cert = server_certificate(folder / "ejabberd-cert", DOMAIN)
     world = ErlangWorld.start(folder / "erlang")
-    node = world.node(
-        folder / "ejabberd",
-        EjabberdConfig(
-            server_cert=server_cert,
-            c2s_listener={"tls_verify": True},
-            top_level={"c2s_cafile": str(ca)},
-        ),
-    )
+    node = world.node(folder / "ejabberd", ejabberd_ca_config(server_cert, ca))
     try:
         node.start()
         node.register(OWNER, "bench-password")
@@ -379,22 +402,10 @@ def start_ejabberd(folder: Path, ca: Path) -> Running:
 
 def start_prosody(folder: Path, ca: Path) -> Running:
     from tests.support.certificates import server_certificate
-    from tests.support.stock_servers import ProsodyConfig, ProsodyInstance
+    from tests.support.stock_servers import ProsodyInstance
 
     server_cert = server_certificate(folder / "prosody-cert", DOMAIN)
-    instance = ProsodyInstance(
-        folder / "prosody",
-        ProsodyConfig(
-            server_cert=server_cert,
-            global_lines=[
-                # mod_auth_ccert needs a verified chain: the device CA is the trust anchor.
-                f'c2s_ssl = {{ verify = {{ "peer", "client_once" }}; cafile = "{ca}" }}',
-                # info, not debug: a debug line per stanza would be the cost measured.
-                f'log = {{ info = "{folder / "prosody" / "prosody.log"}"; error = "*stderr" }}',
-            ],
-            host_lines=['authentication = "ccert"'],
-        ),
-    )
+    instance = ProsodyInstance(folder / "prosody", prosody_ccert_config(folder, server_cert, ca))
     instance.start()
     assert instance.process is not None
     return Running(instance.process.pid, instance.c2s_port, server_cert.cert, instance.stop)

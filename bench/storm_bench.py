@@ -47,7 +47,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fleet_bench import raise_fd_limit, tree_cpu_seconds, tree_rss_kib  # noqa: E402
+from bench.fleet_bench import (  # noqa: E402
+    ejabberd_ca_config,
+    prosody_ccert_config,
+    raise_fd_limit,
+    tree_cpu_seconds,
+    tree_rss_kib,
+)
 
 OWNER = "alice@localhost"
 
@@ -308,7 +314,7 @@ def stock_state_dirs(
 
 def ejabberd(folder: Path, count: int) -> Target:
     from tests.support.certificates import server_certificate
-    from tests.support.stock_servers import EjabberdConfig, ErlangWorld
+    from tests.support.stock_servers import ErlangWorld
 
     server_cert = server_certificate(folder / "server-cert", "localhost")
     world = ErlangWorld.start(folder / "erlang")
@@ -318,17 +324,9 @@ def ejabberd(folder: Path, count: int) -> Target:
 
     ports = (free_port(), free_port(), free_port())
     ca, dirs = stock_state_dirs(folder, count, ports[0], server_cert.cert)
-    node = world.node(
-        folder / "ejabberd",
-        EjabberdConfig(
-            server_cert=server_cert,
-            c2s_listener={"tls_verify": True},
-            top_level={"c2s_cafile": str(ca)},
-            ports=ports,
-            # XEP-0352, as ejabberd's default configuration has it (queue_presence: true).
-            modules=("mod_client_state",),
-        ),
-    )
+    # XEP-0352, as ejabberd's default configuration has it (queue_presence: true).
+    config = ejabberd_ca_config(server_cert, ca, ports=ports, modules=("mod_client_state",))
+    node = world.node(folder / "ejabberd", config)
 
     def start() -> None:
         if node.log_path.exists():  # its readiness is read from the log: a fresh one
@@ -356,24 +354,14 @@ def ejabberd(folder: Path, count: int) -> Target:
 
 def prosody(folder: Path, count: int) -> Target:
     from tests.support.certificates import server_certificate
-    from tests.support.stock_servers import ProsodyConfig, ProsodyInstance, free_port
+    from tests.support.stock_servers import ProsodyInstance, free_port
 
     server_cert = server_certificate(folder / "server-cert", "localhost")
     ports = (free_port(), free_port(), free_port())
     ca, dirs = stock_state_dirs(folder, count, ports[0], server_cert.cert)
-    instance = ProsodyInstance(
-        folder / "prosody",
-        ProsodyConfig(
-            server_cert=server_cert,
-            global_lines=[
-                f'c2s_ssl = {{ verify = {{ "peer", "client_once" }}; cafile = "{ca}" }}',
-                f'log = {{ info = "{folder / "prosody" / "prosody.log"}"; error = "*stderr" }}',
-            ],
-            host_lines=['authentication = "ccert"'],
-            ports=ports,
-            modules=("csi_simple",),  # XEP-0352, in Prosody 0.12's default configuration
-        ),
-    )
+    # XEP-0352, in Prosody 0.12's default configuration.
+    config = prosody_ccert_config(folder, server_cert, ca, ports=ports, modules=("csi_simple",))
+    instance = ProsodyInstance(folder / "prosody", config)
     instance.start()
     assert instance.process is not None
     return Target(
