@@ -24,10 +24,12 @@ import pytest
 from cryptography import x509
 
 import device_agent
-from device_agent.enrollment import ServerSettings
+from device_agent.enrollment import ServerSettings, enroll_https
 from device_agent.keystore import KeyStore
+from device_agent.runtime import run
 from pairing.protocol.identity import PeerCertificate, build_device_certificate, generate_key
 from pairing.protocol.jid import JID
+from pairing.protocol.uri import HTTPSEnrollmentURI
 from pairing.xmpp.connection import PairingClient, logout
 from server_ext.app.adhoc import COMMANDS, NODE_REVOKE
 from server_ext.model import CertState
@@ -198,6 +200,47 @@ async def test_a_bot_paired_by_qr_logs_in_rotates_and_is_revoked_by_the_operator
         assert found is not None and found.state is CertState.REVOKED
     assert world.devices(owner)["bot"]["state"] == "revoked"
     assert world.devices(owner)["bot"]["online"] is False
+
+
+async def test_device_agent_run_rotates_a_short_lived_certificate_before_it_expires(
+    world: World, tmp_path: Path
+) -> None:
+    """``device-agent run`` renews over HTTPS before expiry and stays online: the successor
+    logs in before the old session goes, the agent never reports itself offline, and the
+    certificate it replaced is refused at once although it has not expired."""
+    owner = world.account("rot")
+    world.login(owner)
+    uri = HTTPSEnrollmentURI.parse(world.token(owner, "short"))
+    state = tmp_path / "short"
+    await enroll_https(KeyStore(state), uri, valid_for=dt.timedelta(seconds=300))
+    first = certificate_files(state)
+
+    lines: list[str] = []
+    stop = asyncio.Event()
+    # Due 299 s before expiry: about a second after the device comes online.
+    task = asyncio.create_task(
+        run(state, report=lines.append, stop=stop, rotate_before=dt.timedelta(seconds=299))
+    )
+    try:
+        for _ in range(600):  # up to 60 s: ejabberd reloads its trust file for the successor
+            if any(line.startswith("rotated") for line in lines) or task.done():
+                break
+            await asyncio.sleep(0.1)
+        assert any(line.startswith("rotated") for line in lines), lines
+        # Online once, never offline on the way: the rotation was make-before-break.
+        assert [line for line in lines if line.startswith("online as")] == [
+            f"online as {owner.jid}/short"
+        ], lines
+        assert not [line for line in lines if "offline" in line or "lost" in line], lines
+        second = certificate_files(state)
+        assert second.certificate != first.certificate
+        devices = await asyncio.to_thread(world.devices, owner)
+        assert devices["short"]["online"] is True
+        assert await refused(world, first, "short")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert lines[-1] == "stopped", lines
 
 
 # -- LAN pairing with the label's code --------------------------------------------------------
