@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -205,6 +206,9 @@ class PeerCertificate:
     client_auth: bool  # False when extendedKeyUsage excludes TLS client authentication
     key_type: KeyType
     key_bits: int  # the key size (RSA, DSA) or the curve's size (EC); 0 when unknown
+    # The subject's public key, read once here (proofs of possession verify with it); None
+    # when the certificate's key cannot be read. Not part of equality: the DER already is.
+    public_key: CertificatePublicKeyTypes | None = field(compare=False, repr=False)
     curve: str | None = None  # the EC curve's name, e.g. "secp256r1"
     # A certificate that may sign others (signs_certificates()). Listed as a trust anchor
     # (ejabberd's c2s_cafile) it would let its key mint certificates for any account.
@@ -218,7 +222,11 @@ class PeerCertificate:
     @classmethod
     def from_x509(cls, cert: x509.Certificate) -> PeerCertificate:
         der = certificate_der(cert)
-        key_type, bits, curve = _key_facts(cert)
+        try:
+            public_key: CertificatePublicKeyTypes | None = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            public_key = None
+        key_type, bits, curve = _key_facts(public_key)
         return cls(
             der=der,
             fingerprint=fingerprint(der),
@@ -228,6 +236,7 @@ class PeerCertificate:
             client_auth=allows_client_auth(cert),
             key_type=key_type,
             key_bits=bits,
+            public_key=public_key,
             curve=curve,
             certificate_authority=signs_certificates(cert),
         )
@@ -258,11 +267,7 @@ class UnreadableCertificate:
             return cls(der, fingerprint(der), str(exc))
 
 
-def _key_facts(cert: x509.Certificate) -> tuple[KeyType, int, str | None]:
-    try:
-        key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        return KeyType.OTHER, 0, None
+def _key_facts(key: CertificatePublicKeyTypes | None) -> tuple[KeyType, int, str | None]:
     if isinstance(key, rsa.RSAPublicKey):
         return KeyType.RSA, key.key_size, None
     if isinstance(key, ec.EllipticCurvePublicKey):

@@ -9,12 +9,12 @@ in, bytes or :class:`InvalidProof` out.
 
 from __future__ import annotations
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 
-from pairing.errors import CertificateError, PairingError
-from pairing.protocol.identity import load_certificate
+from pairing.errors import PairingError
+from pairing.protocol.identity import PeerCertificate
 
 SigningKey = (
     ec.EllipticCurvePrivateKey
@@ -54,13 +54,11 @@ def verify(public_key: object, signature: bytes, message: bytes) -> None:
         raise InvalidProof("the signature does not verify") from None
 
 
-def verify_by_certificate(der: bytes, signature: bytes, message: bytes) -> None:
-    """:func:`verify` with the key of the certificate ``der``."""
-    try:
-        key = load_certificate(der).public_key()
-    except (CertificateError, ValueError, UnsupportedAlgorithm) as exc:
-        raise InvalidProof(f"the certificate's key cannot be read: {exc}") from None
-    verify(key, signature, message)
+def verify_by_certificate(certificate: PeerCertificate, signature: bytes, message: bytes) -> None:
+    """:func:`verify` with the key of ``certificate`` (read when it was parsed)."""
+    if certificate.public_key is None:
+        raise InvalidProof("the certificate's key cannot be read")
+    verify(certificate.public_key, signature, message)
 
 
 __all__ = ["InvalidProof", "SigningKey", "sign", "verify", "verify_by_certificate"]

@@ -37,7 +37,7 @@ from pairing.protocol.https_api import (
     XMPPServer,
     pem_of_der,
 )
-from pairing.protocol.identity import UnreadableCertificate
+from pairing.protocol.identity import PeerCertificate, UnreadableCertificate
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import InvalidProof, verify_by_certificate
 from pairing.protocol.renewal import RenewalRefused, RenewalRequest, RenewCondition
@@ -124,7 +124,7 @@ class HTTPSAPI:
             request = EnrollRequest.from_json(self._json(body, address))
             self._burn(request.nonce, address)
             self._require_signature(
-                request.certificate.der,
+                request.certificate,
                 request.signature,
                 request.message(),
                 address,
@@ -186,7 +186,7 @@ class HTTPSAPI:
             except RenewalRefused as exc:
                 raise APIRefused(exc.condition.value, exc.text) from None
             self._require_signature(
-                request.certificate.der,
+                request.certificate,
                 request.proof,
                 request.possession(),
                 address,
@@ -243,7 +243,7 @@ class HTTPSAPI:
             request = pairing_wire.PairRequest.from_json(self._json(body, address))
             self._burn(request.nonce, address)
             self._require_signature(
-                request.certificate.der,
+                request.certificate,
                 request.signature,
                 request.message(),
                 address,
@@ -289,7 +289,7 @@ class HTTPSAPI:
             if request is None:
                 raise APIRefused(pairing_wire.UNKNOWN, "this pairing request is not known")
             self._require_signature(
-                request.certificate.der,
+                request.certificate,
                 query.signature,
                 query.message(),
                 address,
@@ -432,12 +432,17 @@ class HTTPSAPI:
         return data
 
     def _require_signature(
-        self, der: bytes, signature: bytes, message: bytes, address: str, refusal_text: str
+        self,
+        certificate: PeerCertificate,
+        signature: bytes,
+        message: bytes,
+        address: str,
+        refusal_text: str,
     ) -> None:
-        """The key of the certificate ``der`` signed ``message``; else a refusal that counts as
-        a failed attempt of ``address`` (the same throttle as XMPP logins)."""
+        """The key of ``certificate`` signed ``message``; else a refusal that counts as a
+        failed attempt of ``address`` (the same throttle as XMPP logins)."""
         try:
-            verify_by_certificate(der, signature, message)
+            verify_by_certificate(certificate, signature, message)
         except InvalidProof:
             self.throttle.failed(None, address)
             raise APIRefused(APICondition.BAD_SIGNATURE, refusal_text) from None
