@@ -10,6 +10,10 @@
 - Each session has its own CSRF token (the synchronizer token pattern), compared in constant
   time on every form; ``SameSite=Strict`` cookies are a second line.
 
+- A session lasts only as long as what it was opened with: every request looks the account
+  up again, so deleting it or changing its password (its SCRAM keys) ends its sessions, and
+  taking admin rights away takes effect at the next click, not at the next login.
+
 In memory: a restart logs everyone out of the page, which costs a login.
 """
 
@@ -26,7 +30,7 @@ from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID
 from server_ext.auth.credentials import verify_password
 from server_ext.errors import ServerExtError
-from server_ext.model import ScramCredentials
+from server_ext.model import Account, ScramCredentials
 from server_ext.policy.throttle import LoginThrottle
 from server_ext.storage.registry import Registry
 
@@ -52,6 +56,9 @@ class WebSession:
     csrf: str
     created_at: dt.datetime
     seen_at: dt.datetime
+    # What the account's stored credentials were at login (a digest of its SCRAM keys); None
+    # when the registry had no record of it (an account of a stock server, first seen here).
+    credentials: str | None = None
 
     def csrf_ok(self, given: str | None) -> bool:
         return given is not None and hmac.compare_digest(given.encode(), self.csrf.encode())
@@ -61,11 +68,30 @@ def _digest(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-class WebSessions:
-    """Live sessions by the SHA-256 of their id."""
+def _credentials_digest(account: Account) -> str:
+    """Changes whenever the account's password does (new salt and keys)."""
+    digest = hashlib.sha256()
+    for c in sorted(account.scram, key=lambda c: c.hash_name):
+        for part in (c.hash_name.encode(), c.salt, str(c.iterations).encode(), c.stored_key):
+            digest.update(len(part).to_bytes(4, "big") + part)
+    return digest.hexdigest()
 
-    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+
+AccountLookup = Callable[[JID], Account | None]
+
+
+class WebSessions:
+    """Live sessions by the SHA-256 of their id.
+
+    With ``accounts`` (the registry's lookup), a session ends when its account is deleted or
+    its password changes, and its admin right follows the registry's.
+    """
+
+    def __init__(
+        self, clock: Callable[[], dt.datetime], accounts: AccountLookup | None = None
+    ) -> None:
         self._clock = clock
+        self._accounts = accounts
         self._sessions: dict[str, WebSession] = {}
 
     def open(self, account: JID, is_admin: bool) -> tuple[str, WebSession]:
@@ -76,7 +102,15 @@ class WebSessions:
             oldest = min(self._sessions, key=lambda k: self._sessions[k].seen_at)
             del self._sessions[oldest]
         session_id = secrets.token_urlsafe(32)
-        session = WebSession(account.bare, is_admin, secrets.token_urlsafe(32), now, now)
+        known = self._accounts(account.bare) if self._accounts is not None else None
+        session = WebSession(
+            account.bare,
+            is_admin,
+            secrets.token_urlsafe(32),
+            now,
+            now,
+            _credentials_digest(known) if known is not None else None,
+        )
         self._sessions[_digest(session_id)] = session
         return session_id, session
 
@@ -91,7 +125,17 @@ class WebSessions:
         if now - session.seen_at > IDLE_TIMEOUT or now - session.created_at > MAX_AGE:
             del self._sessions[key]
             return None
-        touched = replace(session, seen_at=now)
+        is_admin = session.is_admin
+        if self._accounts is not None:
+            current = self._accounts(session.account)
+            if session.credentials is not None and (
+                current is None or _credentials_digest(current) != session.credentials
+            ):  # deleted, or its password changed since this session began
+                del self._sessions[key]
+                return None
+            if current is not None:
+                is_admin = current.is_admin
+        touched = replace(session, seen_at=now, is_admin=is_admin)
         self._sessions[key] = touched
         return touched
 

@@ -139,7 +139,7 @@ class Server:
         self.https: HTTPSFace | None = None
         # The web page (server_ext/net/web.py), on the HTTPS face: its logins and the
         # pairing requests devices make for their owners to approve there.
-        self.web_sessions = WebSessions(registry.clock)
+        self.web_sessions = WebSessions(registry.clock, registry.accounts.get)
         self.pair_requests = PairingRequestBook(registry, config.domain)
         self.web = WebPages(self)
         # On a stock server, users reach the ad-hoc commands through this component.

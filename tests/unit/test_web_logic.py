@@ -147,6 +147,38 @@ def test_a_session_lapses_when_idle(clock: Clock) -> None:
     assert sessions.get(session_id) is None
 
 
+def test_a_session_ends_with_a_password_change_or_the_account_and_follows_admin_rights(
+    registry: Registry, clock: Clock
+) -> None:
+    sessions = WebSessions(clock, registry.accounts.get)
+    registry.accounts.set_admin(ALICE, True)
+    alice, _ = sessions.open(ALICE, True)
+    mallory, _ = sessions.open(MALLORY, False)
+    # Admin rights taken away apply at the next request, not at the next login.
+    registry.accounts.set_admin(ALICE, False)
+    session = sessions.get(alice)
+    assert session is not None and not session.is_admin
+    registry.accounts.set_admin(ALICE, True)
+    session = sessions.get(alice)
+    assert session is not None and session.is_admin
+    # A new password (a thief's session must not outlive it) ends the account's sessions.
+    registry.accounts.set_credentials(ALICE, credentials_for("new password", iterations=4096))
+    assert sessions.get(alice) is None
+    assert sessions.get(mallory) is not None  # nobody else's
+    again, _ = sessions.open(ALICE, True)
+    assert sessions.get(again) is not None  # a login with the new password works
+    # A deleted account's sessions end at once.
+    registry.accounts.delete(MALLORY)
+    assert sessions.get(mallory) is None
+
+
+def test_a_session_of_an_account_the_registry_does_not_hold_keeps_going(clock: Clock) -> None:
+    """Accounts of a stock server (checked there) may have no record here."""
+    sessions = WebSessions(clock, lambda jid: None)
+    session_id, _ = sessions.open(ALICE, False)
+    assert sessions.get(session_id) is not None
+
+
 def test_password_check_uses_the_scram_keys_and_the_login_throttle(registry: Registry) -> None:
     now = [0.0]
     throttle = LoginThrottle(clock=lambda: now[0], pair_limit=3, address_limit=100)
