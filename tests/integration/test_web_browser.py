@@ -376,6 +376,41 @@ async def test_the_admin_filters_the_audit_log(
     await page.wait(lambda d: "This page is for admins." in d.page_source)
 
 
+async def test_the_admin_list_follows_devices_live_and_a_kick_cuts_a_session(
+    web: tuple[RunningServer, Page], tmp_path: Path
+) -> None:
+    server, page = web
+    bot, bot_id = await enroll_device(server, tmp_path, "bot")
+    other, _ = await enroll_device(server, tmp_path, "other")
+    await page.sign_in("root")
+    await page.wait(lambda d: d.current_url.endswith("/devices"))
+    await page.open("/admin")
+    row = f"#all-devices tr[data-device='{bot_id}']"
+    await page.wait(lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.online").text == "online")
+    await page.do(lambda d: d.execute_script("document.body.dataset.marker = 'same page'"))
+    # The device goes away: its row says so without a reload.
+    await logout(bot)
+    await page.wait(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"{row} td.online").text == "offline", 15
+    )
+    assert await page.do(lambda d: d.execute_script("return document.body.dataset.marker")) == (
+        "same page"
+    )
+    # Kick another session from the sessions table: the device is cut off.
+    gone = asyncio.Event()
+    other.add_event_handler("disconnected", lambda _: gone.set())
+    await page.do(
+        lambda d: d.find_element(
+            By.XPATH,
+            "//table[@id='sessions']//form[input[@name='jid']"
+            "[@value='alice@localhost/other']]/button",
+        ).click()
+    )
+    await asyncio.wait_for(gone.wait(), 5)
+    other.abort()
+    await page.wait(lambda d: "alice@localhost/other" not in browser.text_of(d, "#sessions"))
+
+
 async def test_pages_carry_the_security_headers(web: tuple[RunningServer, Page]) -> None:
     server, _ = web
 

@@ -1,5 +1,6 @@
-// The page works without this file. With it: the device table follows the server's live
-// state (server-sent events from /events), and expiry times count down.
+// The page works without this file. With it: the device tables (My devices, and the admin's
+// list of every device) follow the server's live state (server-sent events from /events),
+// and expiry times count down.
 "use strict";
 
 function remaining(until) {
@@ -37,6 +38,7 @@ function followDevices(table) {
           (device.last_login_address ? " from " + device.last_login_address : "");
       }
     }
+    if (table.dataset.rows === "fixed") return;  // a filtered list (admin): new rows wait
     const known = new Set([...table.querySelectorAll("tr[data-device]")].map((r) => r.dataset.device));
     if (Object.keys(state).some((id) => !known.has(id))) {
       window.location.reload();  // a device that was just paired: its row is made by the server
