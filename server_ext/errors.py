@@ -17,6 +17,12 @@ class NoServerData(ConfigError):
     exit_code = 4  # docs/server.md, "Exit codes"
 
 
+class DomainMismatch(ConfigError):
+    """A --domain that is not the one the data directory was set up for (a usage error)."""
+
+    exit_code = 2  # docs/server.md, "Exit codes": as a wrong --domain on any other command
+
+
 class ServerNotRunning(ServerExtError):
     """The command needs the running server, and none answers for this data directory."""
 

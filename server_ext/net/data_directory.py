@@ -16,7 +16,7 @@ from pathlib import Path
 from pairing.secure_files import write_private
 from server_ext.config import ServerConfig
 from server_ext.config_file import has_config, read_config, write_config
-from server_ext.errors import ConfigError
+from server_ext.errors import ConfigError, DomainMismatch
 from server_ext.net.server_certificate import (
     ServerCertificate,
     create_server_certificate,
@@ -47,7 +47,7 @@ def initialise(config: ServerConfig) -> SetUp:
     if has_config(data_dir):
         existing = read_config(data_dir)
         if existing.domain != config.domain:
-            raise ConfigError(
+            raise DomainMismatch(
                 f"{data_dir.absolute()} is already set up for {existing.domain}, not "
                 f"{config.domain}"
             )

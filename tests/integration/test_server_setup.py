@@ -263,7 +263,7 @@ def test_init_writes_the_configuration_once_and_later_commands_read_it(tmp_path:
     )
     assert again["created"] is False and again["sha256"] == record["sha256"]
     other = run("server-ext", "--data-dir", str(data), "init", "--domain", "other.org", ok=False)
-    assert other.returncode == 1 and "already set up for example.org" in other.stderr
+    assert other.returncode == 2 and "already set up for example.org" in other.stderr
     assert ((data / "server.crt").read_bytes(), (data / "server.toml").read_text()) == before
     # The token's QR code points where server.toml says devices connect.
     uri = json.loads(
