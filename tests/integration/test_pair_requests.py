@@ -3,7 +3,9 @@ and a real registry: what a request may and may not become before its owner appr
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,13 @@ from pairing.protocol.jid import JID
 from pairing.protocol.proofs import sign
 from pairing.secure_files import write_private, write_public
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
+from server_ext.app.pair_requests import REQUEST_LIFETIME
 from tests.integration.cli_support import run as run_cli
 from tests.integration.conftest import RunningServer, ServerFactory
 from tests.integration.test_https_api import endpoint
 
 SENSOR = JID.parse("alice@localhost/sensor")
+BIN = Path(sys.executable).parent
 
 
 async def nonce(server: RunningServer) -> str:
@@ -126,3 +130,46 @@ async def test_enroll_request_needs_its_options_and_says_so(tmp_path: Path) -> N
         "device-agent", "--state-dir", str(tmp_path / "d"), "enroll", "--request", ok=False
     )
     assert result.returncode == 2 and "--request needs --jid" in result.stderr
+
+
+class MovableClock:
+    """The server's clock, which a test moves on (the device keeps real time)."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+async def test_a_request_nobody_approves_in_time_stops_the_device_with_a_clear_message(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """RFC 8628 §3.5 ``expired_token``, as the waiting device sees it: one line, exit 1, no
+    traceback, and the key made for the request is gone with it."""
+    clock = MovableClock()
+    server = await make_server(https_port=0, clock=clock)
+    server.add_user("alice")
+    address = server.server.https_address
+    assert address is not None
+    state = tmp_path / "sensor"
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "device-agent"), "--state-dir", str(state),
+        "enroll", "--request", "--jid", str(SENSOR),
+        "--server", f"{address.host}:{address.port}", "--pin", server.fingerprint,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    while True:  # the device shows its code and waits
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line, "device-agent ended before showing its code"
+        if line.startswith(b"user code:"):
+            break
+    clock.now += REQUEST_LIFETIME + dt.timedelta(seconds=1)  # nobody approved it
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1, (out, err)
+    text = err.decode()
+    assert "nobody approved the request in time; run the command again" in text, text
+    assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
+    assert not (state / "device.key").exists()
+    assert server.registry.devices.all() == []
