@@ -237,7 +237,7 @@ def run_client(port: int, server_cert: Path, listing: Path) -> None:
 
 def serve_ours(data: Path) -> None:
     from server_ext.config import ServerConfig
-    from server_ext.net.server import serve
+    from server_ext.net.serve import serve
 
     raise_fd_limit()
     config = ServerConfig(

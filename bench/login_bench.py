@@ -83,7 +83,7 @@ def serve_reference(data: Path, port: int) -> None:
 
 def serve_ours(data: Path, port: int) -> None:
     from server_ext.config import ServerConfig
-    from server_ext.net.server import serve
+    from server_ext.net.serve import serve
 
     config = ServerConfig(
         domain="localhost",

@@ -3,8 +3,9 @@
 Run:  python bench/memory_bench.py [--connections 3000]
 
 Prosody 0.12.3 keeps every closed session for 300 s and stays at about 7x its baseline RSS
-after this load (shared/design/anchors.md). The reference here, in the same run, is the
-server's own RSS after a short warm-up, so the ratio shows what the load left behind.
+after this load (the project's design notes, not in this repository). The reference here, in
+the same run, is the server's own RSS after a short warm-up, so the ratio shows what the load
+left behind.
 """
 
 from __future__ import annotations

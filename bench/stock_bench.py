@@ -114,7 +114,7 @@ def run_load(
 def serve_child(settings: str) -> None:
     """``python bench/stock_bench.py --serve JSON``: server-ext serve with those settings."""
     from server_ext.config import ServerConfig, StockKind
-    from server_ext.net.server import serve
+    from server_ext.net.serve import serve
 
     given = json.loads(settings)
     config = ServerConfig(

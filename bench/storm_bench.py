@@ -63,7 +63,7 @@ OWNER = "alice@localhost"
 
 def serve(data: Path, port: int) -> None:
     from server_ext.config import ServerConfig
-    from server_ext.net.server import serve as run_server
+    from server_ext.net.serve import serve as run_server
 
     raise_fd_limit()
     if os.environ.get("BENCH_SERVER_LOG"):  # the server's log on stderr, at that level

@@ -1,6 +1,6 @@
 """What the web page shows and who may act on what (docs/web.md), without I/O.
 
-The adapter (``server_ext/net/web.py``) asks these functions for the rows of a page and for
+The adapter (``server_ext/net/web_*.py``) asks these functions for the rows of a page and for
 permission before it acts; the device operations themselves are the registry's, the same as
 the CLI's and the XEP-0257 commands'.
 """

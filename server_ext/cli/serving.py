@@ -39,7 +39,7 @@ def serve(settings: Settings, /, verbose: int, log_format: str, **options: Any) 
     changes = overrides(options)
     configure_logging(verbose, log_format=log_format, timestamps=True, base=logging.INFO)
     from server_ext.net.data_directory import initialise
-    from server_ext.net.server import run
+    from server_ext.net.serve import run
 
     if has_config(settings.data_dir):
         config = settings.config

@@ -1,12 +1,12 @@
 """One client's session above the wire: SASL, throttling, enrollment, bind and the resource
 lock, without sockets, timers or TLS records.
 
-The asyncio adapter (``server_ext.net.server``) owns the socket and the TLS engine. It feeds
-plaintext in (:meth:`C2SSession.receive_data`), writes what :meth:`C2SSession.data_to_send`
-returns, and carries out the few things only it can do, which the session returns as
-actions: start TLS, hold a failure back for a while, forget the connection's unauthenticated
-slot, stop the authentication deadline. Tests drive this class with bytes and no I/O
-(``tests/unit/test_c2s_session.py``).
+The asyncio adapter (``server_ext.net.c2s_connection``) owns the socket and the TLS engine.
+It feeds plaintext in (:meth:`C2SSession.receive_data`), writes what
+:meth:`C2SSession.data_to_send` returns, and carries out the few things only it can do, which
+the session returns as actions: start TLS, hold a failure back for a while, forget the
+connection's unauthenticated slot, stop the authentication deadline. Tests drive this class
+with bytes and no I/O (``tests/unit/test_c2s_session.py``).
 """
 
 from __future__ import annotations

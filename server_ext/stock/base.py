@@ -11,7 +11,7 @@ one source of truth; a kind only makes the XMPP server agree with it:
   sessions at once (a revocation, ``server-ext user kick``).
 - :meth:`StockServer.online` for ``devices list`` and XEP-0257 ``<users/>``.
 
-Who calls them: the net layer (``server_ext.net.service``) for the admin channel's
+Who calls them: the net layer (``server_ext.net.server``) for the admin channel's
 ``device-changed``, ``trust-changed`` and ``kick`` requests and for changes made by the app
 layer's handlers (they report :class:`~server_ext.model.RegistryChange` values through
 ``ServerContext.changes``), and the HTTPS face (``server_ext.net.https``), which awaits

@@ -13,7 +13,7 @@ from device_agent.keystore import KeyStore
 from device_agent.runtime import run
 from pairing.protocol.jid import JID
 from server_ext.admin.token_issuer import issue_token
-from server_ext.net.server import C2SConnection
+from server_ext.net.c2s_connection import C2SConnection
 from server_ext.policy.tokens import TokenRules
 from server_ext.session.sm import ACK_WINDOW
 from tests.integration.conftest import DeviceFactory, RunningServer, ServerFactory
