@@ -86,7 +86,7 @@ class SignInPages(WebFace):
         response.set_cookie(
             SESSION_COOKIE, session_id, secure=True, httponly=True, samesite="Strict", path="/"
         )
-        response.del_cookie(LOGIN_COOKIE, path="/")
+        response.del_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -117,7 +117,7 @@ class SignInPages(WebFace):
     ) -> web.StreamResponse:
         self.server.web_sessions.close(request.cookies.get(SESSION_COOKIE))
         response = web.HTTPSeeOther("/login")
-        response.del_cookie(SESSION_COOKIE, path="/")
+        response.del_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
         return response
 
 

@@ -125,6 +125,22 @@ def https_post(
     return response.status, text
 
 
+def https_get(server: RunningServer, path: str, cookie: str | None) -> tuple[int, str]:
+    """A page fetched from outside the browser with the given session cookie."""
+    address = server.server.https_address
+    assert address is not None
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    connection = http.client.HTTPSConnection(address.host, address.port, context=context)
+    headers = {"Cookie": f"__Host-session={cookie}"} if cookie else {}
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    connection.close()
+    return response.status, text
+
+
 async def enroll_device(
     server: RunningServer, tmp_path: Path, name: str = "bot"
 ) -> tuple[Any, int]:
@@ -161,6 +177,12 @@ async def test_sign_in_and_a_wrong_password(web: tuple[RunningServer, Page]) -> 
     assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
     events = [e.event for e in server.registry.audit.events()]
     assert "login.failed" in events and "login.web" in events
+    # Signing out ends the session on the server and the browser drops the cookie (a __Host-
+    # cookie is only deleted by a Set-Cookie that is Secure itself).
+    await page.click("form[action='/logout'] button")
+    await page.wait(lambda d: d.get_cookie("__Host-session") is None)
+    status, _ = await asyncio.to_thread(https_get, server, "/devices", session)
+    assert status == 303  # the old id opens nothing: back to the sign-in page
 
 
 async def test_a_form_without_the_session_csrf_token_is_refused(
