@@ -84,6 +84,10 @@ class ServerConfig:
     https_host: str = "127.0.0.1"
     https_port: int | None = None  # None: off (a stock kind needs it); 0: any free port
     https_public_host: str | None = None  # the host put into v2 URIs; see https_connect_host
+    # The web page's origin as phones reach it (a reverse proxy's https://name[:port]); None:
+    # https://<https_connect_host>:<the port the face listens on>. Only approval URLs use it:
+    # devices still reach the HTTPS API itself directly, pinned.
+    https_public_url: str | None = None
 
     def __post_init__(self) -> None:
         # RFC 7622 §3.2: the served domain is compared with prepared domainparts everywhere,

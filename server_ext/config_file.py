@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pairing.durations import InvalidDuration, format_duration, parse_duration
 from pairing.errors import InvalidJID
@@ -34,7 +35,7 @@ class _Setting:
     section: str
     key: str
     field: str  # the ServerConfig field
-    kind: str  # "str", "int", "port", "seconds", "path", "host", "kind", "pin"
+    kind: str  # "str", "int", "port", "seconds", "path", "host", "kind", "pin", "url"
     comment: str
 
 
@@ -160,6 +161,13 @@ _SETTINGS: tuple[_Setting, ...] = (
         "host",
         'put into v2 QR codes; "" = as [listen] public_host',
     ),
+    _Setting(
+        "https",
+        "public_url",
+        "https_public_url",
+        "url",
+        'the web page as phones open it (a reverse proxy); "" = https://public_host:port',
+    ),
 )
 
 _HEADER = """\
@@ -201,7 +209,7 @@ def _render_value(setting: _Setting, value: Any, data_dir: Path) -> str:
         except ValueError:
             shown = str(path.absolute())
         return _toml_string(shown)
-    if setting.kind in ("host", "pin"):
+    if setting.kind in ("host", "pin", "url"):
         return _toml_string(value or "")
     if setting.kind == "optional-path":
         if value is None:
@@ -269,6 +277,7 @@ def _normalised(config: ServerConfig) -> ServerConfig:
         public_host=config.public_host or None,
         https_port=config.https_port or None,
         https_public_host=config.https_public_host or None,
+        https_public_url=config.https_public_url or None,
         stock_xmpp_host=config.stock_xmpp_host or None,
         stock_xmpp_pin=config.stock_xmpp_pin or None,
     )
@@ -367,6 +376,8 @@ def _convert(source: str, setting: _Setting, value: Any, data_dir: Path) -> Any:
         return path if path.is_absolute() else data_dir / path
     if setting.kind == "host":
         return _expect(source, name, value, str) or None
+    if setting.kind == "url":
+        return _web_origin(source, name, _expect(source, name, value, str))
     if setting.kind == "kind":
         text = _expect(source, name, value, str)
         try:
@@ -391,6 +402,31 @@ def _convert(source: str, setting: _Setting, value: Any, data_dir: Path) -> Any:
             return number or None
         return number
     return _expect(source, name, value, str)
+
+
+def _web_origin(source: str, name: str, text: str) -> str | None:
+    """An https origin (scheme, host, optional port; no path, query or credentials)."""
+    if not text:
+        return None
+    parts = urlsplit(text)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if (
+        parts.scheme != "https"
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or not port_ok
+    ):
+        raise ConfigError(
+            f"{source}: {name} = {text!r} must be an https origin such as "
+            '"https://devices.example.org" (no path)'
+        )
+    return f"https://{parts.netloc}"
 
 
 def _expect(source: str, name: str, value: Any, kind: type) -> Any:

@@ -249,6 +249,8 @@ class Server:
         address = self.https_address
         if address is None:
             return ""
+        if self.config.https_public_url:  # behind a reverse proxy (docs/web.md)
+            return self.config.https_public_url
         host = self.config.https_connect_host
         shown = f"[{host}]" if ":" in host else host
         return f"https://{shown}:{address.port}"

@@ -173,3 +173,15 @@ async def test_a_request_nobody_approves_in_time_stops_the_device_with_a_clear_m
     assert "Traceback" not in text and len(text.strip().splitlines()) == 1, text
     assert not (state / "device.key").exists()
     assert server.registry.devices.all() == []
+
+
+async def test_behind_a_reverse_proxy_the_approval_url_is_the_one_phones_open(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """[https] public_url: the bot's QR code must point at the proxy, not at the loopback
+    face the proxy forwards to (docs/web.md, "Behind a reverse proxy")."""
+    server = await make_server(https_port=0, https_public_url="https://devices.example.org")
+    key = generate_key()
+    _, _, cert = device_files(tmp_path / "sensor", key)
+    issued = await ask(server, key, cert)
+    assert issued.approve_url == f"https://devices.example.org/approve/{issued.request}"

@@ -53,6 +53,9 @@ def test_defaults_name_the_identity_in_the_data_directory(tmp_path: Path) -> Non
         ('domain = "localhost"\n[tokens]\ndefault_ttl = "10 minutes"\n', "not a duration"),
         ('domain = "local host"\n', "domain:"),
         ("domain = \n", "not valid TOML"),
+        ('domain = "x"\n[https]\npublic_url = "http://devices.example.org"\n', "https origin"),
+        ('domain = "x"\n[https]\npublic_url = "https://devices.example.org/pair"\n', "no path"),
+        ('domain = "x"\n[https]\npublic_url = "https://u:p@devices.example.org"\n', "origin"),
     ],
 )
 def test_a_bad_file_is_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
@@ -67,3 +70,13 @@ def test_a_directory_without_a_configuration_says_what_to_do(tmp_path: Path) -> 
     (tmp_path / "registry.sqlite3").write_bytes(b"")
     with pytest.raises(NoServerData, match="older server-ext"):
         read_config(tmp_path)
+
+
+def test_the_web_page_origin_behind_a_proxy_is_read_as_an_origin(tmp_path: Path) -> None:
+    text = 'domain = "example.org"\n[https]\npublic_url = "https://devices.example.org:8443/"\n'
+    config = parse_config(text, tmp_path, source="server.toml")
+    assert config.https_public_url == "https://devices.example.org:8443"
+    write_config(config)
+    assert read_config(tmp_path).https_public_url == "https://devices.example.org:8443"
+    empty = parse_config('domain = "example.org"\n[https]\npublic_url = ""\n', tmp_path, source="s")
+    assert empty.https_public_url is None
