@@ -46,17 +46,17 @@ from server_ext.net.web import WebPages
 from server_ext.policy.nonces import NonceBook
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.policy.tokens import TokenRules
-from server_ext.session.c2s import (
+from server_ext.session.actions import (
     Action,
     Authenticated,
     Bound,
-    C2SSession,
     HoldFailure,
     ResumeRequested,
-    SessionServices,
     SMEnabled,
     StartTLS,
 )
+from server_ext.session.c2s import C2SSession
+from server_ext.session.services import SessionServices
 from server_ext.stock.base import (
     StockError,
     StockServer,
