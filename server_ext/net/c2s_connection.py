@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 from pairing.protocol.jid import JID
 from server_ext.auth.scram import ChannelBindings
 from server_ext.log_limits import CappedLog
-from server_ext.session.c2s import (
+from server_ext.session.actions import (
     Action,
     Authenticated,
     Bound,
-    C2SSession,
     HoldFailure,
     ResumeRequested,
     SMEnabled,
     StartTLS,
 )
+from server_ext.session.c2s import C2SSession
 from server_ext.wire.tls import TLSEngine, TLSError
 from server_ext.wire.xmlwriter import STREAM_CLOSE, stream_error, stream_header
 

@@ -41,7 +41,7 @@ from server_ext.net.web import WebPages
 from server_ext.policy.nonces import NonceBook
 from server_ext.policy.throttle import ConnectionCap, LoginThrottle
 from server_ext.policy.tokens import TokenRules
-from server_ext.session.c2s import SessionServices
+from server_ext.session.services import SessionServices
 from server_ext.stock.base import StockError, StockServer, close_stale_sessions
 from server_ext.stock.changes import apply_device_change
 from server_ext.stock.embedded import EmbeddedStock

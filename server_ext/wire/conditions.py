@@ -19,3 +19,13 @@ class SASLCondition(StrEnum):
     MECHANISM_TOO_WEAK = "mechanism-too-weak"
     NOT_AUTHORIZED = "not-authorized"
     TEMPORARY_AUTH_FAILURE = "temporary-auth-failure"
+
+
+class StreamError(Exception):
+    """Raised while reading the peer's input: the stream ends with this RFC 6120 §4.9.3
+    condition and text."""
+
+    def __init__(self, condition: str, text: str) -> None:
+        super().__init__(text)
+        self.condition = condition
+        self.text = text

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from enum import StrEnum
 
 from server_ext.wire import namespaces as ns
+from server_ext.wire.xmlwriter import serialize
 
 
 class ErrorType(StrEnum):
@@ -72,3 +73,23 @@ def error_reply(
         text_el.set(ns.clark(ns.XML, "lang"), "en")
         text_el.text = text
     return reply
+
+
+def iq_result(iq_id: str) -> ET.Element:
+    """An empty ``<iq type='result'/>`` answering the request ``iq_id``."""
+    return ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "result", "id": iq_id})
+
+
+def iq_error(
+    iq_id: str | None, to: str | None, error_type: str, condition: str, text: str
+) -> bytes:
+    """A serialized ``<iq type='error'/>`` with a stanza error condition and its text."""
+    iq = ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "error"})
+    if iq_id is not None:
+        iq.set("id", iq_id)
+    if to:
+        iq.set("to", to)
+    error = ET.SubElement(iq, ns.clark(ns.CLIENT, "error"), {"type": error_type})
+    ET.SubElement(error, ns.clark(ns.STANZAS, condition))
+    ET.SubElement(error, ns.clark(ns.STANZAS, "text")).text = text
+    return serialize(iq)

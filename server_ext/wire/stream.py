@@ -3,7 +3,8 @@
 The caller owns the socket and TLS. It feeds bytes with :meth:`C2SStream.receive_data`, acts
 on the events returned, answers through methods such as :meth:`C2SStream.auth_succeeded`,
 and writes :meth:`C2SStream.data_to_send` to the wire. The state machine owns the order of
-negotiation: STARTTLS (required), SASL, resource binding, then stanzas.
+negotiation: STARTTLS (required), SASL, resource binding, then stanzas. What each phase
+offers and reads is in ``features``, ``negotiation`` (STARTTLS, SASL) and ``stanza_rules``.
 
 ::
 
@@ -16,22 +17,19 @@ negotiation: STARTTLS (required), SASL, resource binding, then stanzas.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from pairing.errors import InvalidJID, LocalProtocolError
-from pairing.protocol.jid import JID, prepare_domainpart
+from pairing.errors import LocalProtocolError
+from pairing.protocol.jid import JID
 from server_ext.wire import namespaces as ns
+from server_ext.wire.conditions import StreamError
 from server_ext.wire.events import (
     AuthAborted,
     AuthRequested,
-    AuthResponse,
-    BindRequested,
     Event,
     NonzaReceived,
     Phase,
@@ -40,6 +38,25 @@ from server_ext.wire.events import (
     StreamFailed,
     TLSRequested,
 )
+from server_ext.wire.features import stream_features
+from server_ext.wire.negotiation import (
+    PROCEED,
+    SASL_REQUESTS,
+    check_header,
+    read_sasl,
+    sasl_element,
+    sasl_failure,
+)
+from server_ext.wire.stanza_rules import (
+    IQ,
+    SESSION,
+    STANZAS,
+    Refusal,
+    iq_refusal,
+    read_bind,
+    stamp_from,
+)
+from server_ext.wire.stanzas import iq_error, iq_result
 from server_ext.wire.xmlparser import (
     ElementReceived,
     StreamClosed,
@@ -55,17 +72,7 @@ log = logging.getLogger(__name__)
 MAX_AUTH_ATTEMPTS = 5
 
 _STARTTLS = ns.clark(ns.TLS, "starttls")
-_AUTH = ns.clark(ns.SASL, "auth")
-_RESPONSE = ns.clark(ns.SASL, "response")
-_ABORT = ns.clark(ns.SASL, "abort")
-_IQ = ns.clark(ns.CLIENT, "iq")
-_MESSAGE = ns.clark(ns.CLIENT, "message")
-_PRESENCE = ns.clark(ns.CLIENT, "presence")
 _STREAM_ERROR = ns.clark(ns.STREAMS, "error")
-_BIND = ns.clark(ns.BIND, "bind")
-_RESOURCE = ns.clark(ns.BIND, "resource")
-_SESSION = ns.clark(ns.SESSION, "session")
-_IQ_TYPES = frozenset({"get", "set", "result", "error"})
 
 
 class StanzaObserver(Protocol):
@@ -74,13 +81,6 @@ class StanzaObserver(Protocol):
     def stanza_received(self) -> None: ...
 
     def stanza_sent(self, data: bytes) -> None: ...
-
-
-class _StreamError(Exception):
-    def __init__(self, condition: str, text: str) -> None:
-        super().__init__(text)
-        self.condition = condition
-        self.text = text
 
 
 class C2SStream:
@@ -170,7 +170,7 @@ class C2SStream:
                 elif isinstance(item, StreamClosed):
                     events.append(self._on_peer_close())
                     break
-            except _StreamError as exc:
+            except StreamError as exc:
                 events.append(self._fail(exc.condition, exc.text))
                 break
             if self.closed:  # a handler above may have closed the stream
@@ -183,40 +183,27 @@ class C2SStream:
 
     def _on_stream_opened(self, opened: StreamOpened) -> None:
         if not self._awaiting_header:
-            raise _StreamError("not-well-formed", "a second stream header on the same stream")
+            raise StreamError("not-well-formed", "a second stream header on the same stream")
         attrs = opened.attributes
         self._send_header(to=attrs.get("from"))
-        # RFC 6120 §4.7.5: a missing version means 0.9, which has no SASL or STARTTLS.
-        version = attrs.get("version", "")
-        major = version.split(".", 1)[0]
-        if major != "1":
-            raise _StreamError("unsupported-version", "this server speaks XMPP version 1.0 only")
-        # RFC 6120 §4.7.2 and RFC 7622 §3.2: the 'to' domainpart is prepared like every
-        # other one, so a fullwidth or upper-case "LOCALHOST." reaches localhost and a name
-        # that cannot be prepared is simply unknown.
-        try:
-            to = prepare_domainpart(attrs.get("to", ""))
-        except InvalidJID:
-            to = None
-        if to != self.domain:
-            raise _StreamError("host-unknown", f"this server serves {self.domain} only")
+        check_header(attrs, self.domain)
         self._awaiting_header = False
         self._out.append(self._features())
 
     def _on_element(self, el: ET.Element) -> Event | None:
         if self._awaiting_header:
-            raise _StreamError("not-well-formed", "an element before the stream header")
+            raise StreamError("not-well-formed", "an element before the stream header")
         tag = el.tag
         if tag == _STREAM_ERROR:
-            raise _StreamError("undefined-condition", "the peer sent a stream error")
+            raise StreamError("undefined-condition", "the peer sent a stream error")
         phase = self._phase
         if phase is Phase.PLAINTEXT:
             if tag == _STARTTLS:
-                self._out.append(b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+                self._out.append(PROCEED)
                 self._phase = Phase.TLS_PENDING
                 return TLSRequested()
             # RFC 6120 §5.3.1: this server requires TLS before anything else.
-            raise _StreamError("policy-violation", "STARTTLS is required before anything else")
+            raise StreamError("policy-violation", "STARTTLS is required before anything else")
         if phase is Phase.SECURED or phase is Phase.AUTHENTICATING:
             return self._on_sasl_element(el)
         if (phase is Phase.AUTHENTICATED or phase is Phase.BOUND) and (
@@ -227,110 +214,54 @@ class C2SStream:
             return self._on_bind_element(el)
         if phase is Phase.BOUND:
             return self._on_stanza(el)
-        raise _StreamError("internal-server-error", "unexpected element")
+        raise StreamError("internal-server-error", "unexpected element")
 
     def _on_sasl_element(self, el: ET.Element) -> Event | None:
         tag = el.tag
-        if tag == _AUTH:
-            if self._phase is Phase.AUTHENTICATING:
+        if tag in SASL_REQUESTS:
+            event, failure = read_sasl(
+                el, authenticating=self._phase is Phase.AUTHENTICATING, mechanisms=self._mechanisms
+            )
+            if isinstance(event, AuthRequested):
+                self._phase = Phase.AUTHENTICATING
+            elif isinstance(event, AuthAborted):
                 self._phase = Phase.SECURED
-                self._sasl_failure("malformed-request", "a new <auth/> arrived mid-exchange")
-                return AuthAborted()
-            mechanism = el.get("mechanism", "")
-            if mechanism not in self._mechanisms:
-                self._sasl_failure("invalid-mechanism", f"{mechanism!r} is not offered here")
-                return None
-            text = (el.text or "").strip()
-            if not text:
-                initial: bytes | None = None  # RFC 6120 §6.4.2: no initial response
-            elif text == "=":
-                initial = b""  # RFC 6120 §6.4.2: an empty initial response
-            else:
-                decoded = _b64decode(text)
-                if decoded is None:
-                    self._sasl_failure("incorrect-encoding", "the data is not valid base64")
-                    return None
-                initial = decoded
-            self._phase = Phase.AUTHENTICATING
-            return AuthRequested(mechanism, initial)
-        if tag == _RESPONSE:
-            if self._phase is not Phase.AUTHENTICATING:
-                self._sasl_failure("malformed-request", "<response/> without an exchange")
-                return None
-            text = (el.text or "").strip()
-            data = b"" if text in ("", "=") else _b64decode(text)
-            if data is None:
-                self._phase = Phase.SECURED
-                self._sasl_failure("incorrect-encoding", "the data is not valid base64")
-                return AuthAborted()
-            return AuthResponse(data)
-        if tag == _ABORT:
-            if self._phase is Phase.AUTHENTICATING:
-                self._phase = Phase.SECURED
-                self._sasl_failure("aborted", None)
-                return AuthAborted()
-            # Gajim's nbxmpp sends <abort/> after a failure; there is nothing left to abort.
-            return None
+            if failure is not None:
+                self._sasl_failure(*failure)
+            return event
         if _namespace(tag) in self._extension_namespaces and self._phase is Phase.SECURED:
             return NonzaReceived(el)
-        if tag in (_IQ, _MESSAGE, _PRESENCE):
+        if tag in STANZAS:
             # RFC 6120 §6.4.1 / §4.9.3.12: no stanzas before authentication.
-            raise _StreamError("not-authorized", "authenticate before sending stanzas")
-        raise _StreamError("unsupported-stanza-type", "this element is not allowed here")
+            raise StreamError("not-authorized", "authenticate before sending stanzas")
+        raise StreamError("unsupported-stanza-type", "this element is not allowed here")
 
     def _on_bind_element(self, el: ET.Element) -> Event | None:
-        if el.tag == _IQ:
-            bind = el.find(_BIND)
-            if bind is not None:
-                iq_id = el.get("id")
-                if not iq_id or el.get("type") != "set":
-                    self._send_iq_error(el, "modify", "bad-request", "bind needs an id and set")
-                    return None
-                if self._binding:
-                    # A second bind in the chunk that carried the first (a client that retried
-                    # on a stream it thought lost): one resource per stream (RFC 6120 §7.1).
-                    self._send_iq_error(
-                        el, "cancel", "not-allowed", "a resource is being bound already"
-                    )
-                    return None
-                resource_el = bind.find(_RESOURCE)
-                resource = (resource_el.text or "").strip() if resource_el is not None else ""
-                self._binding = True
-                return BindRequested(iq_id, resource or None)
-        # RFC 6120 §7.1: a client MUST NOT send stanzas before binding a resource.
-        raise _StreamError("not-authorized", "bind a resource before sending stanzas")
+        request = read_bind(el, binding=self._binding)
+        if isinstance(request, Refusal):
+            self._send_iq_error(el, *request)
+            return None
+        self._binding = True
+        return request
 
     def _on_stanza(self, el: ET.Element) -> Event | None:
         tag = el.tag
-        if tag not in (_IQ, _MESSAGE, _PRESENCE):
-            raise _StreamError("unsupported-stanza-type", "only message, presence and iq here")
+        if tag not in STANZAS:
+            raise StreamError("unsupported-stanza-type", "only message, presence and iq here")
         bound = self._bound
         assert bound is not None
         if self.observer is not None:
             # XEP-0198 §4: every stanza counts as handled, those answered here included.
             self.observer.stanza_received()
-        claimed = el.get("from")
-        if claimed is not None and claimed not in (str(bound), str(bound.bare)):
-            # RFC 6120 §8.1.2.1: a 'from' that is not this session's JID is refused.
-            try:
-                valid = JID.parse(claimed) in (bound, bound.bare)
-            except ValueError:
-                valid = False
-            if not valid:
-                raise _StreamError("invalid-from", "the 'from' address is not this session")
-        el.set("from", str(bound))
-        if tag == _IQ:
-            iq_type = el.get("type")
-            if iq_type not in _IQ_TYPES or not el.get("id"):
-                self._send_iq_error(el, "modify", "bad-request", "an iq needs an id and a type")
+        stamp_from(el, bound)
+        if tag == IQ:
+            refusal = iq_refusal(el)
+            if refusal is not None:
+                self._send_iq_error(el, *refusal)
                 return None
-            if iq_type in ("get", "set") and len(el) != 1:
-                # RFC 6120 §8.2.3: a get or set has exactly one payload element.
-                self._send_iq_error(el, "modify", "bad-request", "an iq needs exactly one child")
-                return None
-            if iq_type == "set" and el[0].tag == _SESSION:
+            if el.get("type") == "set" and el[0].tag == SESSION:
                 # RFC 3921 §3 session establishment, kept as a no-op for old clients.
-                self._stanza(serialize(_iq_result(el.get("id", ""))))
+                self._stanza(serialize(iq_result(el.get("id", ""))))
                 return None
         return StanzaReceived(el)
 
@@ -362,13 +293,13 @@ class C2SStream:
     def auth_challenge(self, data: bytes) -> None:
         if not self._answering(Phase.AUTHENTICATING):
             return
-        self._out.append(_sasl_element("challenge", data))
+        self._out.append(sasl_element("challenge", data))
 
     def auth_succeeded(self, identity: JID, additional_data: bytes | None = None) -> None:
         """SASL success (RFC 6120 §6.4.6): the peer must open a new stream."""
         if not self._answering(Phase.AUTHENTICATING):
             return
-        self._out.append(_sasl_element("success", additional_data))
+        self._out.append(sasl_element("success", additional_data))
         self._authenticated = identity.bare
         self._phase = Phase.AUTHENTICATED
         self._restart()
@@ -393,7 +324,7 @@ class C2SStream:
         self._bound = jid
         self._phase = Phase.BOUND
         self._parser.park()  # the bind was read; a device often says nothing more for hours
-        result = _iq_result(iq_id)
+        result = iq_result(iq_id)
         bind = ET.SubElement(result, ns.clark(ns.BIND, "bind"))
         ET.SubElement(bind, ns.clark(ns.BIND, "jid")).text = str(jid)
         self._out.append(serialize(result))
@@ -402,7 +333,7 @@ class C2SStream:
         if not self._answering(Phase.AUTHENTICATED):
             return
         self._binding = False
-        self._out.append(_iq_error_bytes(iq_id, None, error_type, condition, text))
+        self._out.append(iq_error(iq_id, None, error_type, condition, text))
 
     def resumed(self, jid: JID, answer: ET.Element, retransmit: Sequence[bytes]) -> None:
         """XEP-0198 §5: the session of ``jid`` continues on this stream instead of a bind;
@@ -483,55 +414,17 @@ class C2SStream:
         self._header_sent = True
 
     def _features(self) -> bytes:
-        # The features are the same for almost every stream of a phase: serialized once per
-        # distinct content, not three times per login (docs/performance.md, "Login cost").
-        # Each phase's features depend on what that phase offers only, so only that part of
-        # the content is read for the key (one or two small elements, not every feature).
-        phase = self._phase
-        key: _FeaturesKey
-        if phase is Phase.SECURED:
-            key = (phase, self._mechanisms, tuple(_shape(e) for e in self._extra_features))
-        elif phase is Phase.AUTHENTICATED:
-            key = (phase, (), tuple(_shape(e) for e in self._session_features))
-        else:
-            key = (phase, (), ())
-        cached = _FEATURES.get(key)
-        if cached is None:
-            cached = self._build_features()
-            if len(_FEATURES) >= _FEATURES_CACHE_SIZE:
-                _FEATURES.clear()
-            _FEATURES[key] = cached
-        return cached
-
-    def _build_features(self) -> bytes:
-        features = ET.Element(ns.clark(ns.STREAMS, "features"))
-        phase = self._phase
-        if phase is Phase.PLAINTEXT:
-            starttls = ET.SubElement(features, ns.clark(ns.TLS, "starttls"))
-            ET.SubElement(starttls, ns.clark(ns.TLS, "required"))
-        elif phase is Phase.SECURED:
-            mechanisms = ET.SubElement(features, ns.clark(ns.SASL, "mechanisms"))
-            for name in self._mechanisms:
-                ET.SubElement(mechanisms, ns.clark(ns.SASL, "mechanism")).text = name
-            features.extend(self._extra_features)
-        elif phase is Phase.AUTHENTICATED:
-            ET.SubElement(features, ns.clark(ns.BIND, "bind"))
-            session = ET.SubElement(features, ns.clark(ns.SESSION, "session"))
-            ET.SubElement(session, ns.clark(ns.SESSION, "optional"))
-            features.extend(self._session_features)
-        return serialize(features)
+        return stream_features(
+            self._phase,
+            mechanisms=self._mechanisms,
+            extra_features=self._extra_features,
+            session_features=self._session_features,
+        )
 
     def _sasl_failure(
         self, condition: str, text: str | None, application: ET.Element | None = None
     ) -> None:
-        failure = ET.Element(ns.clark(ns.SASL, "failure"))
-        ET.SubElement(failure, ns.clark(ns.SASL, condition))
-        if text:
-            ET.SubElement(failure, ns.clark(ns.SASL, "text"), {ns.clark(ns.XML, "lang"): "en"})
-            failure[-1].text = text
-        if application is not None:
-            failure.append(application)
-        self._out.append(serialize(failure))
+        self._out.append(sasl_failure(condition, text, application))
         if condition == "aborted" or condition == "invalid-mechanism":
             return
         self._auth_attempts += 1
@@ -541,7 +434,7 @@ class C2SStream:
     def _send_iq_error(self, el: ET.Element, error_type: str, condition: str, text: str) -> None:
         if el.get("type") in ("error", "result"):
             return  # RFC 6120 §8.3.1: never answer an error or a result with an error.
-        self._stanza(_iq_error_bytes(el.get("id"), el.get("from"), error_type, condition, text))
+        self._stanza(iq_error(el.get("id"), el.get("from"), error_type, condition, text))
 
     def _stanza(self, data: bytes) -> None:
         self._out.append(data)
@@ -554,58 +447,5 @@ class C2SStream:
         return StreamFailed(condition, text)
 
 
-_Shape = tuple[str, tuple[tuple[str, str], ...], str | None, str | None, tuple["_Shape", ...]]
-# Serialized <stream:features/> by phase, mechanisms and the content of the extra features
-# (before and after SASL). A few distinct keys exist in practice (with or without a client
-# certificate, TLS 1.2 or 1.3); the bound only keeps odd configurations from growing it.
-_FeaturesKey = tuple[Phase, tuple[str, ...], tuple[_Shape, ...]]
-_FEATURES: dict[_FeaturesKey, bytes] = {}
-_FEATURES_CACHE_SIZE = 64
-
-
-def _shape(element: ET.Element) -> _Shape:
-    """Everything that serializing ``element`` depends on, as a hashable value."""
-    return (
-        element.tag,
-        tuple(sorted(element.attrib.items())),
-        element.text,
-        element.tail,
-        tuple(_shape(child) for child in element),
-    )
-
-
 def _namespace(tag: str) -> str:
     return tag[1:].split("}", 1)[0] if tag.startswith("{") else ""
-
-
-def _b64decode(text: str) -> bytes | None:
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _sasl_element(name: str, data: bytes | None) -> bytes:
-    element = ET.Element(ns.clark(ns.SASL, name))
-    if data is not None:
-        # RFC 6120 §6.4.6: empty additional data is sent as "=".
-        element.text = base64.b64encode(data).decode() if data else "="
-    return serialize(element)
-
-
-def _iq_result(iq_id: str) -> ET.Element:
-    return ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "result", "id": iq_id})
-
-
-def _iq_error_bytes(
-    iq_id: str | None, to: str | None, error_type: str, condition: str, text: str
-) -> bytes:
-    iq = ET.Element(ns.clark(ns.CLIENT, "iq"), {"type": "error"})
-    if iq_id is not None:
-        iq.set("id", iq_id)
-    if to:
-        iq.set("to", to)
-    error = ET.SubElement(iq, ns.clark(ns.CLIENT, "error"), {"type": error_type})
-    ET.SubElement(error, ns.clark(ns.STANZAS, condition))
-    ET.SubElement(error, ns.clark(ns.STANZAS, "text")).text = text
-    return serialize(iq)

@@ -24,14 +24,9 @@ from server_ext.app.router import SessionTable
 from server_ext.auth.credentials import credentials_for
 from server_ext.model import DeviceState
 from server_ext.policy.throttle import LoginThrottle
-from server_ext.session.c2s import (
-    Authenticated,
-    Bound,
-    C2SSession,
-    HoldFailure,
-    SessionServices,
-    StartTLS,
-)
+from server_ext.session.actions import Authenticated, Bound, HoldFailure, StartTLS
+from server_ext.session.c2s import C2SSession
+from server_ext.session.services import SessionServices
 from server_ext.storage.registry import Registry
 
 DOMAIN = "example.org"

@@ -18,6 +18,7 @@ from server_ext.wire.events import (
     StreamFailed,
     TLSRequested,
 )
+from server_ext.wire.negotiation import PROCEED
 from server_ext.wire.stream import MAX_AUTH_ATTEMPTS, C2SStream, LocalProtocolError
 
 HEADER = (
@@ -249,3 +250,7 @@ def test_out_of_order_calls_are_local_errors() -> None:
     stream = C2SStream("example.org")
     with pytest.raises(LocalProtocolError):
         stream.auth_succeeded(JID.parse("alice@example.org"))
+
+
+def test_proceed_is_the_bytes_it_always_was() -> None:
+    assert PROCEED == b"<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>"

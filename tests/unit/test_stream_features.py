@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from pairing.protocol.jid import JID
-from server_ext.wire import stream as stream_module
+from server_ext.wire import features as features_module
 from server_ext.wire.stream import C2SStream
 
 HEADER = (
@@ -44,16 +44,16 @@ def through_every_phase(
 
 
 def test_features_are_serialized_once_per_content(monkeypatch: pytest.MonkeyPatch) -> None:
-    getattr(stream_module, "_FEATURES", {}).clear()  # a fresh cache
+    getattr(features_module, "_FEATURES", {}).clear()  # a fresh cache
     first = through_every_phase()
     calls: list[str] = []
-    real = stream_module.serialize
+    real = features_module.serialize
 
     def counting(element: ET.Element) -> bytes:
         calls.append(element.tag)
         return real(element)
 
-    monkeypatch.setattr(stream_module, "serialize", counting)
+    monkeypatch.setattr(features_module, "serialize", counting)
     assert through_every_phase() == first
     assert "{http://etherx.jabber.org/streams}features" not in calls
     # Other extra features are other content: serialized, and not confused with the first.
@@ -65,7 +65,7 @@ def test_features_are_serialized_once_per_content(monkeypatch: pytest.MonkeyPatc
 
 
 def test_cached_features_equal_freshly_built_ones() -> None:
-    getattr(stream_module, "_FEATURES", {}).clear()  # a fresh cache
+    getattr(features_module, "_FEATURES", {}).clear()  # a fresh cache
     fresh = through_every_phase()
     assert through_every_phase() == fresh
     assert b"<starttls" in fresh[0] and b"<mechanism>EXTERNAL</mechanism>" in fresh[1]
@@ -75,7 +75,7 @@ def test_cached_features_equal_freshly_built_ones() -> None:
 def test_features_after_sasl_follow_the_session_features() -> None:
     """XEP-0198's <sm/> is offered after SASL only where configured: never from the cache of
     a stream without it, nor the reverse."""
-    getattr(stream_module, "_FEATURES", {}).clear()
+    getattr(features_module, "_FEATURES", {}).clear()
     plain = through_every_phase()
     with_sm = through_every_phase(session=(ET.Element("{urn:xmpp:sm:3}sm"),))
     assert b"urn:xmpp:sm:3" in with_sm[2] and b"urn:xmpp:sm:3" not in plain[2]

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pairing.protocol.identity import PeerCertificate
-from server_ext.session.c2s import Bound, C2SSession, ResumeRequested, SMEnabled
+from server_ext.session.actions import Bound, ResumeRequested, SMEnabled
+from server_ext.session.c2s import C2SSession
 from server_ext.session.sm import (
     ACK_WINDOW,
     SEQUENCE_MODULUS,
@@ -17,6 +18,7 @@ from server_ext.session.sm import (
     StreamManagement,
     parse_h,
 )
+from server_ext.session.stream_management import REQUEST_ACK
 from tests.unit.test_c2s_session import ALICE, BOT, HEADER, Owner, World, auth, device, secured
 
 SM = "urn:xmpp:sm:3"
@@ -234,3 +236,7 @@ def test_a_resume_and_a_bind_in_one_chunk_keep_the_bind(tmp_path: Path) -> None:
     assert new.resume(old, resume_id, 0) == []
     assert b"<unexpected-request" in new.data_to_send()
     assert new.jid == BOT and old.sm is not None and old.resumable
+
+
+def test_request_ack_is_the_bytes_it_always_was() -> None:
+    assert REQUEST_ACK == b"<r xmlns='urn:xmpp:sm:3'/>"
