@@ -19,7 +19,8 @@ from server_ext.session.sm import HandledCountTooHigh, SMCondition, SMPhase, Str
 from server_ext.session.state import SessionState
 from server_ext.wire import namespaces as ns
 from server_ext.wire.stanzas import ErrorType, error_reply, local_name
-from server_ext.wire.xmlparser import ElementReceived, StreamParser
+from server_ext.wire.xml_events import ElementReceived
+from server_ext.wire.xmlparser import StreamParser
 from server_ext.wire.xmlwriter import serialize
 
 #: §4: the server's ``<r/>``, sent often.

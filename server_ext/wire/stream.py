@@ -57,13 +57,8 @@ from server_ext.wire.stanza_rules import (
     stamp_from,
 )
 from server_ext.wire.stanzas import iq_error, iq_result
-from server_ext.wire.xmlparser import (
-    ElementReceived,
-    StreamClosed,
-    StreamOpened,
-    StreamParser,
-    StreamXMLError,
-)
+from server_ext.wire.xml_events import ElementReceived, StreamClosed, StreamOpened, StreamXMLError
+from server_ext.wire.xmlparser import StreamParser
 from server_ext.wire.xmlwriter import STREAM_CLOSE, serialize, stream_error, stream_header
 
 log = logging.getLogger(__name__)

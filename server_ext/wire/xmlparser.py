@@ -9,29 +9,21 @@ stanzas and wrong namespaces. It does no I/O: the caller feeds the bytes it read
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Final, NoReturn
 from xml.parsers import expat
 from xml.sax.saxutils import quoteattr
 
-from server_ext.errors import ServerExtError
+from server_ext.wire.xml_events import (
+    ElementReceived,
+    ParserEvent,
+    StreamClosed,
+    StreamOpened,
+    StreamXMLError,
+    XMLCondition,
+)
 
-__all__ = [
-    "CLIENT_NS",
-    "MAX_ATTRIBUTES",
-    "MAX_TAG_BYTES",
-    "STREAMS_NS",
-    "ElementReceived",
-    "ParserEvent",
-    "StreamClosed",
-    "StreamOpened",
-    "StreamParser",
-    "StreamXMLError",
-    "XMLCondition",
-]
+__all__ = ["CLIENT_NS", "MAX_ATTRIBUTES", "MAX_TAG_BYTES", "STREAMS_NS", "StreamParser"]
 
 STREAMS_NS: Final = "http://etherx.jabber.org/streams"
 CLIENT_NS: Final = "jabber:client"
@@ -63,48 +55,6 @@ _WHITESPACE: Final = b" \t\r\n"
 # The first two bytes of UTF-16, with and without a byte order mark (XML 1.0 Appendix F.1).
 _UTF16_STARTS: Final = frozenset((b"\xfe\xff", b"\xff\xfe", b"\x00<", b"<\x00"))
 _UTF16_FIRST_BYTES: Final = frozenset(start[:1] for start in _UTF16_STARTS)
-
-
-class XMLCondition(StrEnum):
-    """The stream error conditions this parser raises (RFC 6120 §4.9.3)."""
-
-    INVALID_NAMESPACE = "invalid-namespace"  # §4.9.3.10
-    NOT_WELL_FORMED = "not-well-formed"  # §4.9.3.13
-    POLICY_VIOLATION = "policy-violation"  # §4.9.3.14
-    RESTRICTED_XML = "restricted-xml"  # §4.9.3.18
-    UNSUPPORTED_ENCODING = "unsupported-encoding"  # §4.9.3.22
-
-
-class StreamXMLError(ServerExtError):
-    """The peer's XML ends the stream with ``condition``; ``text`` is safe to send back."""
-
-    def __init__(self, condition: XMLCondition, text: str) -> None:
-        super().__init__(f"{condition}: {text}")
-        self.condition = condition
-        self.text = text
-
-
-@dataclass(frozen=True, slots=True)
-class StreamOpened:
-    """The peer's stream header (RFC 6120 §4.7); ``xml:lang`` is under that key."""
-
-    attributes: Mapping[str, str]
-    content_namespace: str = CLIENT_NS
-
-
-@dataclass(frozen=True, slots=True)
-class ElementReceived:
-    """A complete top-level child of the stream: a stanza or a nonza such as ``<starttls/>``."""
-
-    element: ET.Element
-
-
-@dataclass(frozen=True, slots=True)
-class StreamClosed:
-    """The peer sent ``</stream:stream>``."""
-
-
-ParserEvent = StreamOpened | ElementReceived | StreamClosed
 
 
 def _error_codes(*names: str) -> frozenset[int]:

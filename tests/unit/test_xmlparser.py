@@ -9,17 +9,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from server_ext.wire.xmlparser import (
-    MAX_ATTRIBUTES,
-    MAX_TAG_BYTES,
+from server_ext.wire.xml_events import (
     ElementReceived,
     ParserEvent,
     StreamClosed,
     StreamOpened,
-    StreamParser,
     StreamXMLError,
     XMLCondition,
 )
+from server_ext.wire.xmlparser import MAX_ATTRIBUTES, MAX_TAG_BYTES, StreamParser
 
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 # The initial stream header of RFC 6120 §9.1.1, step 1.

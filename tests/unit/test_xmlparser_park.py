@@ -8,13 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from server_ext.wire.xmlparser import (
-    ElementReceived,
-    StreamClosed,
-    StreamParser,
-    StreamXMLError,
-    XMLCondition,
-)
+from server_ext.wire.xml_events import ElementReceived, StreamClosed, StreamXMLError, XMLCondition
+from server_ext.wire.xmlparser import StreamParser
 
 HEADER = (
     b"<?xml version='1.0'?><s:stream to='im.example.com' version='1.0' xml:lang='en' "

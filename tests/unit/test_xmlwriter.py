@@ -6,12 +6,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from server_ext.wire.xmlparser import (
-    ElementReceived,
-    StreamClosed,
-    StreamOpened,
-    StreamParser,
-)
+from server_ext.wire.xml_events import ElementReceived, StreamClosed, StreamOpened
+from server_ext.wire.xmlparser import StreamParser
 from server_ext.wire.xmlwriter import (
     STREAM_CLOSE,
     XMLWriteError,
