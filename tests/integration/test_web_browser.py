@@ -26,7 +26,9 @@ from selenium.webdriver.common.by import By
 
 from pairing.protocol.jid import JID
 from pairing.xmpp.connection import ServerAddress, TrustAnchor, login, logout, make_client
-from server_ext.model import DeviceState
+from server_ext.admin.token_issuer import issue_token
+from server_ext.model import DeviceState, TokenState
+from server_ext.policy.tokens import TokenRules
 from tests.integration.conftest import PASSWORD, RunningServer, ServerFactory
 from tests.integration.test_device_revocation import identity
 from tests.support import browser
@@ -431,6 +433,56 @@ async def test_the_admin_list_follows_devices_live_and_a_kick_cuts_a_session(
     await asyncio.wait_for(gone.wait(), 5)
     other.abort()
     await page.wait(lambda d: "alice@localhost/other" not in browser.text_of(d, "#sessions"))
+
+
+async def test_the_owner_renames_disables_enables_and_cancels_a_code_from_the_page(
+    web: tuple[RunningServer, Page], tmp_path: Path
+) -> None:
+    server, page = web
+    client, device_id = await enroll_device(server, tmp_path)
+    await logout(client)
+    issued = issue_token(
+        server.registry,
+        TokenRules(),
+        account=JID.parse("alice@localhost"),
+        resource="later",
+        name=None,
+        ttl=None,
+        created_by="alice@localhost",
+    )
+    await page.sign_in("alice")
+    await page.wait(lambda d: d.current_url.endswith("/devices"))
+    row = f"tr[data-device='{device_id}']"
+    await page.fill(f"#name-{device_id}", "kitchen bot")
+    await page.click(f"{row} form[action$='/rename'] button")
+    await page.wait(lambda d: browser.text_of(d, f"{row} td.name") == "kitchen bot")
+    await page.click(f"{row} form[action$='/disable'] button")
+    await page.wait(lambda d: browser.text_of(d, f"{row} td.state") == "disabled")
+    device = server.registry.devices.get(device_id)
+    assert device is not None and device.state is DeviceState.DISABLED
+    assert device.name == "kitchen bot"
+    await page.click(f"{row} form[action$='/enable'] button")
+    await page.wait(lambda d: browser.text_of(d, f"{row} td.state") == "active")
+    # The code not used yet is listed with its countdown and can be cancelled.
+    await page.click(f"form[action='/tokens/{issued.record.id}/cancel'] button")
+    await page.wait(lambda d: not d.find_elements(By.ID, "tok-h"))
+    (token,) = server.registry.tokens.all(JID.parse("alice@localhost"), None)
+    assert token.state is TokenState.CANCELLED
+    # The admin finds all of it in the audit log by the device's name, within a time window.
+    await page.do(lambda d: d.delete_all_cookies())
+    await page.sign_in("root", path="/login?next=/admin/audit")
+    await page.wait(lambda d: d.find_elements(By.ID, "a-device"))
+    await page.fill("#a-device", "kitchen bot")
+    await page.fill("#a-since", "2000-01-01T00:00")
+    await page.click("#filter")
+    await page.wait(lambda d: "device=kitchen" in d.current_url)
+    events = await page.do(
+        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#audit td.event")]
+    )
+    assert events[:3] == ["device.enabled", "device.disabled", "device.renamed"], events
+    await page.fill("#a-since", "2999-01-01T00:00")
+    await page.click("#filter")
+    await page.wait(lambda d: "No events match." in browser.text_of(d, "#audit"))
 
 
 async def test_pages_carry_the_security_headers(web: tuple[RunningServer, Page]) -> None:
