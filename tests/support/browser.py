@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -65,7 +66,14 @@ def chromium(profile: Path, *, width: int | None = None) -> webdriver.Chrome:
 
 
 def wait_for(driver: webdriver.Chrome, check: Callable[[Any], Any], timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(check)
+    """Poll ``check`` until it is true. An element missing, or replaced while it was read (a
+    form post's answer loading), is "not yet", not a failure: the next poll reads again."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.05,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    ).until(check)
 
 
 def text_of(driver: webdriver.Chrome, css: str) -> str:
