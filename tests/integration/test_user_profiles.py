@@ -574,7 +574,8 @@ async def test_a_second_command_does_not_replace_a_running_ones_session(
     (with a resource-locked certificate the second would end the first, RFC 6120 §7.7.2.2)."""
     import asyncio
 
-    from pairing.cli import Choices, resolve_connection
+    from pairing.cli.connection import resolve_connection
+    from pairing.cli.options import Choices
     from pairing.xmpp.connection import logout
     from pairing.xmpp.saslcert import list_certificates
 
