@@ -171,6 +171,14 @@ def emit_record(record: Mapping[str, Any], *, as_json: bool) -> None:
         click.echo(f"{key.ljust(width)}  {_cell(value)}")
 
 
+def say(record: Mapping[str, Any], as_json: bool, text: str) -> None:
+    """``record`` as JSON with --json, else the one line ``text``."""
+    if as_json:
+        emit_record(record, as_json=True)
+    else:
+        click.echo(text)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

@@ -7,19 +7,33 @@ from pathlib import Path
 import click
 
 from device_agent.cli import enroll, identity, lan_pairing, running
+from device_agent.cli.identity import EXPORT_PASSWORD_ENV
 from device_agent.cli.options import DEFAULT_STATE
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.cli_output import configure_logging, friendly_group
+from pairing.cli_output import EXIT_UNREACHABLE, EXIT_USAGE, configure_logging, friendly_group
 
 __all__ = ["main"]
 
 
-@click.group(cls=friendly_group(DeviceAgentError))
+EPILOG = f"""\b
+Environment (each option's own variable is shown beside it, too):
+  DEVICE_AGENT_STATE     as --state-dir
+  XDG_STATE_HOME         the default state directory is $XDG_STATE_HOME/device-agent
+                         (else ~/.local/state/device-agent)
+  {EXPORT_PASSWORD_ENV}  the PKCS#12 file's password for `export`
+
+\b
+Exit status: 0 done, 1 refused or failed (the message says why), {EXIT_USAGE} usage error or bad
+input, {EXIT_UNREACHABLE} the server is not running or not reachable."""
+
+
+@click.group(cls=friendly_group(DeviceAgentError), epilog=EPILOG)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="DEVICE_AGENT_STATE",
+    show_envvar=True,
     default=DEFAULT_STATE,
     show_default=True,
     help="Where the device keeps its key (mode 0600) and certificate.",

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from device_agent import enrollment
+from device_agent.cli.options import json_option
 from device_agent.keystore import KeyStore
-from pairing.cli_output import BadInput
+from pairing.cli_output import BadInput, say
 from pairing.errors import InvalidJID, PairingError
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.jid import JID
@@ -42,6 +43,7 @@ from pairing.xmpp.connection import TrustAnchor
 @click.option("--pin", help="With --request: its certificate's SHA-256 (`server-ext fingerprint`).")
 @click.option("--name", help="With --request: the device name to ask for [the resource].")
 @click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
+@json_option
 @click.pass_obj
 def enroll(
     store: KeyStore,
@@ -53,13 +55,15 @@ def enroll(
     pin: str | None,
     name: str | None,
     valid_days: int,
+    as_json: bool,
 ) -> None:
     """Enroll this device from a pairing QR code, or by showing one: no password, ever."""
     if sum((uri is not None, qr_image is not None, by_request)) != 1:
         raise click.UsageError("give exactly one of --uri, --qr-image or --request")
     valid_for = dt.timedelta(days=valid_days)
     if by_request:
-        _enroll_by_request(store, jid, server_text, pin, name, valid_for)
+        bound = _enroll_by_request(store, jid, server_text, pin, name, valid_for, as_json)
+        _enrolled(store, bound, as_json)
         return
     if qr_image is not None:
         from pairing.qr import read_image
@@ -80,7 +84,15 @@ def enroll(
     else:
         click.echo(f"enrolling as {parsed.jid} at {parsed.host}:{parsed.port} ...", err=True)
         bound = asyncio.run(enrollment.enroll(store, parsed, valid_for=valid_for))
-    click.echo(f"enrolled: this device logs in as {bound} with its own certificate")
+    _enrolled(store, bound, as_json)
+
+
+def _enrolled(store: KeyStore, bound: JID, as_json: bool) -> None:
+    say(
+        {"jid": str(bound), "sha256": store.load().fingerprint, "state_dir": str(store.state_dir)},
+        as_json,
+        f"enrolled: this device logs in as {bound} with its own certificate",
+    )
 
 
 def _enroll_by_request(
@@ -90,8 +102,12 @@ def _enroll_by_request(
     pin: str | None,
     name: str | None,
     valid_for: dt.timedelta,
-) -> None:
-    """``enroll --request``: parse the options once, then show the QR code and wait."""
+    as_json: bool,
+) -> JID:
+    """``enroll --request``: parse the options once, then show the QR code and wait.
+
+    With --json the code and the waiting go to stderr: stdout is the one JSON record.
+    """
     from device_agent.https_client import HTTPSEndpoint
     from device_agent.pair_request import enroll_by_request
     from pairing import qr
@@ -115,16 +131,15 @@ def _enroll_by_request(
     endpoint = HTTPSEndpoint(address.host, address.port, trust.fingerprint)
 
     def show(issued: PairRequestIssued) -> None:
-        click.echo(qr.terminal(issued.approve_url))
-        click.echo(f"approve at: {issued.approve_url}")
-        click.echo(f"user code:  {issued.user_code}")
+        click.echo(qr.terminal(issued.approve_url), err=as_json)
+        click.echo(f"approve at: {issued.approve_url}", err=as_json)
+        click.echo(f"user code:  {issued.user_code}", err=as_json)
         click.echo(
             f"waiting for the owner of {jid.bare} (until "
             f"{issued.expires.isoformat(timespec='seconds')}) ...",
-            nl=True,
+            err=as_json,
         )
 
-    bound = asyncio.run(
+    return asyncio.run(
         enroll_by_request(store, jid, endpoint, name=device_name, show=show, valid_for=valid_for)
     )
-    click.echo(f"enrolled: this device logs in as {bound} with its own certificate")

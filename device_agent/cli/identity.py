@@ -9,10 +9,16 @@ from pathlib import Path
 import click
 
 from device_agent import enrollment, renewal, runtime
-from device_agent.cli.options import PIN_HELP, SERVER_HELP, server_settings, state_option
+from device_agent.cli.options import (
+    PIN_HELP,
+    SERVER_HELP,
+    json_option,
+    server_settings,
+    state_option,
+)
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.cli_output import BadInput, emit_record
+from pairing.cli_output import BadInput, emit_record, say
 from pairing.errors import InvalidJID
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
@@ -24,6 +30,7 @@ from pairing.protocol.jid import JID
 @click.option("--pin", help=PIN_HELP)
 @click.option("--valid-days", default=365, show_default=True, help="Certificate lifetime.")
 @click.option("--force", is_flag=True, help="Replace an existing identity (destroys its key).")
+@json_option
 @click.pass_obj
 def init(
     store: KeyStore,
@@ -32,6 +39,7 @@ def init(
     pin: str | None,
     valid_days: int,
     force: bool,
+    as_json: bool,
 ) -> None:
     """Create the device key and its self-signed certificate.
 
@@ -54,12 +62,27 @@ def init(
         recorded = enrollment.SERVER.read_if_present(store.state_dir)
         if recorded is not None and recorded.jid != str(parsed):
             enrollment.SERVER.remove(store.state_dir)
+    register = f"pairing certs add {parsed.resource or 'NAME'} {store.cert_path}"
+    if as_json:
+        server = f"{settings.host}:{settings.port}" if settings is not None else None
+        emit_record(
+            {
+                "jid": str(identity.jid),
+                "certificate": str(store.cert_path),
+                "sha256": identity.fingerprint,
+                "not_after": identity.not_after.isoformat(),
+                "server": server,
+                "register": register,
+            },
+            as_json=True,
+        )
+        return
     click.echo(f"created the identity for {identity.jid}")
     click.echo(f"certificate: {store.cert_path}")
     click.echo(f"SHA-256:     {format_fingerprint(identity.fingerprint)}")
     if settings is not None:
         click.echo(f"server:      {settings.host}:{settings.port} (pinned)")
-    click.echo(f"register it with: pairing certs add {parsed.resource or 'NAME'} {store.cert_path}")
+    click.echo(f"register it with: {register}")
     if settings is not None:
         click.echo("then: device-agent" + state_option(store) + " run")
 
@@ -125,8 +148,9 @@ def status(store: KeyStore, as_json: bool) -> None:
 
 @click.command()
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @click.pass_obj
-def reset(store: KeyStore, yes: bool) -> None:
+def reset(store: KeyStore, yes: bool, as_json: bool) -> None:
     """Wipe the key, certificate and enrollment, so the device can be enrolled afresh."""
     if runtime.agent_running(store.state_dir):
         raise click.ClickException(
@@ -142,7 +166,11 @@ def reset(store: KeyStore, yes: bool) -> None:
     ):
         state_file.remove(store.state_dir)
     store.remove()  # last: it also sweeps every temporary file, which may hold a key
-    click.echo("the device identity is wiped; enroll it again (enroll, pair, or init)")
+    say(
+        {"state_dir": str(store.state_dir), "wiped": True},
+        as_json,
+        "the device identity is wiped; enroll it again (enroll, pair, or init)",
+    )
 
 
 EXPORT_PASSWORD_ENV = "DEVICE_AGENT_EXPORT_PASSWORD"
@@ -162,9 +190,10 @@ EXPORT_PASSWORD_ENV = "DEVICE_AGENT_EXPORT_PASSWORD"
     help=f"Read the file's password from here (else ${EXPORT_PASSWORD_ENV}, else asked twice).",
 )
 @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@json_option
 @click.pass_obj
 def export_command(
-    store: KeyStore, pkcs12_path: Path, password_file: Path | None, force: bool
+    store: KeyStore, pkcs12_path: Path, password_file: Path | None, force: bool, as_json: bool
 ) -> None:
     """Export the identity for a desktop client (docs/desktop-clients.md): the key leaves.
 
@@ -187,4 +216,8 @@ def export_command(
         confirm=True,
     )
     identity = export_pkcs12(store, pkcs12_path, password.encode(), force=force)
-    click.echo(f"exported {identity.jid} to {pkcs12_path} (mode 0600, password-protected)")
+    say(
+        {"jid": str(identity.jid), "file": str(pkcs12_path), "sha256": identity.fingerprint},
+        as_json,
+        f"exported {identity.jid} to {pkcs12_path} (mode 0600, password-protected)",
+    )

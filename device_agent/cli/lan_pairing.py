@@ -8,9 +8,10 @@ from pathlib import Path
 
 import click
 
+from device_agent.cli.options import json_option
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
-from pairing.cli_output import BadInput, emit_record
+from pairing.cli_output import BadInput, emit_record, say
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import prepare_resourcepart
 
@@ -83,6 +84,7 @@ def label(
     is_flag=True,
     help="HomeKit-style: advertise this device and wait for `pairing add` to connect.",
 )
+@json_option
 @click.pass_obj
 def pair(
     store: KeyStore,
@@ -90,6 +92,7 @@ def pair(
     interfaces: tuple[str, ...],
     max_failures: int,
     advertise: bool,
+    as_json: bool,
 ) -> None:
     """Find a pairing window on the LAN, prove the label's code, enroll and log in."""
     from device_agent.lan import PairingLimits, wait_for_user
@@ -103,4 +106,8 @@ def pair(
     bound = asyncio.run(
         how(store.state_dir, limits=limits, interfaces=interfaces or None, report=report)
     )
-    click.echo(f"paired: this device logs in as {bound}")
+    say(
+        {"jid": str(bound), "sha256": store.load().fingerprint, "state_dir": str(store.state_dir)},
+        as_json,
+        f"paired: this device logs in as {bound}",
+    )

@@ -49,3 +49,7 @@ def state_option(store: KeyStore) -> str:
 
 SERVER_HELP = "HOST[:PORT] the device logs in to (the manual way, XEP-0257)."
 PIN_HELP = "The server certificate's SHA-256 fingerprint (`server-ext fingerprint`)."
+
+#: --json on every command that changes the device's state (one JSON object on stdout; the
+#: progress lines go to stderr either way).
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from device_agent import enrollment, renewal, rotation, runtime
-from device_agent.cli.options import PIN_HELP, SERVER_HELP, server_settings
+from device_agent.cli.options import PIN_HELP, SERVER_HELP, json_option, server_settings
 from device_agent.keystore import KeyStore
+from pairing.cli_output import say
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.identity import format_fingerprint
 from pairing.protocol.jid import JID
@@ -130,8 +131,9 @@ def login_command(
     metavar="CMD",
     help="Run CMD after the renewal (no shell; it gets DEVICE_AGENT_CERT, DEVICE_AGENT_KEY).",
 )
+@json_option
 @click.pass_obj
-def renew(store: KeyStore, hook: str | None) -> None:
+def renew(store: KeyStore, hook: str | None, as_json: bool) -> None:
     """Renew the device certificate now, then run --exec.
 
     A valid certificate is rotated over the device's own EXTERNAL session; an expired one
@@ -144,9 +146,15 @@ def renew(store: KeyStore, hook: str | None) -> None:
             f"a device-agent is running with {store.state_dir}; it renews by itself"
         )
     identity = asyncio.run(renewal.renew(store.state_dir))
-    click.echo(
+    say(
+        {
+            "jid": str(identity.jid),
+            "sha256": identity.fingerprint,
+            "not_after": identity.not_after.isoformat(),
+        },
+        as_json,
         f"renewed: {identity.jid} now logs in with {format_fingerprint(identity.fingerprint)}, "
-        f"valid until {identity.not_after:%Y-%m-%d %H:%M} UTC"
+        f"valid until {identity.not_after:%Y-%m-%d %H:%M} UTC",
     )
     if hook:
         renewal.run_hook(hook, identity, store.state_dir)

@@ -9,8 +9,8 @@ import click
 
 from pairing.cli.connection import current_connection
 from pairing.cli.devices import revoke_and_report
-from pairing.cli.options import PROFILE_OPTION, say
-from pairing.cli_output import emit
+from pairing.cli.options import PROFILE_OPTION
+from pairing.cli_output import emit, say
 from pairing.errors import PairingError
 from pairing.protocol.identity import PeerCertificate, format_fingerprint
 from pairing.xmpp.component import register_certificate

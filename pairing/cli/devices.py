@@ -8,8 +8,8 @@ import click
 import slixmpp
 
 from pairing.cli.connection import current_connection
-from pairing.cli.options import PROFILE_OPTION, say, target_account
-from pairing.cli_output import emit
+from pairing.cli.options import PROFILE_OPTION, target_account
+from pairing.cli_output import emit, say
 from pairing.xmpp.connection import PairingClient
 from pairing.xmpp.devices import DeviceInfo, end_sessions, list_devices, revoke_device
 from pairing.xmpp.saslcert import revoke_certificate

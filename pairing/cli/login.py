@@ -20,8 +20,8 @@ from pairing.cli.connection import (
     resolve_connection,
 )
 from pairing.cli.devices import revoke_named
-from pairing.cli.options import PASSWORD_ENV, PROFILE_OPTION, Choices, account_options, say
-from pairing.cli_output import BadInput, emit, emit_record
+from pairing.cli.options import PASSWORD_ENV, PROFILE_OPTION, Choices, account_options
+from pairing.cli_output import BadInput, emit, emit_record, say
 from pairing.errors import PairingError
 from pairing.profiles import CLIIdentity, Profile, ProfileError, ProfileStore, make_cli_identity
 from pairing.protocol.address import ServerAddress

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from pairing.cli_output import BadInput, emit_record
+from pairing.cli_output import BadInput
 from pairing.profiles import DEFAULT_PROFILE
 
 PASSWORD_ENV = "PAIRING_PASSWORD"
@@ -118,11 +118,3 @@ def target_account(target: str | None, for_account: str | None) -> str | None:
 
 
 # --- --json on the commands that change something -----------------------------------------
-
-
-def say(record: dict[str, Any], as_json: bool, text: str) -> None:
-    """``record`` as JSON with --json, else the one line ``text``."""
-    if as_json:
-        emit_record(record, as_json=True)
-    else:
-        click.echo(text)

@@ -11,8 +11,8 @@ import click
 import slixmpp
 
 from pairing.cli.connection import current_connection
-from pairing.cli.options import PROFILE_OPTION, say, target_account, target_options
-from pairing.cli_output import BadInput, Duration, emit
+from pairing.cli.options import PROFILE_OPTION, target_account, target_options
+from pairing.cli_output import BadInput, Duration, emit, say
 from pairing.errors import InvalidJID
 from pairing.protocol.jid import JID, prepare_resourcepart
 from pairing.xmpp.tokens import TokenGrant, cancel_token, list_tokens, request_token

@@ -325,3 +325,40 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_every_state_changing_device_agent_command_can_answer_in_json(
+    served: tuple[Path, int, str], tmp_path: Path
+) -> None:
+    """init, enroll, renew, export and reset with --json: one JSON object on stdout and
+    nothing else there (progress goes to stderr), as the other two CLIs do."""
+    data, port, _ = served
+
+    def agent(state: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
+        done = run("device-agent", "--state-dir", str(state), *args, "--json", env=env)
+        record = json.loads(done.stdout)  # the whole of stdout is one object
+        assert isinstance(record, dict)
+        return record
+
+    manual = tmp_path / "manual"
+    made = agent(manual, "init", "--jid", "alice@localhost/manual")
+    assert made["jid"] == "alice@localhost/manual" and made["server"] is None
+    assert made["register"] == f"pairing certs add manual {manual / 'device.crt'}"
+
+    token = run(
+        "server-ext", "--data-dir", str(data), "token", "create", "--jid", "alice@localhost",
+        "--resource", "bot", "--connect", f"127.0.0.1:{port}", "--json",
+    )  # fmt: skip
+    state = tmp_path / "bot"
+    enrolled = agent(state, "enroll", "--uri", json.loads(token.stdout)["uri"])
+    assert enrolled["jid"] == "alice@localhost/bot" and len(str(enrolled["sha256"])) == 64
+    renewed = agent(state, "renew")
+    assert renewed["jid"] == "alice@localhost/bot" and renewed["sha256"] != enrolled["sha256"]
+    p12 = tmp_path / "bot.p12"
+    exported = agent(
+        state, "export", "--pkcs12", str(p12),
+        env={"DEVICE_AGENT_EXPORT_PASSWORD": "export pass"},
+    )  # fmt: skip
+    assert exported == {"jid": "alice@localhost/bot", "file": str(p12), "sha256": renewed["sha256"]}
+    assert agent(state, "reset", "--yes") == {"state_dir": str(state), "wiped": True}
+    assert not (state / "device.key").exists()
