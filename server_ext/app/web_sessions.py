@@ -114,7 +114,10 @@ class WebSessions:
         self._sessions[_digest(session_id)] = session
         return session_id, session
 
-    def get(self, session_id: str | None) -> WebSession | None:
+    def get(self, session_id: str | None, *, touch: bool = True) -> WebSession | None:
+        """The live session of ``session_id``, or None. ``touch=False`` (the live-update
+        stream, which runs without the user doing anything) does not count as activity, so
+        an open tab does not keep a session from lapsing when idle."""
         if not session_id or len(session_id) > 128:
             return None
         key = _digest(session_id)
@@ -135,7 +138,7 @@ class WebSessions:
                 return None
             if current is not None:
                 is_admin = current.is_admin
-        touched = replace(session, seen_at=now, is_admin=is_admin)
+        touched = replace(session, seen_at=now if touch else session.seen_at, is_admin=is_admin)
         self._sessions[key] = touched
         return touched
 

@@ -488,25 +488,30 @@ async def test_the_owner_renames_disables_enables_and_cancels_a_code_from_the_pa
 async def test_pages_carry_the_security_headers(web: tuple[RunningServer, Page]) -> None:
     server, _ = web
 
-    def get(path: str) -> dict[str, str]:
+    def get(path: str, cookie: str | None = None) -> dict[str, str]:
         address = server.server.https_address
         assert address is not None
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         connection = http.client.HTTPSConnection(address.host, address.port, context=context)
-        connection.request("GET", path)
+        connection.request(
+            "GET", path, headers={"Cookie": f"__Host-session={cookie}"} if cookie else {}
+        )
         response = connection.getresponse()
-        response.read()
+        if not path.startswith("/events"):  # the event stream does not end: headers only
+            response.read()
         connection.close()
         return dict(response.getheaders())
 
-    headers = await asyncio.to_thread(get, "/login")
-    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
-    assert "unsafe-inline" not in headers["Content-Security-Policy"]
-    assert headers["X-Content-Type-Options"] == "nosniff"
-    assert headers["Cache-Control"] == "no-store"
-    assert json.dumps(headers)  # plain strings
+    session_id, _ = server.server.web_sessions.open(JID.parse("alice@localhost"), False)
+    for path, cookie in (("/login", None), ("/events", session_id)):
+        headers = await asyncio.to_thread(get, path, cookie)
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+        assert "unsafe-inline" not in headers["Content-Security-Policy"], path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Cache-Control"] == "no-store", path
+        assert json.dumps(headers)  # plain strings
 
 
 async def test_a_pending_request_is_listed_on_my_devices_and_can_be_cancelled(

@@ -179,6 +179,22 @@ def test_a_session_of_an_account_the_registry_does_not_hold_keeps_going(clock: C
     assert sessions.get(session_id) is not None
 
 
+def test_the_live_updates_of_an_open_tab_do_not_keep_a_session_from_lapsing(
+    clock: Clock,
+) -> None:
+    sessions = WebSessions(clock)
+    session_id, _ = sessions.open(ALICE, False)
+    clock.advance(minutes=20)
+    assert sessions.get(session_id, touch=False) is not None  # the event stream checks
+    clock.advance(minutes=11)  # 31 minutes without a click
+    assert sessions.get(session_id, touch=False) is None
+    clicked, _ = sessions.open(ALICE, False)
+    clock.advance(minutes=20)
+    assert sessions.get(clicked) is not None  # a click is activity
+    clock.advance(minutes=11)
+    assert sessions.get(clicked, touch=False) is not None
+
+
 def test_password_check_uses_the_scram_keys_and_the_login_throttle(registry: Registry) -> None:
     now = [0.0]
     throttle = LoginThrottle(clock=lambda: now[0], pair_limit=3, address_limit=100)
