@@ -16,7 +16,6 @@ from pairing.errors import ConnectionFailed, PairingError
 from pairing.protocol import https_api
 from pairing.protocol.address import ServerAddress
 from pairing.protocol.https_api import APIRefused, Challenge, Enrolled, EnrollRequest
-from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import sign
 from pairing.protocol.uri import EnrollmentURI, HTTPSEnrollmentURI
@@ -228,7 +227,7 @@ async def enroll_https(
         message = https_api.enrollment_message(challenge.nonce, uri.token, identity.fingerprint)
         request = EnrollRequest(
             uri.token,
-            PeerCertificate.parse(identity.certificate_der),
+            identity.certificate,
             challenge.nonce,
             sign(store.private_key(), message),  # signed here; the key never leaves
         )

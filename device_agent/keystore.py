@@ -34,13 +34,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from device_agent.errors import DeviceAgentError
 from pairing.errors import CertificateError
 from pairing.protocol.identity import (
+    PeerCertificate,
     build_device_certificate,
-    certificate_der,
     certificate_pem,
-    fingerprint,
     generate_key,
     private_key_pem,
-    xmpp_addrs,
 )
 from pairing.protocol.jid import JID
 from pairing.secure_files import TEMP_PREFIX, fsync_directory, write_new
@@ -67,6 +65,7 @@ class DeviceIdentity:
     not_after: dt.datetime
     certificate_der: bytes
     not_before: dt.datetime
+    certificate: PeerCertificate  # the same certificate, parsed once when it was read
 
     @property
     def validity(self) -> dt.timedelta:
@@ -267,22 +266,22 @@ class KeyStore:
         try:
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-            jids = xmpp_addrs(cert)
+            parsed = PeerCertificate.from_x509(cert)
         except (OSError, ValueError, TypeError, CertificateError) as exc:
             raise KeyStoreError(f"the identity in {self.state_dir} is unreadable: {exc}") from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
             raise KeyStoreError(f"{self.key_path} does not belong to {self.cert_path}")
-        if not jids:
+        if not parsed.jids:
             raise KeyStoreError(f"{self.cert_path} has no xmppAddr")
-        der = certificate_der(cert)
         return DeviceIdentity(
-            jid=jids[0],
+            jid=parsed.jids[0],
             cert_path=cert_path,
             key_path=key_path,
-            fingerprint=fingerprint(der),
-            not_after=cert.not_valid_after_utc,
-            certificate_der=der,
-            not_before=cert.not_valid_before_utc,
+            fingerprint=parsed.fingerprint,
+            not_after=parsed.not_after,
+            certificate_der=parsed.der,
+            not_before=parsed.not_before,
+            certificate=parsed,
         )
 
     # --- the layout ---------------------------------------------------------------------

@@ -22,7 +22,6 @@ from pairing.errors import ConnectionFailed, PairingError
 from pairing.protocol import https_api
 from pairing.protocol import pair_request as wire
 from pairing.protocol.https_api import APIRefused, Challenge, Enrolled
-from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import SigningKey, sign
 
@@ -52,7 +51,7 @@ async def enroll_by_request(
     returns the bound JID. Denial, expiry and an unknown request raise :class:`EnrollmentError`
     (and a key made for this attempt is removed, as nothing was registered)."""
     identity, created = identity_for(store, jid, valid_for)
-    certificate = PeerCertificate.parse(identity.certificate_der)
+    certificate = identity.certificate
     key = store.private_key()
     try:
         nonce = await _nonce(endpoint, timeout)

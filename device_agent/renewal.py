@@ -40,7 +40,6 @@ from pairing.protocol.https_api import (
     SuccessorRequest,
     possession_message,
 )
-from pairing.protocol.identity import PeerCertificate
 from pairing.protocol.jid import JID
 from pairing.protocol.proofs import sign
 from pairing.protocol.renewal import RenewCondition, sign_renewal
@@ -212,7 +211,7 @@ async def successor_over_https(
         new_key = store.staged_private_key(staged)
         request = SuccessorRequest(
             current.certificate_der,
-            PeerCertificate.parse(staged.certificate_der),
+            staged.certificate,
             challenge.nonce,
             sign_renewal(store.private_key(), domain, staged.certificate_der),
             sign(new_key, possession_message(challenge.nonce, staged.fingerprint)),
