@@ -377,7 +377,7 @@ class HTTPSAPI:
             account = self._mongooseim_account(query)
         except APIRefused as refused:
             return Reply(refused.status, text=refused.text)
-        certificates = self.context.registry.devices.usable(account, now=self.context.clock())
+        certificates = self.context.registry.devices.usable(account)
         return Reply(200, text="".join(pem_of_der(c.der) for c in certificates))
 
     def mongooseim_user_exists(

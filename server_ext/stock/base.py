@@ -123,7 +123,7 @@ def trust_set(registry: Registry, account: JID | None = None) -> list[Certificat
     (``c2s_cafile``) and a ``get_certs`` answer on MongooseIM, so a revoked or disabled
     device, a replaced or expired certificate, is never in it.
     """
-    return registry.devices.usable(account, now=registry.clock())
+    return registry.devices.usable(account)
 
 
 async def close_stale_sessions(stock: StockServer, registry: Registry) -> list[JID]:

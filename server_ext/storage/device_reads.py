@@ -3,7 +3,6 @@ name, by JID, a rotation chain, and what may log in now."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from pairing.protocol.jid import JID
@@ -87,9 +86,11 @@ class DeviceReads:
         device = self.by_name(account, name)
         return self.current(device.id) if device is not None else None
 
-    def usable(self, account: JID | None = None, *, now: dt.datetime) -> list[CertificateRecord]:
-        """Certificates that may log in now: active, of an active device, within their
-        validity (of ``account``, or of every account). What a stock server must trust."""
+    def usable(self, account: JID | None = None) -> list[CertificateRecord]:
+        """Certificates that may log in now (the registry's clock): active, of an active
+        device, within their validity (of ``account``, or of every account). What a stock
+        server must trust."""
+        now = self._file.clock()
         where = (
             "c.state = 'active' AND d.state = 'active' AND c.not_before <= ? AND c.not_after > ?"
         )
