@@ -21,6 +21,7 @@ from device_agent.enrollment import ServerSettings, client_for
 from device_agent.errors import DeviceAgentError
 from device_agent.keystore import KeyStore
 from device_agent.state_files import MalformedRecord, StateFile
+from device_agent.status_query import device_status
 from pairing.errors import (
     AuthenticationFailed,
     ConnectionFailed,
@@ -30,6 +31,7 @@ from pairing.errors import (
     ServerIdentityMismatch,
     StreamClosed,
 )
+from pairing.protocol.device_status import DeviceState
 from pairing.xmpp.connection import (
     CLIENT_STATE,
     STREAM_MANAGEMENT,
@@ -335,6 +337,16 @@ async def _run(
             if isinstance(exc, StreamClosed):
                 delay = await _back_off(exc, stop, report, min_delay, delay, max_delay)
                 continue
+            # A stock server may refuse a revoked device as it refuses any unknown certificate
+            # (ejabberd): ask server-ext, over HTTPS and signed with the key, whether it was.
+            standing = await device_status(state_dir)
+            if standing is not None and standing.state is DeviceState.REVOKED:
+                reason = "this device was revoked" + (
+                    f": {standing.reason}" if standing.reason else ""
+                )
+                report(f"refused: {reason}")
+                record_status(state_dir, AgentState.REVOKED, reason)
+                raise LoginRefused(reason) from None
             # Disabled, expired, superseded or not (yet) registered: an admin may fix that,
             # so keep trying, but only at the slowest pace.
             record_status(state_dir, AgentState.REFUSED, exc.text)

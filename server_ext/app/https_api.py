@@ -10,8 +10,6 @@ Every request gets an answer; malformed input is a 400 with the reason, never a 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hmac
 import json
@@ -20,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pairing.errors import InvalidJID
 from pairing.protocol import pair_request as pairing_wire
+from pairing.protocol.device_status import DeviceState, DeviceStatus, DeviceStatusQuery
 from pairing.protocol.enrollment import EnrollCondition
 from pairing.protocol.https_api import (
     MAX_BODY_BYTES,
@@ -51,6 +49,7 @@ from server_ext.app.pair_requests import (
     RequestState,
 )
 from server_ext.app.renewal import register_successor
+from server_ext.app.stock_requests import BASIC, BEARER, credential, mongooseim_account
 from server_ext.errors import RegistryError
 from server_ext.model import RegistryChange
 from server_ext.policy.external import ExternalRefused, decide_external
@@ -59,10 +58,6 @@ from server_ext.policy.throttle import LoginThrottle
 from server_ext.policy.tokens import TokenRefused
 
 log = logging.getLogger(__name__)
-
-#: MongooseIM's basic_auth user name is the operator's choice; the password is the secret.
-_BEARER = "bearer "
-_BASIC = "basic "
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +296,28 @@ class HTTPSAPI:
             request.id if request.state is RequestState.PENDING else None
         )
 
+    def device_status(self, body: bytes, address: str) -> Reply:
+        """``POST /api/v1/device/status``: the state of the device whose key signed the query
+        (a stock server may refuse a revoked device without saying so)."""
+        try:
+            query = DeviceStatusQuery.from_json(self._json(body, address))
+            self._burn(query.nonce, address)
+            self._require_signature(
+                query.certificate,
+                query.signature,
+                query.message(),
+                address,
+                "the signature is not by the certificate's key over this query",
+            )
+            found = self.context.registry.devices.by_fingerprint(query.certificate.fingerprint)
+            if found is None:
+                raise APIRefused(APICondition.NOT_FOUND, "this certificate is not registered here")
+        except APIRefused as refused:
+            return refusal(refused)
+        device = found.device
+        status = DeviceStatus(DeviceState(device.state.value), device.revoked_reason or "")
+        return Reply(200, status.to_json())
+
     def pair_answer(self, request: PairingRequest) -> Reply:
         """How ``request`` stands, as the device is told."""
         state = request.state
@@ -322,7 +339,7 @@ class HTTPSAPI:
         """``POST /api/v1/stock/prosody/certificate``: the EXTERNAL decision for Prosody."""
         context = self.context
         try:
-            self._require_secret(authorization, _BEARER, address)
+            self._require_secret(authorization, BEARER, address)
             query = ProsodyCertificateQuery.from_json(self._json(body, address))
         except APIRefused as refused:
             return refusal(refused)
@@ -373,8 +390,8 @@ class HTTPSAPI:
     ) -> Reply:
         """``GET …/get_certs?user=&server=``: the user's usable certificates, PEM (200)."""
         try:
-            self._require_secret(authorization, _BASIC, address)
-            account = self._mongooseim_account(query)
+            self._require_secret(authorization, BASIC, address)
+            account = mongooseim_account(query, self.context.domain)
         except APIRefused as refused:
             return Reply(refused.status, text=refused.text)
         certificates = self.context.registry.devices.usable(account)
@@ -385,24 +402,12 @@ class HTTPSAPI:
     ) -> Reply:
         """``GET …/user_exists?user=&server=``: ``true`` when the registry knows the account."""
         try:
-            self._require_secret(authorization, _BASIC, address)
-            account = self._mongooseim_account(query)
+            self._require_secret(authorization, BASIC, address)
+            account = mongooseim_account(query, self.context.domain)
         except APIRefused as refused:
             return Reply(refused.status, text=refused.text)
         known = self.context.registry.accounts.get(account) is not None
         return Reply(200, text="true" if known else "false")
-
-    def _mongooseim_account(self, query: Mapping[str, str]) -> JID:
-        user, server = query.get("user", ""), query.get("server", "")
-        try:
-            account = JID(user, server)  # RFC 7622: prepared on construction
-        except InvalidJID as exc:
-            raise APIRefused(APICondition.MALFORMED, f"user and server: {exc}") from None
-        if not account.local:
-            raise APIRefused(APICondition.MALFORMED, "the user is empty")
-        if account.domain != self.context.domain:
-            raise APIRefused(APICondition.NOT_FOUND, f"this service serves {self.context.domain}")
-        return account
 
     # --- shared ------------------------------------------------------------------------------
 
@@ -459,7 +464,7 @@ class HTTPSAPI:
         """The stock server's shared secret, as a Bearer token or a basic-auth password."""
         if (refused := self._throttled(address)) is not None:
             raise refused
-        given = _credential(authorization or "", scheme)
+        given = credential(authorization or "", scheme)
         if (
             not self._secret
             or given is None
@@ -472,18 +477,3 @@ class HTTPSAPI:
         self.context.audit(
             event, actor="unknown", subject=address, address=address, condition=refused.condition
         )
-
-
-def _credential(header: str, scheme: str) -> str | None:
-    """The secret in ``Authorization: Bearer S`` or ``Basic base64(user:S)`` (RFC 6750, 7617)."""
-    if header[: len(scheme)].lower() != scheme:
-        return None
-    value = header[len(scheme) :].strip()
-    if scheme == _BEARER:
-        return value
-    try:
-        decoded = base64.b64decode(value, validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    _user, sep, password = decoded.partition(":")
-    return password if sep else None

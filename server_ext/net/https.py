@@ -23,6 +23,7 @@ from aiohttp import web
 
 from pairing.protocol import https_api as paths
 from pairing.protocol import pair_request
+from pairing.protocol.device_status import DEVICE_STATUS_PATH
 from pairing.protocol.https_api import MAX_BODY_BYTES, APICondition, APIRefused
 from server_ext.app.https_api import HTTPSAPI, Reply, refusal
 from server_ext.app.pair_requests import RequestState
@@ -90,6 +91,7 @@ class HTTPSFace:
             pair_request.PAIR_REQUEST_PATH, self._device(lambda api: api.pair_request)
         )
         app.router.add_post(pair_request.PAIR_STATUS_PATH, self._pair_status)
+        app.router.add_post(DEVICE_STATUS_PATH, self._device(lambda api: api.device_status))
         if self._web is not None:
             self._web.add_routes(app)
         return app

@@ -19,8 +19,16 @@ from device_agent.https_client import HTTPSEndpoint
 from device_agent.keystore import KeyStore
 from device_agent.renewal import renew
 from device_agent.runtime import run
+from device_agent.status_query import device_status
 from pairing.errors import AuthenticationFailed, ServerIdentityMismatch
 from pairing.protocol import https_api
+from pairing.protocol.device_status import (
+    DEVICE_STATUS_PATH,
+    DeviceStatus,
+    DeviceStatusQuery,
+    status_message,
+)
+from pairing.protocol.device_status import DeviceState as WireState
 from pairing.protocol.https_api import APIRefused, EnrollRequest, enrollment_message
 from pairing.protocol.identity import (
     PeerCertificate,
@@ -517,3 +525,37 @@ async def test_a_rotation_retried_after_a_lost_answer_is_taken_as_done(
     with pytest.raises(APIRefused) as again:
         await attempt()
     assert (again.value.condition, again.value.status) == ("already-registered", 409)
+
+
+async def test_a_device_asks_how_it_stands_and_only_its_key_gets_an_answer(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """POST /api/v1/device/status (docs/protocol.md, 9.7): what a device on a stock server asks
+    after a refusal that did not say why."""
+    server = await https_server(make_server)
+    _, uri = v2_uri(server)
+    store = KeyStore(tmp_path / "bot")
+    await enroll_https(store, uri)
+    assert await device_status(store.state_dir) == DeviceStatus(WireState.ACTIVE)
+    server.set_device_state("alice", "bot", DeviceState.REVOKED, reason="stolen")
+    assert await device_status(store.state_dir) == DeviceStatus(WireState.REVOKED, "stolen")
+
+    async def ask(certificate: PeerCertificate, key: Any) -> Any:
+        challenge = await endpoint(server).post(https_api.CHALLENGE_PATH, None, timeout=5)
+        nonce = str(challenge["nonce"])
+        signature = sign(key, status_message(nonce, certificate.fingerprint))
+        query = DeviceStatusQuery(certificate, nonce, signature)
+        return await endpoint(server).post(DEVICE_STATUS_PATH, query.to_json(), timeout=5)
+
+    # Whoever has the certificate (it is public) but not the key learns nothing.
+    mallory = generate_key()
+    with pytest.raises(APIRefused) as refused:
+        await ask(store.load().certificate, mallory)
+    assert refused.value.condition == "bad-signature"
+    # A certificate the registry does not hold.
+    stranger = PeerCertificate.parse(
+        certificate_der(build_device_certificate(mallory, JID.parse("alice@localhost/x")))
+    )
+    with pytest.raises(APIRefused) as refused:
+        await ask(stranger, mallory)
+    assert refused.value.condition == "not-found"

@@ -243,6 +243,33 @@ async def test_device_agent_run_rotates_a_short_lived_certificate_before_it_expi
     assert lines[-1] == "stopped", lines
 
 
+def test_a_running_agent_that_is_revoked_stops_for_good_with_the_reason(
+    world: World, tmp_path: Path
+) -> None:
+    """An admin revokes a device while ``device-agent run`` keeps it online: its session
+    closes, and the agent stops for good saying why, instead of retrying a refused login for
+    ever. ejabberd ends the session with a plain ``<conflict/>`` and then refuses the
+    certificate without a reason: the agent asks server-ext how it stands (docs/protocol.md,
+    9.7)."""
+    owner = world.account("stop")
+    world.login(owner)
+    state = tmp_path / "bot"
+    jid = enroll_by_qr(world, owner, "bot", state)
+    agent = Agent("device-agent", "--state-dir", state, "run")
+    try:
+        agent.wait_for(f"online as {jid}")
+        world.admin("devices", "revoke", "bot", "--jid", owner.jid, "--reason", "lost in the field")
+        status, _, reports = agent.finish(90)
+    finally:
+        agent.stop()
+    assert status == 1, reports
+    refusal = next(line for line in reports.splitlines() if "refused:" in line)
+    assert "was revoked" in refusal and "lost in the field" in refusal, reports
+    assert "Traceback" not in reports
+    record = json.loads(cli("device-agent", "--state-dir", state, "status", "--json").stdout)
+    assert record["state"] == "revoked", record
+
+
 # -- LAN pairing with the label's code --------------------------------------------------------
 
 
