@@ -106,16 +106,22 @@ async def web(
         await asyncio.to_thread(browser.close, driver, profile)
 
 
-def https_post(
-    server: RunningServer, path: str, fields: dict[str, str], cookie: str | None
-) -> tuple[int, str]:
-    """A form post from outside the browser (another site's forgery, or a script)."""
+def https_connection(server: RunningServer) -> http.client.HTTPSConnection:
+    """A connection to the web face from outside the browser (its certificate is self-signed;
+    what is checked here is the page, not the server's identity)."""
     address = server.server.https_address
     assert address is not None
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    connection = http.client.HTTPSConnection(address.host, address.port, context=context)
+    return http.client.HTTPSConnection(address.host, address.port, context=context)
+
+
+def https_post(
+    server: RunningServer, path: str, fields: dict[str, str], cookie: str | None
+) -> tuple[int, str]:
+    """A form post from outside the browser (another site's forgery, or a script)."""
+    connection = https_connection(server)
     body = "&".join(f"{k}={v}" for k, v in fields.items())
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     if cookie:
@@ -129,14 +135,10 @@ def https_post(
 
 def https_get(server: RunningServer, path: str, cookie: str | None) -> tuple[int, str]:
     """A page fetched from outside the browser with the given session cookie."""
-    address = server.server.https_address
-    assert address is not None
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    connection = http.client.HTTPSConnection(address.host, address.port, context=context)
-    headers = {"Cookie": f"__Host-session={cookie}"} if cookie else {}
-    connection.request("GET", path, headers=headers)
+    connection = https_connection(server)
+    connection.request(
+        "GET", path, headers={"Cookie": f"__Host-session={cookie}"} if cookie else {}
+    )
     response = connection.getresponse()
     text = response.read().decode()
     connection.close()
@@ -489,12 +491,7 @@ async def test_pages_carry_the_security_headers(web: tuple[RunningServer, Page])
     server, _ = web
 
     def get(path: str, cookie: str | None = None) -> dict[str, str]:
-        address = server.server.https_address
-        assert address is not None
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        connection = http.client.HTTPSConnection(address.host, address.port, context=context)
+        connection = https_connection(server)
         connection.request(
             "GET", path, headers={"Cookie": f"__Host-session={cookie}"} if cookie else {}
         )
