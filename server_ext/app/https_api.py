@@ -54,7 +54,7 @@ from server_ext.errors import RegistryError
 from server_ext.model import RegistryChange
 from server_ext.policy.external import ExternalRefused, decide_external
 from server_ext.policy.nonces import NonceBook, TooManyChallenges
-from server_ext.policy.throttle import LoginThrottle
+from server_ext.policy.throttle import LoginThrottle, held_back
 from server_ext.policy.tokens import TokenRefused
 
 log = logging.getLogger(__name__)
@@ -415,12 +415,8 @@ class HTTPSAPI:
         wait = self.throttle.retry_after(None, address)
         if wait <= 0:
             return None
-        seconds = int(wait) + 1
-        return APIRefused(
-            APICondition.RATE_LIMITED,
-            f"too many failed attempts from your address; retry in {seconds} s",
-            retry_after=seconds,
-        )
+        seconds, text = held_back(wait)
+        return APIRefused(APICondition.RATE_LIMITED, text, retry_after=seconds)
 
     def _json(self, body: bytes, address: str) -> Mapping[str, Any]:
         """The body as a JSON object, after the address's throttle is checked."""

@@ -124,6 +124,13 @@ class LoginThrottle:
         self._pairs.clear((account, address))
 
 
+def held_back(wait: float) -> tuple[int, str]:
+    """For an address held back ``wait`` seconds: the whole seconds to tell it (a
+    ``Retry-After``), and the one line that says so, the same on every face."""
+    seconds = int(wait) + 1
+    return seconds, f"too many failed attempts from your address; retry in {seconds} s"
+
+
 class ConnectionCap:
     """How many unauthenticated connections each address holds, with a ceiling."""
 

@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pairing.protocol.enrollment import EnrollCondition
 from pairing.protocol.renewal import RenewCondition
 from server_ext.app import enroll, renewal
+from server_ext.policy.throttle import held_back
 from server_ext.session.state import SessionState
 
 
@@ -19,10 +20,7 @@ class Enrollment(SessionState):
         throttle = self._services.throttle
         wait = throttle.retry_after(None, self.address)
         if wait > 0:
-            result = enroll.failure(
-                EnrollCondition.RATE_LIMITED,
-                f"too many failed attempts from your address; retry in {int(wait) + 1} s",
-            )
+            result = enroll.failure(EnrollCondition.RATE_LIMITED, held_back(wait)[1])
         else:
             result = enroll.redeem(
                 element,
@@ -51,10 +49,7 @@ class Enrollment(SessionState):
         context = self._context
         wait = throttle.retry_after(None, self.address)
         if wait > 0:
-            result = renewal.refused(
-                RenewCondition.RATE_LIMITED,
-                f"too many failed attempts from your address; retry in {int(wait) + 1} s",
-            )
+            result = renewal.refused(RenewCondition.RATE_LIMITED, held_back(wait)[1])
         else:
             result = renewal.renew(
                 element,
