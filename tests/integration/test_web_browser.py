@@ -60,6 +60,11 @@ class Page:
         await self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, css))
         return str(await self.do(lambda d: browser.text_of(d, css)))
 
+    async def texts(self, css: str) -> list[str]:
+        """The text of every element ``css`` selects, in page order."""
+        found = await self.do(lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)])
+        return [str(text) for text in found]
+
     async def click(self, css: str) -> None:
         await self.do(lambda d: d.find_element(By.CSS_SELECTOR, css).click())
 
@@ -391,9 +396,7 @@ async def test_the_admin_filters_the_audit_log(
     await page.fill("#a-account", "alice")
     await page.click("#filter")
     await page.wait(lambda d: "event=device." in d.current_url)
-    events = await page.do(
-        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#audit td.event")]
-    )
+    events = await page.texts("#audit td.event")
     assert events == ["device.disabled"]
     await page.screenshot("audit.png")
     # Not an admin: the page says so.
@@ -478,9 +481,7 @@ async def test_the_owner_renames_disables_enables_and_cancels_a_code_from_the_pa
     await page.fill("#a-since", "2000-01-01T00:00")
     await page.click("#filter")
     await page.wait(lambda d: "device=kitchen" in d.current_url)
-    events = await page.do(
-        lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, "#audit td.event")]
-    )
+    events = await page.texts("#audit td.event")
     assert events[:3] == ["device.enabled", "device.disabled", "device.renamed"], events
     await page.fill("#a-since", "2999-01-01T00:00")
     await page.click("#filter")

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,22 +17,27 @@ pytestmark = [pytest.mark.interop, pytest.mark.timeout(180)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_fleet_bench_logs_a_small_fleet_into_both_stock_servers(tmp_path: Path) -> None:
-    out = tmp_path / "fleet.json"
+def bench(script: str, out: Path, *args: str) -> tuple[dict[str, dict[str, Any]], str]:
+    """Run ``bench/<script>`` with ``--json out``; its rows by server, and the end of its
+    output (for a failed assertion)."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "fleet_bench.py"),
-            *("--sessions", "6", "--servers", "ejabberd,prosody", "--idle", "0.3"),
-            *("--probes", "2", "--per-client", "3", "--json", str(out)),
-        ],
+        [sys.executable, str(ROOT / "bench" / script), *args, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=170,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    rows = {row["server"]: row for row in json.loads(out.read_text())}
+    return {row["server"]: row for row in json.loads(out.read_text())}, done.stdout[-2000:]
+
+
+def test_the_fleet_bench_logs_a_small_fleet_into_both_stock_servers(tmp_path: Path) -> None:
+    rows, _ = bench(
+        "fleet_bench.py",
+        tmp_path / "fleet.json",
+        *("--sessions", "6", "--servers", "ejabberd,prosody", "--idle", "0.3"),
+        *("--probes", "2", "--per-client", "3"),
+    )
     for server in ("ejabberd", "prosody"):
         row = rows[server]
         assert (row["held"], row["errors"], row["probe_errors"]) == (6, 0, 0), row
@@ -41,21 +47,12 @@ def test_the_storm_bench_restarts_both_stock_servers_under_device_agents(tmp_pat
     """bench/storm_bench.py's stock side: device-agent state directories with CA-signed
     certificates log in to ejabberd (c2s_cafile) and Prosody (mod_auth_ccert), with XEP-0352,
     and come back after the server restarts on the same port."""
-    out = tmp_path / "storm.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "storm_bench.py"),
-            *("--devices", "4", "--agents-per-process", "2", "--downtime", "0.5"),
-            *("--timeout", "60", "--servers", "ejabberd,prosody", "--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
+    rows, output = bench(
+        "storm_bench.py",
+        tmp_path / "storm.json",
+        *("--devices", "4", "--agents-per-process", "2", "--downtime", "0.5"),
+        *("--timeout", "60", "--servers", "ejabberd,prosody"),
     )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    rows = {row["server"]: row for row in json.loads(out.read_text())}
-    assert set(rows) == {"ejabberd 23.01", "Prosody 0.12.3"}, done.stdout[-2000:]
+    assert set(rows) == {"ejabberd 23.01", "Prosody 0.12.3"}, output
     for row in rows.values():
         assert (row["cold_start_online"], row["back_online"], row["early"]) == (4, 4, 0), row
